@@ -1,0 +1,343 @@
+// Package sgfetch is the sg-fetch tool: file entries (or IMAGE BLOB PATH)
+// in, files on disk and one fetch result per entry out.
+package sgfetch
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/stargz-get/stargz-get/internal/cli"
+	"github.com/stargz-get/stargz-get/internal/source"
+	"github.com/stargz-get/stargz-get/pkg/fetch"
+	"github.com/stargz-get/stargz-get/pkg/registry"
+	"github.com/stargz-get/stargz-get/pkg/toc"
+	"github.com/stargz-get/stargz-get/pkg/wire"
+)
+
+const tool = "sg-fetch"
+
+const usage = `Usage:
+  sg-fetch [options] -o DIR IMAGE BLOB PATH...
+  sg-ls IMAGE BLOB | grep ... | sg-fetch [options] -o DIR
+
+Download files out of eStargz layers into DIR, fetching only the compressed
+chunks that hold them, with parallel HTTP Range requests. Each file is
+written under a temporary name, its chunk and file digests are checked
+against the layer's TOC (itself checked against the manifest's TOC digest
+annotation), and only then renamed into place under DIR, keeping the
+layer's directory structure. One JSON result per entry is printed.
+
+With IMAGE BLOB PATH, fetch PATH (a file, or a directory and everything
+under it; "/" for the whole layer) from layer BLOB (a digest, a unique
+digest prefix, or a 0-based index). Without arguments, fetch the file
+entries read from stdin (the output of sg-ls, filtered as you like); the
+layer's TOC is read once per layer, and only the entries' ref, manifest,
+layer and name are used.
+
+Options:
+  -o, --output DIR          directory to write into, created if missing
+                            (required)                          SG_OUTPUT
+  -j, --jobs N              parallel range downloads (default 8)  SG_JOBS
+  --progress auto|always|never  progress bar on stderr; auto shows it when
+                            stderr is a terminal (default auto) SG_PROGRESS
+  --max-toc-bytes N         refuse layers whose compressed TOC is larger
+                            (default 50 MiB)              SG_MAX_TOC_BYTES
+
+` + cli.RegistryUsage + `
+Examples:
+  sg-fetch -o out ghcr.io/stargz-containers/node:17.8.0-esgz 3 usr/local/bin/node
+  sg-layers IMAGE | sg-ls | jq -c 'select(.name | startswith("etc/"))' | sg-fetch -o out
+  sg-ls IMAGE 0 | grep '\.so' | sg-fetch -o out -j 16 | jq -r 'select(.status != "fetched")'
+
+Exit status: 0 when every entry was fetched, 1 when any failed (the others
+are still fetched and reported), 2 on usage errors.
+`
+
+// Main runs sg-fetch as a process.
+func Main() int { return cli.Main(tool, Run) }
+
+// Run is sg-fetch without the process: testable in-process.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(tool, flag.ContinueOnError)
+	var rf cli.RegistryFlags
+	rf.Register(fs)
+	var out string
+	fs.StringVar(&out, "output", "", "output directory")
+	fs.StringVar(&out, "o", "", "output directory")
+	var jobs int
+	fs.IntVar(&jobs, "jobs", fetch.DefaultJobs, "parallel downloads")
+	fs.IntVar(&jobs, "j", fetch.DefaultJobs, "parallel downloads")
+	progress := fs.String("progress", "auto", "auto, always or never")
+	maxTOC := fs.Int64("max-toc-bytes", toc.DefaultMaxTOCBytes, "TOC size limit")
+	pos, err := cli.Parse(fs, args, usage, stdout)
+	if err != nil {
+		return err
+	}
+	switch {
+	case out == "":
+		return cli.Usagef("missing -o DIR: say where to write the files")
+	case len(pos) != 0 && len(pos) < 3:
+		return cli.Usagef("want IMAGE BLOB PATH..., or file entries on stdin; got %d arguments", len(pos))
+	case jobs < 1:
+		return cli.Usagef("-j must be at least 1, got %d", jobs)
+	case *progress != "auto" && *progress != "always" && *progress != "never":
+		return cli.Usagef("--progress must be auto, always or never, got %q", *progress)
+	}
+	platform, err := rf.PlatformValue()
+	if err != nil {
+		return err
+	}
+	log := cli.NewLogger(tool, stderr, rf.Verbose)
+	client, err := rf.Client(log)
+	if err != nil {
+		return err
+	}
+	src := &source.Source{Client: client, Platform: platform, Logf: log.Func(), TOC: toc.Options{MaxTOCBytes: *maxTOC}}
+
+	var items []*item
+	if len(pos) > 0 {
+		items, err = fromArgs(ctx, src, pos[0], pos[1], pos[2:])
+	} else {
+		items, err = fromStdin(ctx, src, stdin)
+	}
+	if err != nil {
+		return err
+	}
+
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fmt.Errorf("creating output directory: %w", err)
+	}
+	root, err := os.OpenRoot(out)
+	if err != nil {
+		return fmt.Errorf("opening output directory: %w", err)
+	}
+	defer root.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	em := &emitter{enc: wire.NewEncoder(stdout), out: out, pending: map[int]*wire.Result{}, cancel: cancel}
+	var wants []*fetch.Want
+	for _, it := range items {
+		if it.err != nil {
+			em.put(it.index, it.result(out, wire.StatusFailed, it.err))
+			continue
+		}
+		wants = append(wants, &fetch.Want{Layer: it.layer, Entry: it.tocEntry, Tag: it})
+	}
+	bar := newProgressBar(*progress, stderr)
+	opts := fetch.Options{Jobs: jobs, Logf: log.Func()}
+	if bar != nil {
+		opts.Progress = bar.update
+	}
+	start := time.Now()
+	var stats struct {
+		files, requests int
+		bytes           int64
+	}
+	var statsMu sync.Mutex
+	fetch.Run(ctx, root, wants, opts, func(o *fetch.Outcome) {
+		it := o.Want.Tag.(*item)
+		r := it.result(out, o.Status, o.Err)
+		r.Path = filepath.Join(out, filepath.FromSlash(o.Path))
+		if o.Status == wire.StatusFetched {
+			r.Size, r.Digest, r.Verified = o.Size, o.Digest, o.Verified
+		}
+		r.CompressedBytes, r.Requests, r.DurationMs = o.CompressedBytes, o.Requests, o.Duration.Milliseconds()
+		statsMu.Lock()
+		stats.files++
+		stats.bytes += o.CompressedBytes
+		statsMu.Unlock()
+		em.put(it.index, r)
+	})
+	bar.finish()
+	log.Logf("%d entries in %s", stats.files, time.Since(start).Round(time.Millisecond))
+	if em.err != nil {
+		return em.err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if em.failed > 0 {
+		return fmt.Errorf("%d of %d entries failed (see the results with \"status\":\"failed\"): %w", em.failed, len(items), cli.ErrRecordsFailed)
+	}
+	return nil
+}
+
+// item is one requested entry on its way through.
+type item struct {
+	index    int
+	in       wire.Entry
+	layer    *fetch.Layer
+	tocEntry *toc.Entry
+	err      error
+}
+
+func (it *item) result(out, status string, err error) *wire.Result {
+	r := &wire.Result{
+		Ref:    it.in.Ref,
+		Layer:  it.in.Layer,
+		Name:   it.in.Name,
+		Type:   it.in.Type,
+		Path:   filepath.Join(out, filepath.FromSlash(toc.CleanName(it.in.Name))),
+		Status: status,
+	}
+	if it.tocEntry != nil {
+		r.Type = it.tocEntry.Type
+	}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r
+}
+
+// fromStdin reads file entries and resolves each to its layer's TOC entry.
+func fromStdin(ctx context.Context, src *source.Source, stdin io.Reader) ([]*item, error) {
+	dec := wire.NewDecoder(stdin, "stdin")
+	var items []*item
+	for {
+		var e wire.Entry
+		err := dec.Decode(&e)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, cli.WithHint(err, "sg-fetch reads the file entries sg-ls prints, one JSON object per line")
+		}
+		items = append(items, &item{index: len(items), in: e})
+	}
+	// Open each distinct layer once, several at a time.
+	type layerKey struct{ ref, manifest, layer string }
+	opened := map[layerKey]*fetch.Layer{}
+	errs := map[layerKey]error{}
+	var mu sync.Mutex
+	p := pool.New().WithMaxGoroutines(4)
+	seen := map[layerKey]bool{}
+	for _, it := range items {
+		k := layerKey{it.in.Ref, it.in.Manifest, it.in.Layer}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		p.Go(func() {
+			l, err := openLayer(ctx, src, k.ref, k.manifest, k.layer)
+			mu.Lock()
+			opened[k], errs[k] = l, err
+			mu.Unlock()
+		})
+	}
+	p.Wait()
+	for _, it := range items {
+		k := layerKey{it.in.Ref, it.in.Manifest, it.in.Layer}
+		if it.err = errs[k]; it.err != nil {
+			continue
+		}
+		it.layer = opened[k]
+		e, ok := it.layer.TOC.Lookup(it.in.Name)
+		if !ok {
+			it.err = fmt.Errorf("%q is not in layer %s", it.in.Name, it.in.Layer)
+			continue
+		}
+		it.tocEntry = e
+	}
+	return items, nil
+}
+
+// openLayer resolves the image an entry names and reads the layer's TOC,
+// pinned to the manifest's annotation.
+func openLayer(ctx context.Context, src *source.Source, ref, manifest, layer string) (*fetch.Layer, error) {
+	img, err := src.Image(ctx, ref, manifest)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range img.Layers {
+		if l.Digest.String() == layer {
+			return src.Open(ctx, img.Ref.Context(), source.Record(img, l, ""))
+		}
+	}
+	return nil, fmt.Errorf("%w: layer %s is not in %s (manifest %s)", registry.ErrNotFound, layer, ref, img.Manifest)
+}
+
+// fromArgs selects PATHs (files or whole directories) of one layer.
+func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths []string) ([]*item, error) {
+	img, err := src.Image(ctx, image, "")
+	if err != nil {
+		return nil, cli.Hint(err)
+	}
+	l, err := source.FindLayer(img, blob)
+	if err != nil {
+		return nil, cli.Hint(err)
+	}
+	rec := source.Record(img, l, "")
+	layer, err := src.Open(ctx, img.Ref.Context(), rec)
+	if err != nil {
+		if errors.Is(err, source.ErrNotLazy) {
+			return nil, cli.WithHint(err, source.NotLazyHint)
+		}
+		return nil, cli.Hint(err)
+	}
+	var items []*item
+	for _, p := range paths {
+		name := toc.CleanName(p)
+		n := len(items)
+		for _, e := range layer.TOC.Entries {
+			if name != "" && e.Name != name && !strings.HasPrefix(e.Name, name+"/") {
+				continue
+			}
+			if toc.Landmark(e.Name) {
+				continue
+			}
+			in := wire.Entry{Ref: rec.Ref, Manifest: rec.Manifest, Layer: rec.Digest, Name: e.Name, Type: e.Type}
+			items = append(items, &item{index: len(items), in: in, layer: layer, tocEntry: e})
+		}
+		if len(items) == n {
+			return nil, cli.WithHint(fmt.Errorf("%q is not in layer %d (%s) of %s", p, l.Index, l.Digest, img.Ref), fmt.Sprintf("list the layer's files with: sg-ls %s %s", image, blob))
+		}
+	}
+	return items, nil
+}
+
+// emitter prints results in input order as they become ready.
+type emitter struct {
+	mu      sync.Mutex
+	enc     *wire.Encoder
+	out     string
+	next    int
+	pending map[int]*wire.Result
+	failed  int
+	err     error
+	cancel  context.CancelFunc
+}
+
+func (em *emitter) put(i int, r *wire.Result) {
+	em.mu.Lock()
+	defer em.mu.Unlock()
+	if r.Status == wire.StatusFailed {
+		em.failed++
+	}
+	em.pending[i] = r
+	for {
+		r, ok := em.pending[em.next]
+		if !ok {
+			return
+		}
+		delete(em.pending, em.next)
+		em.next++
+		if em.err != nil {
+			continue
+		}
+		if err := em.enc.Encode(r); err != nil {
+			em.err = err
+			em.cancel() // nobody reads the results: stop downloading
+		}
+	}
+}

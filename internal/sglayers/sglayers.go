@@ -1,0 +1,95 @@
+// Package sglayers is the sg-layers tool: image reference in, one layer
+// record per layer out.
+package sglayers
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/stargz-get/stargz-get/internal/cli"
+	"github.com/stargz-get/stargz-get/internal/source"
+	"github.com/stargz-get/stargz-get/pkg/wire"
+)
+
+const tool = "sg-layers"
+
+const usage = `Usage: sg-layers [options] IMAGE...
+
+Print one JSON record per layer of each IMAGE, in manifest order: its
+digest, size, media type, and format (estargz, stargz, gzip, zstd,
+zstd:chunked, tar), with the TOC digest of eStargz layers. The records
+feed sg-ls.
+
+IMAGE is a reference as docker and crane take it: "ubuntu" is
+docker.io/library/ubuntu:latest; "host:5000/app:tag"; "app@sha256:...".
+
+` + cli.RegistryUsage + `
+Examples:
+  sg-layers ghcr.io/stargz-containers/node:17.8.0-esgz
+  sg-layers --platform linux/arm64 IMAGE | jq -r .digest
+  sg-layers IMAGE | sg-ls | grep '"name":"usr/bin/' | sg-fetch -o out
+
+Exit status: 0 on success, 1 when an image could not be read, 2 on usage errors.
+`
+
+// Main runs sg-layers as a process.
+func Main() int { return cli.Main(tool, Run) }
+
+// Run is sg-layers without the process: testable in-process.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(tool, flag.ContinueOnError)
+	var rf cli.RegistryFlags
+	rf.Register(fs)
+	images, err := cli.Parse(fs, args, usage, stdout)
+	if err != nil {
+		return err
+	}
+	if len(images) == 0 {
+		return cli.Usagef("missing IMAGE")
+	}
+	platform, err := rf.PlatformValue()
+	if err != nil {
+		return err
+	}
+	log := cli.NewLogger(tool, stderr, rf.Verbose)
+	client, err := rf.Client(log)
+	if err != nil {
+		return err
+	}
+	src := &source.Source{Client: client, Platform: platform, Logf: log.Func()}
+	enc := wire.NewEncoder(stdout)
+	failed := 0
+	for _, image := range images {
+		if err := list(ctx, src, image, enc); err != nil {
+			if errors.Is(err, context.Canceled) || cli.IsEPIPE(err) || len(images) == 1 {
+				return cli.Hint(err)
+			}
+			fmt.Fprintf(stderr, "%s: error: %v\n", tool, err)
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d images could not be read: %w", failed, len(images), cli.ErrRecordsFailed)
+	}
+	return nil
+}
+
+func list(ctx context.Context, src *source.Source, image string, enc *wire.Encoder) error {
+	img, err := src.Image(ctx, image, "")
+	if err != nil {
+		return err
+	}
+	for _, l := range img.Layers {
+		format, err := src.Format(ctx, img, l)
+		if err != nil {
+			return err
+		}
+		if err := enc.Encode(source.Record(img, l, format)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

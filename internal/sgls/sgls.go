@@ -1,0 +1,222 @@
+// Package sgls is the sg-ls tool: layer records (or IMAGE BLOB) in, one
+// file entry per TOC entry out.
+package sgls
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/sourcegraph/conc/stream"
+
+	"github.com/stargz-get/stargz-get/internal/cli"
+	"github.com/stargz-get/stargz-get/internal/source"
+	"github.com/stargz-get/stargz-get/pkg/toc"
+	"github.com/stargz-get/stargz-get/pkg/wire"
+)
+
+const tool = "sg-ls"
+
+const usage = `Usage:
+  sg-ls [options] IMAGE BLOB
+  sg-layers IMAGE | sg-ls [options]
+
+Print one JSON record per file, directory and link in the table of
+contents of an eStargz layer, reading only the layer's footer and TOC
+(usually one HTTP Range request). Large files' chunks are folded into their
+file's record. With IMAGE BLOB, list that layer; BLOB is a digest, a unique
+digest prefix, or a 0-based layer index. Without arguments, list every
+layer record read from stdin (the output of sg-layers), in order.
+
+Options:
+  -a, --all                 also list the .prefetch.landmark and
+                            .no.prefetch.landmark marker files      SG_ALL
+  --max-toc-bytes N         refuse layers whose compressed TOC is larger
+                            (default 50 MiB)              SG_MAX_TOC_BYTES
+
+` + cli.RegistryUsage + `
+Examples:
+  sg-ls ghcr.io/stargz-containers/python:3.9-esgz 0 | jq -r .name
+  sg-layers IMAGE | sg-ls | jq -c 'select(.type == "reg" and .size > 1000000)'
+  sg-layers IMAGE | sg-ls | grep '"name":"etc/' | sg-fetch -o out
+
+Exit status: 0 on success, 1 when a layer could not be listed (the others
+are still listed), 2 on usage errors.
+`
+
+// Main runs sg-ls as a process.
+func Main() int { return cli.Main(tool, Run) }
+
+// Run is sg-ls without the process: testable in-process.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(tool, flag.ContinueOnError)
+	var rf cli.RegistryFlags
+	rf.Register(fs)
+	all := fs.Bool("all", false, "list marker files")
+	fs.BoolVar(all, "a", false, "list marker files")
+	maxTOC := fs.Int64("max-toc-bytes", toc.DefaultMaxTOCBytes, "TOC size limit")
+	pos, err := cli.Parse(fs, args, usage, stdout)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 && len(pos) != 2 {
+		return cli.Usagef("want IMAGE BLOB, or layer records on stdin; got %d arguments", len(pos))
+	}
+	platform, err := rf.PlatformValue()
+	if err != nil {
+		return err
+	}
+	log := cli.NewLogger(tool, stderr, rf.Verbose)
+	client, err := rf.Client(log)
+	if err != nil {
+		return err
+	}
+	src := &source.Source{Client: client, Platform: platform, Logf: log.Func(), TOC: toc.Options{MaxTOCBytes: *maxTOC}}
+	enc := wire.NewEncoder(stdout)
+	l := &lister{src: src, enc: enc, all: *all}
+
+	if len(pos) == 2 {
+		img, err := src.Image(ctx, pos[0], "")
+		if err != nil {
+			return cli.Hint(err)
+		}
+		layer, err := source.FindLayer(img, pos[1])
+		if err != nil {
+			return cli.Hint(err)
+		}
+		format, err := src.Format(ctx, img, layer)
+		if err != nil {
+			return cli.Hint(err)
+		}
+		return hint(l.list(ctx, source.Record(img, layer, format)))
+	}
+
+	// Layers are read concurrently and printed in input order.
+	const parallelLayers = 4
+	s := stream.New().WithMaxGoroutines(parallelLayers)
+	dec := wire.NewDecoder(stdin, "stdin")
+	var (
+		failed, total int
+		fatal         error // set by callbacks only
+		decodeErr     error
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for {
+		var rec wire.Layer
+		err := dec.Decode(&rec)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			decodeErr = err
+			break
+		}
+		total++
+		s.Go(func() stream.Callback {
+			entries, err := l.entries(ctx, rec)
+			return func() {
+				if fatal != nil {
+					return
+				}
+				if err == nil {
+					err = l.print(rec, entries)
+				}
+				switch {
+				case err == nil:
+				case cli.IsEPIPE(err) || errors.Is(err, context.Canceled):
+					fatal = err
+					cancel()
+				default:
+					fmt.Fprintf(stderr, "%s: error: %v\n", tool, err)
+					if errors.Is(err, source.ErrNotLazy) {
+						fmt.Fprintf(stderr, "%s: hint: %s\n", tool, source.NotLazyHint)
+					}
+					failed++
+				}
+			}
+		})
+	}
+	s.Wait()
+	if fatal != nil {
+		return fatal
+	}
+	if decodeErr != nil {
+		return cli.WithHint(decodeErr, "sg-ls reads the layer records sg-layers prints, one JSON object per line")
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d layers could not be listed: %w", failed, total, cli.ErrRecordsFailed)
+	}
+	return nil
+}
+
+func hint(err error) error {
+	if errors.Is(err, source.ErrNotLazy) {
+		return cli.WithHint(err, source.NotLazyHint)
+	}
+	return cli.Hint(err)
+}
+
+type lister struct {
+	src *source.Source
+	enc *wire.Encoder
+	all bool
+}
+
+func (l *lister) list(ctx context.Context, rec wire.Layer) error {
+	entries, err := l.entries(ctx, rec)
+	if err != nil {
+		return err
+	}
+	return l.print(rec, entries)
+}
+
+func (l *lister) entries(ctx context.Context, rec wire.Layer) ([]*toc.Entry, error) {
+	ref, err := l.src.Client.ParseReference(rec.Ref)
+	if err != nil {
+		return nil, err
+	}
+	layer, err := l.src.Open(ctx, ref.Context(), rec)
+	if err != nil {
+		return nil, err
+	}
+	return layer.TOC.Entries, nil
+}
+
+func (l *lister) print(rec wire.Layer, entries []*toc.Entry) error {
+	for _, e := range entries {
+		if !l.all && toc.Landmark(e.Name) {
+			continue
+		}
+		if err := l.enc.Encode(EntryRecord(rec, e)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EntryRecord describes TOC entry e of the layer rec as a wire record.
+func EntryRecord(rec wire.Layer, e *toc.Entry) wire.Entry {
+	return wire.Entry{
+		Ref:       rec.Ref,
+		Manifest:  rec.Manifest,
+		Layer:     rec.Digest,
+		Name:      e.Name,
+		Type:      e.Type,
+		Size:      e.Size,
+		Mode:      e.Mode,
+		UID:       e.UID,
+		GID:       e.GID,
+		UserName:  e.Uname,
+		GroupName: e.Gname,
+		ModTime:   e.ModTime3339,
+		LinkName:  e.LinkName,
+		Digest:    e.Digest,
+		Chunks:    len(e.Chunks),
+		DevMajor:  e.DevMajor,
+		DevMinor:  e.DevMinor,
+		Xattrs:    e.Xattrs,
+	}
+}

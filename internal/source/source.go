@@ -1,0 +1,217 @@
+// Package source resolves what the tools are pointed at (image references,
+// layer records, file entries) to registry images and opened eStargz
+// layers, caching each so a run resolves an image and reads a TOC once.
+package source
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/stargz-get/stargz-get/pkg/fetch"
+	"github.com/stargz-get/stargz-get/pkg/registry"
+	"github.com/stargz-get/stargz-get/pkg/toc"
+	"github.com/stargz-get/stargz-get/pkg/wire"
+)
+
+// Annotation keys eStargz and zstd:chunked converters write on layers.
+const (
+	zstdChunkedAnnotation = "io.github.containers.zstd-chunked.manifest-checksum"
+)
+
+// ErrNotLazy means a layer is not in a format whose files can be fetched
+// without downloading the whole layer.
+var ErrNotLazy = errors.New("layer is not eStargz")
+
+// Source resolves and caches images and layers.
+type Source struct {
+	Client   *registry.Client
+	Platform v1.Platform
+	TOC      toc.Options
+	Logf     func(format string, args ...any)
+
+	mu     sync.Mutex
+	images map[string]*onceImage
+	layers map[string]*onceLayer
+}
+
+type onceImage struct {
+	once sync.Once
+	img  *registry.Image
+	err  error
+}
+
+type onceLayer struct {
+	once  sync.Once
+	layer *fetch.Layer
+	err   error
+}
+
+// Image resolves ref (pinned to manifest when that is a digest) once.
+func (s *Source) Image(ctx context.Context, ref, manifest string) (*registry.Image, error) {
+	key := ref + "|" + manifest
+	s.mu.Lock()
+	if s.images == nil {
+		s.images = map[string]*onceImage{}
+	}
+	oi, ok := s.images[key]
+	if !ok {
+		oi = &onceImage{}
+		s.images[key] = oi
+	}
+	s.mu.Unlock()
+	oi.once.Do(func() {
+		r, err := s.Client.ParseReference(ref)
+		if err != nil {
+			oi.err = err
+			return
+		}
+		if manifest != "" {
+			r = r.Context().Digest(manifest)
+		}
+		oi.img, oi.err = s.Client.Image(ctx, r, s.Platform)
+		if oi.err == nil && manifest != "" {
+			oi.img.Ref, _ = s.Client.ParseReference(ref)
+		}
+	})
+	return oi.img, oi.err
+}
+
+// FindLayer picks a layer of img by a full digest, a unique digest prefix
+// (with or without "sha256:"), or a 0-based index.
+func FindLayer(img *registry.Image, spec string) (registry.Layer, error) {
+	if i, err := strconv.Atoi(spec); err == nil && len(spec) < 4 {
+		if i < 0 || i >= len(img.Layers) {
+			return registry.Layer{}, fmt.Errorf("layer index %d out of range: %s has %d layers (0-%d)", i, img.Ref, len(img.Layers), len(img.Layers)-1)
+		}
+		return img.Layers[i], nil
+	}
+	want := strings.TrimPrefix(spec, "sha256:")
+	var found []registry.Layer
+	for _, l := range img.Layers {
+		if strings.HasPrefix(l.Digest.Hex, want) && want != "" {
+			found = append(found, l)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return registry.Layer{}, fmt.Errorf("%w: no layer %q in %s (%d layers; list them with sg-layers)", registry.ErrNotFound, spec, img.Ref, len(img.Layers))
+	}
+	return registry.Layer{}, fmt.Errorf("layer prefix %q is ambiguous in %s: it matches %d layers; give more digits", spec, img.Ref, len(found))
+}
+
+// Record describes layer l of img as a wire record; format is the layer's
+// format (see Format).
+func Record(img *registry.Image, l registry.Layer, format string) wire.Layer {
+	rec := wire.Layer{
+		Ref:       img.Ref.Name(),
+		Manifest:  img.Manifest.String(),
+		Platform:  img.Platform,
+		Index:     l.Index,
+		Digest:    l.Digest.String(),
+		Size:      l.Size,
+		MediaType: string(l.MediaType),
+		Format:    format,
+		TOCDigest: l.Annotations[estargz.TOCJSONDigestAnnotation],
+	}
+	if n, err := strconv.ParseInt(l.Annotations[estargz.StoreUncompressedSizeAnnotation], 10, 64); err == nil {
+		rec.UncompressedSize = n
+	}
+	return rec
+}
+
+// Format tells what layer l is: from its media type and annotations, and
+// for gzip layers without a TOC annotation, from a probe of its footer.
+func (s *Source) Format(ctx context.Context, img *registry.Image, l registry.Layer) (string, error) {
+	mt := string(l.MediaType)
+	switch {
+	case l.Annotations[zstdChunkedAnnotation] != "":
+		return wire.FormatZstdChunked, nil
+	case strings.HasSuffix(mt, "+zstd"), strings.HasSuffix(mt, ".zstd"):
+		return wire.FormatZstd, nil
+	case mt == string(types.OCIUncompressedLayer), mt == string(types.DockerUncompressedLayer), strings.HasSuffix(mt, ".tar"):
+		return wire.FormatTar, nil
+	case !strings.Contains(mt, "gzip") && !strings.Contains(mt, "layer"):
+		return wire.FormatUnknown, nil
+	case l.Annotations[estargz.TOCJSONDigestAnnotation] != "":
+		return wire.FormatEStargz, nil
+	}
+	blob, err := s.Client.Blob(ctx, img.Ref.Context(), l.Digest, l.Size)
+	if err != nil {
+		return "", err
+	}
+	f, err := toc.Probe(ctx, blob)
+	switch {
+	case errors.Is(err, toc.ErrNotStargz):
+		return wire.FormatGzip, nil
+	case err != nil:
+		return "", fmt.Errorf("probing layer %d (%s): %w", l.Index, l.Digest, err)
+	}
+	return f, nil
+}
+
+// Open reads the TOC of the layer rec describes, once per layer. The TOC
+// is pinned when it matches rec.TOCDigest.
+func (s *Source) Open(ctx context.Context, repo name.Repository, rec wire.Layer) (*fetch.Layer, error) {
+	key := repo.String() + "@" + rec.Digest
+	s.mu.Lock()
+	if s.layers == nil {
+		s.layers = map[string]*onceLayer{}
+	}
+	ol, ok := s.layers[key]
+	if !ok {
+		ol = &onceLayer{}
+		s.layers[key] = ol
+	}
+	s.mu.Unlock()
+	ol.once.Do(func() { ol.layer, ol.err = s.open(ctx, repo, rec) })
+	return ol.layer, ol.err
+}
+
+func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer) (*fetch.Layer, error) {
+	what := fmt.Sprintf("layer %d (%s) of %s", rec.Index, rec.Digest, rec.Ref)
+	if rec.Format != "" && !wire.Lazy(rec.Format) {
+		return nil, fmt.Errorf("%s is %s, not eStargz: %w", what, rec.Format, ErrNotLazy)
+	}
+	dgst, err := v1.NewHash(rec.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("%s: invalid digest: %w", what, err)
+	}
+	blob, err := s.Client.Blob(ctx, repo, dgst, rec.Size)
+	if err != nil {
+		return nil, err
+	}
+	t, err := toc.Read(ctx, blob, s.TOC)
+	switch {
+	case errors.Is(err, toc.ErrNotStargz):
+		return nil, fmt.Errorf("%s is %s, not eStargz: %w", what, wire.FormatGzip, ErrNotLazy)
+	case err != nil:
+		return nil, fmt.Errorf("reading TOC of %s: %w", what, err)
+	}
+	if s.Logf != nil {
+		s.Logf("%s: TOC of %d entries at offset %d, read in %d request(s), %d bytes", what, len(t.Entries), t.Offset, t.Requests, t.BytesRead)
+	}
+	l := &fetch.Layer{Blob: blob, TOC: t}
+	if rec.TOCDigest != "" {
+		if t.Digest.String() != rec.TOCDigest {
+			return nil, fmt.Errorf("%s: TOC digest %s does not match the manifest's annotation %s: the layer is corrupt or was tampered with", what, t.Digest, rec.TOCDigest)
+		}
+		l.Pinned = true
+	} else if s.Logf != nil {
+		s.Logf("%s has no TOC digest annotation: chunk digests are checked against an unpinned TOC", what)
+	}
+	return l, nil
+}
+
+// NotLazyHint is what to tell a user whose layer is not eStargz.
+const NotLazyHint = "only eStargz layers can be read without pulling them; convert the image first (e.g. 'nerdctl image convert --estargz --oci' or 'ctr-remote image optimize')"

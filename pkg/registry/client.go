@@ -1,0 +1,227 @@
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// DefaultMaxConnsPerHost bounds idle connections kept per host. It is well
+// above the fetch engine's default number of parallel downloaders, so every
+// downloader keeps its connection between requests.
+const DefaultMaxConnsPerHost = 64
+
+// Option configures a Client.
+type Option func(*options) error
+
+type options struct {
+	user, password string
+	hasCredential  bool
+	keychain       authn.Keychain
+	plainHTTP      bool
+	insecure       bool
+	transport      http.RoundTripper
+	userAgent      string
+	logf           func(format string, args ...any)
+}
+
+// WithCredential authenticates with HTTP Basic credentials (used directly
+// by Basic registries, exchanged for a token by Bearer ones) instead of
+// the docker config keychain.
+func WithCredential(user, password string) Option {
+	return func(o *options) error {
+		if user == "" {
+			return errors.New("credential has an empty user name")
+		}
+		o.user, o.password, o.hasCredential = user, password, true
+		return nil
+	}
+}
+
+// WithKeychain resolves credentials from k when no WithCredential is
+// given. The default is authn.DefaultKeychain: the docker config.json
+// (DOCKER_CONFIG or ~/.docker), containers auth.json and credential helpers.
+func WithKeychain(k authn.Keychain) Option {
+	return func(o *options) error { o.keychain = k; return nil }
+}
+
+// WithPlainHTTP speaks plain HTTP to registries that are not on loopback.
+// Loopback registries (localhost, 127.0.0.0/8, ::1) always may.
+func WithPlainHTTP(on bool) Option {
+	return func(o *options) error { o.plainHTTP = on; return nil }
+}
+
+// WithInsecure skips TLS certificate verification.
+func WithInsecure(on bool) Option {
+	return func(o *options) error { o.insecure = on; return nil }
+}
+
+// WithTransport sets the base transport below authentication (for tests,
+// proxies and link shaping). The default is a clone of
+// http.DefaultTransport with DefaultMaxConnsPerHost idle connections.
+func WithTransport(t http.RoundTripper) Option {
+	return func(o *options) error { o.transport = t; return nil }
+}
+
+// WithUserAgent sets the User-Agent sent to registries.
+func WithUserAgent(ua string) Option {
+	return func(o *options) error { o.userAgent = ua; return nil }
+}
+
+// WithLogf receives one line per HTTP request (method, URL without query,
+// status, duration) for --verbose. Credentials and signed URL query
+// parameters are never logged.
+func WithLogf(logf func(format string, args ...any)) Option {
+	return func(o *options) error { o.logf = logf; return nil }
+}
+
+// Client reads manifests and blob ranges from registries. It is safe for
+// concurrent use.
+type Client struct {
+	opts options
+	base http.RoundTripper
+
+	mu    sync.Mutex
+	repos map[string]*repoConn
+}
+
+type repoConn struct {
+	once sync.Once
+	rt   http.RoundTripper
+	err  error
+}
+
+// New returns a Client configured by opts.
+func New(opts ...Option) (*Client, error) {
+	c := &Client{repos: map[string]*repoConn{}}
+	c.opts.keychain = authn.DefaultKeychain
+	c.opts.userAgent = "stargz-get"
+	for _, opt := range opts {
+		if err := opt(&c.opts); err != nil {
+			return nil, err
+		}
+	}
+	base := c.opts.transport
+	if base == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = DefaultMaxConnsPerHost
+		t.MaxIdleConns = 4 * DefaultMaxConnsPerHost
+		t.DialContext = (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		if c.opts.insecure {
+			t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
+		}
+		base = t
+	}
+	if c.opts.logf != nil {
+		base = &logTransport{inner: base, logf: c.opts.logf}
+	}
+	c.base = transport.NewUserAgent(base, c.opts.userAgent)
+	return c, nil
+}
+
+// ParseReference parses s honouring the client's plain-HTTP setting.
+func (c *Client) ParseReference(s string) (name.Reference, error) {
+	return ParseReference(s, c.opts.plainHTTP)
+}
+
+// authenticator returns the credentials for repo's registry.
+func (c *Client) authenticator(ctx context.Context, repo name.Repository) (authn.Authenticator, error) {
+	if c.opts.hasCredential {
+		return authn.FromConfig(authn.AuthConfig{Username: c.opts.user, Password: c.opts.password}), nil
+	}
+	a, err := authn.Resolve(ctx, c.opts.keychain, repo)
+	if err != nil {
+		return nil, fmt.Errorf("reading credentials for %s: %w", repo.RegistryStr(), err)
+	}
+	return a, nil
+}
+
+// transport returns the authorized transport for repo, pinging the
+// registry and fetching a pull token on first use.
+func (c *Client) transport(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
+	key := repo.String()
+	c.mu.Lock()
+	rc, ok := c.repos[key]
+	if !ok {
+		rc = &repoConn{}
+		c.repos[key] = rc
+	}
+	c.mu.Unlock()
+	rc.once.Do(func() {
+		auth, err := c.authenticator(ctx, repo)
+		if err != nil {
+			rc.err = err
+			return
+		}
+		rt, err := transport.NewWithContext(ctx, repo.Registry, auth, c.base, []string{repo.Scope(transport.PullScope)})
+		if err != nil {
+			rc.err = classify(repo.RegistryStr(), err)
+			return
+		}
+		rc.rt = rt
+	})
+	if rc.err != nil {
+		// A cancelled first attempt must not poison later ones.
+		if errors.Is(rc.err, context.Canceled) {
+			c.mu.Lock()
+			delete(c.repos, key)
+			c.mu.Unlock()
+		}
+		return nil, rc.err
+	}
+	return rc.rt, nil
+}
+
+// logTransport logs one line per request for --verbose.
+type logTransport struct {
+	inner http.RoundTripper
+	logf  func(format string, args ...any)
+}
+
+func (t *logTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.inner.RoundTrip(req)
+	what := req.Method + " " + RedactURL(req.URL.String())
+	if r := req.Header.Get("Range"); r != "" {
+		what += " (" + r + ")"
+	}
+	if err != nil {
+		t.logf("%s: %v (%s)", what, err, time.Since(start).Round(time.Millisecond))
+		return nil, err
+	}
+	t.logf("%s: %s (%s)", what, resp.Status, time.Since(start).Round(time.Millisecond))
+	return resp, nil
+}
+
+// RedactURL drops the query and any user info from u, which is where
+// signed blob-storage URLs and tokens live.
+func RedactURL(u string) string {
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		u = u[:i] + "?…"
+	}
+	if i := strings.Index(u, "://"); i >= 0 {
+		rest := u[i+3:]
+		if at := strings.Index(rest, "@"); at >= 0 && at < strings.IndexByte(rest+"/", '/') {
+			u = u[:i+3] + rest[at+1:]
+		}
+	}
+	return u
+}
+
+// drain discards a little of a response body so its connection can be
+// reused, then closes it.
+func drain(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, 64<<10)
+	_ = body.Close()
+}

@@ -1,0 +1,17 @@
+// Package toc reads the table of contents (TOC) of an eStargz or legacy
+// stargz layer over HTTP Range requests, and turns it into the model the
+// fetch engine works from: one Entry per file with the compressed extents
+// of its chunks.
+//
+// An eStargz blob is a gzip-compressed tar whose regular-file payloads
+// start new gzip members at chunk boundaries, followed by a gzip member
+// holding the TOC JSON (stargz.index.json) and a 51-byte footer that
+// records the TOC's offset. Reading the tail of the blob usually yields
+// footer and TOC in one request.
+//
+// The estargz package parses footers and TOC JSON; this package does the
+// I/O, bounds what it reads, and computes each chunk's compressed extent
+// itself, because estargz's NextOffset runs the last chunk to the end of
+// the blob (through the TOC), and because blobs built with a minimum chunk
+// size put several files into one gzip member (innerOffset).
+package toc

@@ -1,0 +1,350 @@
+package toc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+	digest "github.com/opencontainers/go-digest"
+)
+
+// Defaults for Options; each is a flag of the tools.
+const (
+	// DefaultTailBytes is how much of a blob's end is read first. It holds
+	// footer and TOC of layers up to a few thousand files, and costs about
+	// one round trip at 25 MB/s and 20 ms RTT.
+	DefaultTailBytes = 512 << 10
+	// DefaultMaxTOCBytes caps the compressed TOC, as containers/storage
+	// does (50 MiB).
+	DefaultMaxTOCBytes = 50 << 20
+	// DefaultMaxTOCJSONBytes caps the decompressed TOC JSON.
+	DefaultMaxTOCJSONBytes = 512 << 20
+)
+
+// ErrNotStargz means a blob has no eStargz or stargz footer.
+var ErrNotStargz = errors.New("no eStargz footer")
+
+// RangeReader reads byte ranges of a blob of known size.
+type RangeReader interface {
+	ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error)
+	Size() int64
+}
+
+// Options bound what Read reads.
+type Options struct {
+	TailBytes       int64 // bytes read from the end first; 0 means DefaultTailBytes
+	MaxTOCBytes     int64 // 0 means DefaultMaxTOCBytes
+	MaxTOCJSONBytes int64 // 0 means DefaultMaxTOCJSONBytes
+}
+
+// TOC is a layer's parsed table of contents.
+type TOC struct {
+	// Format is wire.FormatEStargz or wire.FormatStargz.
+	Format string
+	// Offset is where the TOC's gzip member starts; every chunk ends at or
+	// before it.
+	Offset int64
+	// Digest is the digest of the TOC JSON, to compare with the manifest's
+	// TOC digest annotation.
+	Digest digest.Digest
+	// Entries are the TOC's entries except chunks (which are folded into
+	// their file), in TOC order.
+	Entries []*Entry
+	// Requests and BytesRead count what reading the TOC cost.
+	Requests  int
+	BytesRead int64
+
+	byName map[string]*Entry
+}
+
+// Entry is one file, directory or link, with its chunks.
+type Entry struct {
+	*estargz.TOCEntry
+	// Name is the cleaned name: no leading "./" or "/", no trailing "/".
+	Name string
+	// RawName is the name as written in the TOC.
+	RawName string
+	// Chunks are a regular file's chunks in file order.
+	Chunks []Chunk
+}
+
+// Chunk is one stretch of a regular file's contents.
+type Chunk struct {
+	// Offset is where the gzip member holding the chunk starts, End where
+	// it ends (the next member's start, or the TOC).
+	Offset, End int64
+	// InnerOffset is where the chunk starts in the member's decompressed
+	// stream (non-zero when several files share one member).
+	InnerOffset int64
+	// FileOffset and Size place the chunk in the file.
+	FileOffset, Size int64
+	// Digest is the chunk's digest from the TOC (empty in legacy stargz).
+	Digest string
+}
+
+// Lookup returns the entry named name (cleaned as the TOC's names are).
+func (t *TOC) Lookup(name string) (*Entry, bool) {
+	e, ok := t.byName[CleanName(name)]
+	return e, ok
+}
+
+// CleanName cleans a TOC or user-given name the way estargz does: rooted
+// and cleaned, then made relative, so "./a/../b/" is "b" and "/" is "".
+func CleanName(name string) string {
+	return strings.TrimPrefix(path.Clean("/"+name), "/")
+}
+
+// Landmark reports whether name is one of the marker files eStargz builders
+// add to record prefetch boundaries.
+func Landmark(name string) bool {
+	return name == estargz.PrefetchLandmark || name == estargz.NoPrefetchLandmark
+}
+
+// ModTime returns the entry's modification time (zero when unrecorded).
+func (e *Entry) ModTime() time.Time {
+	t, _ := time.Parse(time.RFC3339, e.ModTime3339)
+	return t
+}
+
+// footer is what a footer says.
+type footer struct {
+	format            string
+	tocOffset, tocEnd int64
+}
+
+// Probe reads only the footer of r and reports the blob's format:
+// wire.FormatEStargz, wire.FormatStargz, or ErrNotStargz.
+func Probe(ctx context.Context, r RangeReader) (string, error) {
+	n := min(int64(estargz.FooterSize), r.Size())
+	tail, err := readRange(ctx, r, r.Size()-n, n)
+	if err != nil {
+		return "", err
+	}
+	f, err := parseFooter(tail, r.Size())
+	if err != nil {
+		return "", err
+	}
+	return f.format, nil
+}
+
+func parseFooter(tail []byte, size int64) (footer, error) {
+	type kind struct {
+		format string
+		d      estargz.Decompressor
+	}
+	for _, k := range []kind{{"estargz", &estargz.GzipDecompressor{}}, {"stargz", &estargz.LegacyGzipDecompressor{}}} {
+		fs := k.d.FooterSize()
+		if int64(len(tail)) < fs {
+			continue
+		}
+		_, tocOff, tocSize, err := k.d.ParseFooter(tail[len(tail)-int(fs):])
+		if err != nil {
+			continue
+		}
+		end := size - fs
+		if tocSize > 0 {
+			end = tocOff + tocSize
+		}
+		if tocOff < 0 || tocOff >= end || end > size-fs {
+			return footer{}, fmt.Errorf("footer gives TOC offset %d outside the blob of %d bytes", tocOff, size)
+		}
+		return footer{format: k.format, tocOffset: tocOff, tocEnd: end}, nil
+	}
+	return footer{}, ErrNotStargz
+}
+
+// Read reads and parses the TOC of the blob r.
+func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
+	tailBytes := cmpOr(opts.TailBytes, DefaultTailBytes)
+	maxTOC := cmpOr(opts.MaxTOCBytes, DefaultMaxTOCBytes)
+	maxJSON := cmpOr(opts.MaxTOCJSONBytes, DefaultMaxTOCJSONBytes)
+	size := r.Size()
+	tailBytes = min(tailBytes, size)
+	t := &TOC{}
+	tail, err := readRange(ctx, r, size-tailBytes, tailBytes)
+	if err != nil {
+		return nil, err
+	}
+	t.Requests, t.BytesRead = 1, tailBytes
+	f, err := parseFooter(tail, size)
+	if err != nil {
+		return nil, err
+	}
+	if n := f.tocEnd - f.tocOffset; n > maxTOC {
+		return nil, fmt.Errorf("TOC is %d bytes, over the limit of %d (raise it with --max-toc-bytes)", n, maxTOC)
+	}
+	tailStart := size - tailBytes
+	var tocBytes []byte
+	if f.tocOffset >= tailStart {
+		tocBytes = tail[f.tocOffset-tailStart : f.tocEnd-tailStart]
+	} else {
+		head, err := readRange(ctx, r, f.tocOffset, tailStart-f.tocOffset)
+		if err != nil {
+			return nil, fmt.Errorf("reading TOC: %w", err)
+		}
+		t.Requests++
+		t.BytesRead += int64(len(head))
+		tocBytes = append(head, tail[:f.tocEnd-tailStart]...)
+	}
+	jtoc, dgst, err := parseTOC(tocBytes, maxJSON)
+	if err != nil {
+		return nil, err
+	}
+	t.Format, t.Offset, t.Digest = f.format, f.tocOffset, dgst
+	if err := t.build(jtoc); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func parseTOC(b []byte, maxJSON int64) (*estargz.JTOC, digest.Digest, error) {
+	jr, err := (&estargz.GzipDecompressor{}).DecompressTOC(bytes.NewReader(b))
+	if err != nil {
+		return nil, "", fmt.Errorf("reading TOC: %w", err)
+	}
+	defer jr.Close()
+	raw, err := io.ReadAll(io.LimitReader(jr, maxJSON+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("decompressing TOC: %w", err)
+	}
+	if int64(len(raw)) > maxJSON {
+		return nil, "", fmt.Errorf("TOC JSON is over the limit of %d bytes (raise it with --max-toc-json-bytes)", maxJSON)
+	}
+	var j estargz.JTOC
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return nil, "", fmt.Errorf("parsing TOC JSON: %w", err)
+	}
+	return &j, digest.FromBytes(raw), nil
+}
+
+// build folds chunks into files and computes chunk extents.
+func (t *TOC) build(j *estargz.JTOC) error {
+	t.byName = make(map[string]*Entry, len(j.Entries))
+	// Distinct member starts, to find where each member ends.
+	var starts []int64
+	for _, e := range j.Entries {
+		if (e.Type == "reg" && e.Size > 0) || e.Type == "chunk" {
+			if e.Offset <= 0 || e.Offset >= t.Offset {
+				return fmt.Errorf("TOC entry %q: chunk offset %d outside the layer's data (0-%d)", e.Name, e.Offset, t.Offset)
+			}
+			starts = append(starts, e.Offset)
+		}
+	}
+	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
+	endOf := func(off int64) int64 {
+		i := sort.Search(len(starts), func(i int) bool { return starts[i] > off })
+		if i == len(starts) {
+			return t.Offset
+		}
+		return starts[i]
+	}
+	var last *Entry
+	for _, e := range j.Entries {
+		switch e.Type {
+		case "chunk":
+			if last == nil || last.Type != "reg" {
+				return fmt.Errorf("TOC has a chunk entry %q not following a regular file", e.Name)
+			}
+			size := e.ChunkSize
+			if size == 0 {
+				size = last.Size - e.ChunkOffset
+			}
+			if err := last.addChunk(e, size, endOf(e.Offset)); err != nil {
+				return err
+			}
+			continue
+		}
+		ent := &Entry{TOCEntry: e, Name: CleanName(e.Name), RawName: e.Name}
+		if ent.Type == "reg" && ent.Size > 0 {
+			size := e.ChunkSize
+			if size == 0 {
+				size = e.Size
+			}
+			if err := ent.addChunk(e, size, endOf(e.Offset)); err != nil {
+				return err
+			}
+		}
+		last = ent
+		if ent.Name == "" {
+			continue // the root directory itself
+		}
+		t.Entries = append(t.Entries, ent)
+		t.byName[ent.Name] = ent
+	}
+	for _, e := range t.Entries {
+		if e.Type != "reg" {
+			continue
+		}
+		var covered int64
+		for _, c := range e.Chunks {
+			if c.FileOffset != covered {
+				return fmt.Errorf("TOC entry %q: chunks do not cover the file contiguously (gap at %d)", e.Name, covered)
+			}
+			covered += c.Size
+		}
+		if covered != e.Size {
+			return fmt.Errorf("TOC entry %q: chunks cover %d of %d bytes", e.Name, covered, e.Size)
+		}
+	}
+	return nil
+}
+
+func (e *Entry) addChunk(c *estargz.TOCEntry, size, end int64) error {
+	if size <= 0 || c.ChunkOffset < 0 || c.InnerOffset < 0 {
+		return fmt.Errorf("TOC entry %q: invalid chunk at %d of %d bytes", e.Name, c.ChunkOffset, size)
+	}
+	e.Chunks = append(e.Chunks, Chunk{
+		Offset:      c.Offset,
+		End:         end,
+		InnerOffset: c.InnerOffset,
+		FileOffset:  c.ChunkOffset,
+		Size:        size,
+		Digest:      c.ChunkDigest,
+	})
+	return nil
+}
+
+// Source follows a hardlink to the entry holding its contents.
+func (t *TOC) Source(e *Entry) (*Entry, error) {
+	seen := map[string]bool{}
+	for e.Type == "hardlink" {
+		if seen[e.Name] {
+			return nil, fmt.Errorf("hardlink %q: link cycle", e.Name)
+		}
+		seen[e.Name] = true
+		target, ok := t.Lookup(e.LinkName)
+		if !ok {
+			return nil, fmt.Errorf("hardlink %q: target %q is not in the layer", e.Name, e.LinkName)
+		}
+		e = target
+	}
+	return e, nil
+}
+
+func readRange(ctx context.Context, r RangeReader, off, n int64) ([]byte, error) {
+	rc, err := r.ReadRange(ctx, off, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b := make([]byte, n)
+	if _, err := io.ReadFull(rc, b); err != nil {
+		return nil, fmt.Errorf("reading bytes %d-%d: %w", off, off+n-1, err)
+	}
+	return b, nil
+}
+
+func cmpOr(v, def int64) int64 {
+	if v > 0 {
+		return v
+	}
+	return def
+}

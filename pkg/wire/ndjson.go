@@ -1,0 +1,164 @@
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// DefaultMaxLineBytes is the longest input line a [Decoder] accepts by
+// default. A file entry with large xattrs stays well under it; a longer line
+// is more likely a wrong input than a record.
+const DefaultMaxLineBytes = 1 << 20
+
+// Encoder writes records as newline-delimited JSON, one object per line.
+type Encoder struct {
+	w   io.Writer
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+// NewEncoder returns an Encoder writing to w. Each Encode is one Write call,
+// so records from concurrent encoders sharing w never interleave within a
+// line when w is an *os.File.
+func NewEncoder(w io.Writer) *Encoder {
+	e := &Encoder{w: w}
+	e.enc = json.NewEncoder(&e.buf)
+	e.enc.SetEscapeHTML(false)
+	return e
+}
+
+// Encode writes v as one JSON line.
+func (e *Encoder) Encode(v any) error {
+	e.buf.Reset()
+	if err := e.enc.Encode(v); err != nil {
+		return fmt.Errorf("encoding record: %w", err)
+	}
+	_, err := e.w.Write(e.buf.Bytes())
+	return err
+}
+
+// Validator is implemented by records that can check their required fields.
+type Validator interface {
+	Validate() error
+}
+
+// Decoder reads newline-delimited JSON records. Blank lines are skipped;
+// everything else must be one JSON object per line.
+type Decoder struct {
+	r       *bufio.Reader
+	name    string
+	line    int
+	maxLine int
+}
+
+// NewDecoder returns a Decoder reading from r. name says where the input
+// comes from ("stdin", a file name) and starts every error message.
+func NewDecoder(r io.Reader, name string) *Decoder {
+	return &Decoder{r: bufio.NewReaderSize(r, 64<<10), name: name, maxLine: DefaultMaxLineBytes}
+}
+
+// SetMaxLineBytes sets the longest line accepted.
+func (d *Decoder) SetMaxLineBytes(n int) { d.maxLine = n }
+
+// Line returns the number of the line read last (1-based).
+func (d *Decoder) Line() int { return d.line }
+
+// LineError is a decoding error on one input line.
+type LineError struct {
+	Source string // where the input came from, e.g. "stdin"
+	Line   int    // 1-based line number
+	Err    error
+}
+
+func (e *LineError) Error() string {
+	return fmt.Sprintf("%s line %d: %v", e.Source, e.Line, e.Err)
+}
+
+func (e *LineError) Unwrap() error { return e.Err }
+
+// Decode reads the next record into v. It returns io.EOF at the end of the
+// input, and a *LineError for a line that is too long, not a JSON object,
+// or (when v is a Validator) lacks a required field. Unknown fields are
+// ignored.
+func (d *Decoder) Decode(v any) error {
+	for {
+		line, err := d.readLine()
+		if err != nil {
+			return err
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if line[0] != '{' {
+			return d.errorf("not a JSON object: %q", abbreviate(line))
+		}
+		if err := json.Unmarshal(line, v); err != nil {
+			var syn *json.SyntaxError
+			var typ *json.UnmarshalTypeError
+			switch {
+			case errors.As(err, &syn):
+				return d.errorf("invalid JSON at byte %d: %v", syn.Offset, err)
+			case errors.As(err, &typ):
+				return d.errorf("field %q: cannot use JSON %s as %s", typ.Field, typ.Value, typ.Type)
+			}
+			return d.errorf("%v", err)
+		}
+		if val, ok := v.(Validator); ok {
+			if err := val.Validate(); err != nil {
+				return d.errorf("%v", err)
+			}
+		}
+		return nil
+	}
+}
+
+func (d *Decoder) readLine() ([]byte, error) {
+	var long []byte
+	for {
+		frag, err := d.r.ReadSlice('\n')
+		if long == nil && err == nil {
+			d.line++
+			return frag, nil
+		}
+		if len(long)+len(frag) > d.maxLine {
+			d.line++
+			// Skip the rest of the line so the error names the right line.
+			for err == bufio.ErrBufferFull {
+				_, err = d.r.ReadSlice('\n')
+			}
+			return nil, d.errorf("line longer than %d bytes", d.maxLine)
+		}
+		long = append(long, frag...)
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err == io.EOF:
+			if len(long) == 0 {
+				return nil, io.EOF
+			}
+			d.line++
+			return long, nil
+		case err != nil:
+			return nil, fmt.Errorf("reading %s: %w", d.name, err)
+		}
+		d.line++
+		return long, nil
+	}
+}
+
+func (d *Decoder) errorf(format string, args ...any) error {
+	return &LineError{Source: d.name, Line: d.line, Err: fmt.Errorf(format, args...)}
+}
+
+func abbreviate(b []byte) string {
+	const max = 40
+	if len(b) > max {
+		return string(b[:max]) + "..."
+	}
+	return string(b)
+}

@@ -1,0 +1,188 @@
+package wire
+
+import "fmt"
+
+// Layer formats reported in [Layer.Format].
+const (
+	// FormatEStargz is an eStargz layer: gzip members per chunk, a TOC and a
+	// 51-byte footer. Files can be fetched lazily.
+	FormatEStargz = "estargz"
+	// FormatStargz is the original (legacy) stargz layout with a 47-byte
+	// footer. Files can be fetched lazily, without chunk digests.
+	FormatStargz = "stargz"
+	// FormatZstdChunked is a zstd:chunked layer (not supported for fetching).
+	FormatZstdChunked = "zstd:chunked"
+	// FormatGzip is an ordinary gzip-compressed tar layer without a TOC.
+	FormatGzip = "gzip"
+	// FormatZstd is an ordinary zstd-compressed tar layer without a TOC.
+	FormatZstd = "zstd"
+	// FormatTar is an uncompressed tar layer.
+	FormatTar = "tar"
+	// FormatUnknown is a layer whose media type and footer say nothing known.
+	FormatUnknown = "unknown"
+)
+
+// Lazy reports whether layers of the given format can be read lazily
+// through their table of contents.
+func Lazy(format string) bool {
+	return format == FormatEStargz || format == FormatStargz
+}
+
+// Layer describes one layer of an image, as printed by sg-layers and read by
+// sg-ls.
+type Layer struct {
+	// Ref is the fully qualified image reference the layer was found
+	// through, e.g. "index.docker.io/library/ubuntu:24.04".
+	Ref string `json:"ref"`
+	// Manifest is the digest of the image manifest listing the layer (for a
+	// multi-platform image, the chosen platform's manifest).
+	Manifest string `json:"manifest,omitempty"`
+	// Platform is the manifest's platform as os/arch[/variant], when known.
+	Platform string `json:"platform,omitempty"`
+	// Index is the 0-based position of the layer in the manifest.
+	Index int `json:"index"`
+	// Digest is the digest of the compressed layer blob.
+	Digest string `json:"digest"`
+	// Size is the size of the compressed layer blob in bytes.
+	Size int64 `json:"size"`
+	// MediaType is the layer's media type from the manifest.
+	MediaType string `json:"mediaType,omitempty"`
+	// Format is what the layer is: one of the Format* constants.
+	Format string `json:"format"`
+	// TOCDigest is the digest of the layer's table of contents from the
+	// containerd.io/snapshot/stargz/toc.digest annotation, when present.
+	TOCDigest string `json:"tocDigest,omitempty"`
+	// UncompressedSize is the size of the uncompressed layer from the
+	// io.containers.estargz.uncompressed-size annotation, when present.
+	UncompressedSize int64 `json:"uncompressedSize,omitempty"`
+}
+
+// Validate reports a missing required field.
+func (l *Layer) Validate() error {
+	switch {
+	case l.Ref == "":
+		return missing("ref", "a layer record from sg-layers")
+	case l.Digest == "":
+		return missing("digest", "a layer record from sg-layers")
+	}
+	return nil
+}
+
+// Entry types reported in [Entry.Type], as in the eStargz TOC.
+const (
+	TypeReg      = "reg"
+	TypeDir      = "dir"
+	TypeSymlink  = "symlink"
+	TypeHardlink = "hardlink"
+	TypeChar     = "char"
+	TypeBlock    = "block"
+	TypeFifo     = "fifo"
+)
+
+// Entry describes one file, directory or link in a layer's table of
+// contents, as printed by sg-ls and read by sg-fetch. The chunks a large
+// file is split into are folded into its entry.
+type Entry struct {
+	// Ref is the image reference the layer was found through.
+	Ref string `json:"ref"`
+	// Manifest is the digest of the image manifest listing the layer.
+	Manifest string `json:"manifest,omitempty"`
+	// Layer is the digest of the layer blob holding the entry.
+	Layer string `json:"layer"`
+	// Name is the entry's path inside the layer, without a leading "./" or
+	// "/" and without a trailing "/".
+	Name string `json:"name"`
+	// Type is one of the Type* constants.
+	Type string `json:"type"`
+	// Size is the size of a regular file's contents in bytes.
+	Size int64 `json:"size"`
+	// Mode is the entry's permission and mode bits (as in a tar header).
+	Mode int64 `json:"mode"`
+	// UID and GID are the numeric owner and group.
+	UID int `json:"uid"`
+	GID int `json:"gid"`
+	// UserName and GroupName are the owner's names, when recorded.
+	UserName  string `json:"userName,omitempty"`
+	GroupName string `json:"groupName,omitempty"`
+	// ModTime is the modification time in RFC 3339 format, when recorded.
+	ModTime string `json:"modTime,omitempty"`
+	// LinkName is the target of a symlink or hardlink.
+	LinkName string `json:"linkName,omitempty"`
+	// Digest is the digest of a regular file's contents, from the TOC.
+	Digest string `json:"digest,omitempty"`
+	// Chunks is the number of chunks a regular file's contents are stored
+	// in (each a separately fetchable gzip member or part of one).
+	Chunks int `json:"chunks,omitempty"`
+	// DevMajor and DevMinor are the device numbers of char and block
+	// devices.
+	DevMajor int `json:"devMajor,omitempty"`
+	DevMinor int `json:"devMinor,omitempty"`
+	// Xattrs are the entry's extended attributes.
+	Xattrs map[string][]byte `json:"xattrs,omitempty"`
+}
+
+// Validate reports a missing required field.
+func (e *Entry) Validate() error {
+	switch {
+	case e.Ref == "":
+		return missing("ref", "a file entry from sg-ls")
+	case e.Layer == "":
+		return missing("layer", "a file entry from sg-ls")
+	case e.Name == "" && e.Type != TypeDir:
+		return missing("name", "a file entry from sg-ls")
+	}
+	return nil
+}
+
+// Fetch statuses reported in [Result.Status].
+const (
+	// StatusFetched means the entry was written under its final name after
+	// its digests verified.
+	StatusFetched = "fetched"
+	// StatusSkipped means the entry was not written, for the reason in
+	// Result.Error (for example a later entry for the same path).
+	StatusSkipped = "skipped"
+	// StatusFailed means the entry was not written; Result.Error says why.
+	StatusFailed = "failed"
+)
+
+// Result reports what sg-fetch did with one entry.
+type Result struct {
+	// Ref, Layer and Name identify the entry, as in [Entry].
+	Ref   string `json:"ref"`
+	Layer string `json:"layer"`
+	Name  string `json:"name"`
+	// Type is the entry's type, as in [Entry].
+	Type string `json:"type"`
+	// Path is where the entry was (or would have been) written.
+	Path string `json:"path"`
+	// Size is the size of the written file in bytes.
+	Size int64 `json:"size"`
+	// Digest is the verified digest of a regular file's contents.
+	Digest string `json:"digest,omitempty"`
+	// Status is one of the Status* constants.
+	Status string `json:"status"`
+	// Error says why an entry failed or was skipped.
+	Error string `json:"error,omitempty"`
+	// Verified says what the file's bytes were checked against: "toc" when
+	// the chunk and file digests of a TOC that matched the manifest's TOC
+	// digest annotation verified, "toc-unpinned" when the digests verified
+	// but the layer has no TOC digest annotation to pin the TOC to the
+	// manifest, and empty when nothing was verified (directories, links,
+	// failures).
+	Verified string `json:"verified,omitempty"`
+	// CompressedBytes is the number of compressed bytes of the gzip
+	// members holding the entry's contents (members shared with other
+	// files are counted for each).
+	CompressedBytes int64 `json:"compressedBytes,omitempty"`
+	// Requests is the number of HTTP range requests that carried the
+	// entry's contents (requests are shared between neighbouring files).
+	Requests int `json:"requests,omitempty"`
+	// DurationMs is the time from the first byte requested for the entry
+	// to its rename into place, in milliseconds.
+	DurationMs int64 `json:"durationMs,omitempty"`
+}
+
+func missing(field, want string) error {
+	return fmt.Errorf("missing field %q (expected %s)", field, want)
+}
