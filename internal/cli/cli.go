@@ -72,9 +72,21 @@ func Exit(tool string, stderr io.Writer, err error) int {
 	return ExitFailed
 }
 
-// ErrRecordsFailed is wrapped by a run's error when some records failed
-// (and were reported as such) while the others were processed.
+// ErrRecordsFailed is matched (errors.Is) by a run's error when some
+// records failed (and were reported as such) while the others were
+// processed; see Failedf.
 var ErrRecordsFailed = errors.New("records failed")
+
+type failedError struct{ msg string }
+
+func (e *failedError) Error() string        { return e.msg }
+func (e *failedError) Is(target error) bool { return target == ErrRecordsFailed }
+
+// Failedf returns an error matching ErrRecordsFailed with a message saying
+// how many records failed (exit code 1).
+func Failedf(format string, args ...any) error {
+	return &failedError{msg: fmt.Sprintf(format, args...)}
+}
 
 // UsageError is a mistake in flags or arguments (exit code 2).
 type UsageError struct{ Msg string }

@@ -168,7 +168,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return ctx.Err()
 	}
 	if em.failed > 0 {
-		return fmt.Errorf("%d of %d entries failed (see the results with \"status\":\"failed\"): %w", em.failed, len(items), cli.ErrRecordsFailed)
+		return cli.Failedf("%d of %d entries failed (see the results with \"status\":\"failed\")", em.failed, len(items))
 	}
 	return nil
 }

@@ -72,7 +72,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 	}
 	if failed > 0 {
-		return fmt.Errorf("%d of %d images could not be read: %w", failed, len(images), cli.ErrRecordsFailed)
+		return cli.Failedf("%d of %d images could not be read", failed, len(images))
 	}
 	return nil
 }

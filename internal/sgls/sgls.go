@@ -147,7 +147,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cli.WithHint(decodeErr, "sg-ls reads the layer records sg-layers prints, one JSON object per line")
 	}
 	if failed > 0 {
-		return fmt.Errorf("%d of %d layers could not be listed: %w", failed, total, cli.ErrRecordsFailed)
+		return cli.Failedf("%d of %d layers could not be listed", failed, total)
 	}
 	return nil
 }

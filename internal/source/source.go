@@ -29,7 +29,7 @@ const (
 
 // ErrNotLazy means a layer is not in a format whose files can be fetched
 // without downloading the whole layer.
-var ErrNotLazy = errors.New("layer is not eStargz")
+var ErrNotLazy = errors.New("it must be converted to eStargz to be read lazily")
 
 // Source resolves and caches images and layers.
 type Source struct {
