@@ -117,6 +117,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("creating output directory: %w", err)
 	}
+	if out, err = filepath.Abs(out); err != nil {
+		return err
+	}
 	root, err := os.OpenRoot(out)
 	if err != nil {
 		return fmt.Errorf("opening output directory: %w", err)

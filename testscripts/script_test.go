@@ -1,0 +1,336 @@
+// Package testscripts runs the stargz-get tools end to end, as a user
+// would from a shell, against the real distribution registry and eStargz
+// fixture images built from real files (see internal/testenv).
+//
+// Each script in testdata/ pins one user-visible behaviour. The registry
+// and fixtures are started once per test run and exported to scripts as:
+//
+//	REG        host:port of an anonymous registry
+//	AUTHREG    host:port of a registry with htpasswd Basic auth (alice:s3cret)
+//	GOTREE     one-layer eStargz image of Go toolchain files
+//	MINCHUNK   eStargz image built with a minimum chunk size (innerOffset)
+//	MULTI      three-layer eStargz image
+//	PLAINGZIP  plain gzip (not eStargz) image
+//	MULTIARCH  index with linux/amd64 and linux/arm64 images
+//	*_L0...    layer digests of each image, e.g. GOTREE_L0, MULTI_L2
+//	AUTHGOTREE GOTREE on AUTHREG
+//
+// Custom commands: checktree (compare a directory with a fixture's ground
+// truth), checklist (compare an sg-ls listing with it), notemp (no temp
+// files left behind), expand (write a file with $VARS expanded, for
+// hand-written input records). Set UPDATE_SCRIPTS=1 to update cmp'd files.
+package testscripts
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/stargz-get/stargz-get/internal/sgfetch"
+	"github.com/stargz-get/stargz-get/internal/sglayers"
+	"github.com/stargz-get/stargz-get/internal/sgls"
+	"github.com/stargz-get/stargz-get/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"sg-layers": func() { os.Exit(sglayers.Main()) },
+		"sg-ls":     func() { os.Exit(sgls.Main()) },
+		"sg-fetch":  func() { os.Exit(sgfetch.Main()) },
+	})
+}
+
+// world is what every script runs against, set up once.
+type world struct {
+	fx      *testenv.Fixtures
+	reg     *testenv.Registry
+	authReg *testenv.Registry
+	env     []string
+}
+
+var (
+	worldOnce sync.Once
+	theWorld  *world
+	worldErr  error
+)
+
+func setupWorld() (*world, error) {
+	fx, err := testenv.BuildFixtures(filepath.Join(os.TempDir(), "stargz-get-fixtures"))
+	if err != nil {
+		return nil, err
+	}
+	w := &world{fx: fx}
+	if w.reg, err = testenv.StartRegistry(testenv.RegistryOptions{}); err != nil {
+		return nil, err
+	}
+	if w.authReg, err = testenv.StartRegistry(testenv.RegistryOptions{Users: map[string]string{"alice": "s3cret"}}); err != nil {
+		w.reg.Close()
+		return nil, err
+	}
+	ctx := context.Background()
+	if _, err := fx.Push(ctx, w.reg.Host, "", ""); err != nil {
+		w.close()
+		return nil, err
+	}
+	if _, err := fx.Push(ctx, w.authReg.Host, "alice", "s3cret"); err != nil {
+		w.close()
+		return nil, err
+	}
+	add := func(k, v string) { w.env = append(w.env, k+"="+v) }
+	add("REG", w.reg.Host)
+	add("AUTHREG", w.authReg.Host)
+	add("AUTHGOTREE", fx.GoTree.Ref(w.authReg.Host))
+	for name, img := range map[string]*testenv.Image{"GOTREE": fx.GoTree, "MINCHUNK": fx.MinChunk, "MULTI": fx.Multi, "PLAINGZIP": fx.Gzip} {
+		add(name, img.Ref(w.reg.Host))
+		add(name+"_MANIFEST", img.Digest)
+		for i, l := range img.Layers {
+			add(fmt.Sprintf("%s_L%d", name, i), l.Digest)
+			add(fmt.Sprintf("%s_L%d_TOC", name, i), l.TOCDigest)
+		}
+	}
+	add("MULTIARCH", fx.Index.Ref(w.reg.Host))
+	for _, img := range fx.Index.Images {
+		arch := strings.ToUpper(strings.ReplaceAll(img.Platform, "/", "_"))
+		add("MULTIARCH_"+arch+"_MANIFEST", img.Digest)
+	}
+	return w, nil
+}
+
+func (w *world) close() {
+	if w.reg != nil {
+		w.reg.Close()
+	}
+	if w.authReg != nil {
+		w.authReg.Close()
+	}
+}
+
+func TestScripts(t *testing.T) {
+	worldOnce.Do(func() { theWorld, worldErr = setupWorld() })
+	if worldErr != nil {
+		t.Fatalf("setting up registry and fixtures: %v", worldErr)
+	}
+	t.Cleanup(theWorld.close)
+	w := theWorld
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata",
+		RequireExplicitExec: true,
+		UpdateScripts:       os.Getenv("UPDATE_SCRIPTS") != "",
+		Setup: func(e *testscript.Env) error {
+			e.Vars = append(e.Vars, w.env...)
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"checktree": w.checktree,
+			"checklist": w.checklist,
+			"notemp":    notemp,
+			"expand":    expand,
+		},
+	})
+}
+
+// groundTruth returns the ground truth entries of a fixture ("gotree",
+// "minchunk", "multi", "multiarch-amd64", ...) or of one of its layers
+// ("multi:1"), with the digests of the layers they come from.
+func (w *world) groundTruth(ts *testscript.TestScript, spec string) ([]testenv.File, []string) {
+	name, layer, hasLayer := strings.Cut(spec, ":")
+	var img *testenv.Image
+	switch name {
+	case "gotree":
+		img = w.fx.GoTree
+	case "minchunk":
+		img = w.fx.MinChunk
+	case "multi":
+		img = w.fx.Multi
+	case "plaingzip":
+		img = w.fx.Gzip
+	default:
+		for _, i := range w.fx.Index.Images {
+			if name == "multiarch-"+strings.TrimPrefix(i.Platform, "linux/") {
+				img = i
+			}
+		}
+	}
+	if img == nil {
+		ts.Fatalf("unknown fixture %q", spec)
+	}
+	layers := img.Layers
+	if hasLayer {
+		var i int
+		if _, err := fmt.Sscan(layer, &i); err != nil || i < 0 || i >= len(img.Layers) {
+			ts.Fatalf("bad layer in %q", spec)
+		}
+		layers = layers[i : i+1]
+	}
+	var files []testenv.File
+	var digests []string
+	for _, l := range layers {
+		for _, f := range l.Files {
+			files = append(files, f)
+			digests = append(digests, l.Digest)
+		}
+	}
+	return files, digests
+}
+
+// checktree [-exact] DIR FIXTURE [PREFIX...]
+//
+// DIR must hold the fixture's entries at or under each PREFIX (all of them
+// without a PREFIX) with the right types, modes, contents and link
+// targets. With -exact, DIR must hold nothing else either.
+func (w *world) checktree(ts *testscript.TestScript, neg bool, args []string) {
+	exact := len(args) > 0 && args[0] == "-exact"
+	if exact {
+		args = args[1:]
+	}
+	if len(args) < 2 {
+		ts.Fatalf("usage: checktree [-exact] DIR FIXTURE [PREFIX...]")
+	}
+	dir := ts.MkAbs(args[0])
+	truth, _ := w.groundTruth(ts, args[1])
+	prefixes := args[2:]
+	if len(prefixes) == 0 {
+		prefixes = []string{""}
+	}
+	var want []testenv.File
+	for _, p := range prefixes {
+		want = append(want, testenv.Want(truth, p)...)
+	}
+	var names []string
+	for _, f := range want {
+		names = append(names, f.Name)
+	}
+	err := testenv.CheckTree(dir, truth, names)
+	if err == nil && exact {
+		err = onlyThese(dir, want)
+	}
+	switch {
+	case neg && err == nil:
+		ts.Fatalf("%s matches the ground truth, but should not", dir)
+	case !neg && err != nil:
+		ts.Fatalf("%v", err)
+	}
+}
+
+// onlyThese reports entries under dir that are neither wanted nor a parent
+// directory of a wanted entry.
+func onlyThese(dir string, want []testenv.File) error {
+	ok := map[string]bool{}
+	for _, f := range want {
+		for n := f.Name; n != "." && n != ""; n = filepath.Dir(n) {
+			ok[n] = true
+		}
+	}
+	var extra []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel != "." && !ok[filepath.ToSlash(rel)] {
+			extra = append(extra, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(extra) > 0 {
+		sort.Strings(extra)
+		return fmt.Errorf("%s holds %d unexpected entries: %s", dir, len(extra), strings.Join(extra[:min(len(extra), 10)], ", "))
+	}
+	return nil
+}
+
+// checklist FILE FIXTURE
+//
+// FILE, an sg-ls listing, must list every entry of the fixture's layers
+// exactly once, under the right layer, with its type, size, mode, link
+// target and digest, and nothing else (landmark files, listed with --all,
+// are tolerated).
+func (w *world) checklist(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: checklist FILE FIXTURE")
+	}
+	truth, layers := w.groundTruth(ts, args[1])
+	want := map[string]testenv.File{}
+	for i, f := range truth {
+		want[layers[i]+" "+f.Name] = f
+	}
+	var bad []string
+	seen := map[string]bool{}
+	for i, line := range strings.Split(strings.TrimSpace(ts.ReadFile(args[0])), "\n") {
+		var e struct {
+			Layer, Name, Type, LinkName, Digest string
+			Size, Mode                          int64
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			ts.Fatalf("%s line %d: %v", args[0], i+1, err)
+		}
+		key := e.Layer + " " + e.Name
+		if seen[key] {
+			bad = append(bad, key+": listed twice")
+		}
+		seen[key] = true
+		f, ok := want[key]
+		if !ok {
+			if e.Name != ".prefetch.landmark" && e.Name != ".no.prefetch.landmark" {
+				bad = append(bad, key+": not in the fixture")
+			}
+			continue
+		}
+		got := testenv.File{Name: e.Name, Type: e.Type, Mode: e.Mode & 0o7777, Size: e.Size, LinkName: e.LinkName, Digest: e.Digest}
+		if f.Type == "hardlink" {
+			got.Size, got.Digest = f.Size, f.Digest // the TOC records contents on the target
+		}
+		if got != f {
+			bad = append(bad, fmt.Sprintf("%s: listed %+v, fixture has %+v", e.Name, got, f))
+		}
+	}
+	for k := range want {
+		if !seen[k] {
+			bad = append(bad, k+": missing")
+		}
+	}
+	sort.Strings(bad)
+	switch {
+	case neg && len(bad) == 0:
+		ts.Fatalf("%s matches the fixture, but should not", args[0])
+	case !neg && len(bad) > 0:
+		ts.Fatalf("%s differs from fixture %s in %d entries:\n%s", args[0], args[1], len(bad), strings.Join(bad[:min(len(bad), 20)], "\n"))
+	}
+}
+
+// notemp DIR: no temp files (.sg-*.tmp) anywhere under DIR.
+func notemp(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 || neg {
+		ts.Fatalf("usage: notemp DIR")
+	}
+	dir := ts.MkAbs(args[0])
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".sg-") {
+			ts.Fatalf("temp file left behind: %s", p)
+		}
+		return nil
+	})
+}
+
+// expand IN OUT: write IN with $VARS and ${VARS} expanded to OUT.
+func expand(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: expand IN OUT")
+	}
+	out := os.Expand(ts.ReadFile(args[0]), ts.Getenv)
+	if err := os.WriteFile(ts.MkAbs(args[1]), []byte(out), 0o644); err != nil {
+		ts.Fatalf("%v", err)
+	}
+}
