@@ -1,0 +1,321 @@
+package fetch_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stargz-get/stargz-get/internal/testenv"
+	"github.com/stargz-get/stargz-get/pkg/fetch"
+	"github.com/stargz-get/stargz-get/pkg/toc"
+	"github.com/stargz-get/stargz-get/pkg/wire"
+)
+
+var fixtures *testenv.Fixtures
+
+func TestMain(m *testing.M) {
+	var err error
+	fixtures, err = testenv.BuildFixtures(filepath.Join(os.TempDir(), "stargz-get-fixtures"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "building fixtures:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// blobFile serves byte ranges of a real fixture blob from memory, the way
+// a registry would, counting requests and bytes, with optional faults.
+type blobFile struct {
+	data     []byte
+	requests atomic.Int64
+	bytes    atomic.Int64
+	// fault, when set, may replace a response body (e.g. cut it short).
+	fault func(call int64, off, n int64, body []byte) ([]byte, error)
+}
+
+func (b *blobFile) Size() int64 { return int64(len(b.data)) }
+
+func (b *blobFile) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	call := b.requests.Add(1)
+	body := b.data[off : off+n]
+	if b.fault != nil {
+		var err error
+		if body, err = b.fault(call, off, n, body); err != nil {
+			return nil, err
+		}
+	}
+	b.bytes.Add(int64(len(body)))
+	return io.NopCloser(bytes.NewReader(body)), nil
+}
+
+func open(t *testing.T, l *testenv.Layer) *blobFile {
+	t.Helper()
+	data, err := os.ReadFile(l.BlobPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &blobFile{data: data}
+}
+
+func readTOC(t *testing.T, b *blobFile) *fetch.Layer {
+	t.Helper()
+	tc, err := toc.Read(context.Background(), b, toc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.requests.Store(0)
+	b.bytes.Store(0)
+	return &fetch.Layer{Blob: b, TOC: tc, Pinned: true}
+}
+
+// wantAll selects the layer's entries at or under prefix ("" for all).
+func wantAll(l *fetch.Layer, prefix string) []*fetch.Want {
+	var ws []*fetch.Want
+	for _, e := range l.TOC.Entries {
+		if toc.Landmark(e.Name) {
+			continue
+		}
+		if prefix == "" || e.Name == prefix || strings.HasPrefix(e.Name, prefix+"/") {
+			ws = append(ws, &fetch.Want{Layer: l, Entry: e})
+		}
+	}
+	return ws
+}
+
+func run(t *testing.T, ctx context.Context, dir string, ws []*fetch.Want, opts fetch.Options) map[string]*fetch.Outcome {
+	t.Helper()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	out := map[string]*fetch.Outcome{}
+	var mu sync.Mutex
+	fetch.Run(ctx, root, ws, opts, func(o *fetch.Outcome) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, dup := out[o.Path]; dup {
+			t.Errorf("two outcomes for %s", o.Path)
+		}
+		out[o.Path] = o
+	})
+	if len(out) != len(ws) {
+		t.Errorf("got %d outcomes for %d wants", len(out), len(ws))
+	}
+	return out
+}
+
+func noTemp(t *testing.T, dir string) {
+	t.Helper()
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".sg-") {
+			t.Errorf("temp file left behind: %s", p)
+		}
+		return nil
+	})
+}
+
+func TestWholeLayerMatchesTar(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		layer *testenv.Layer
+		jobs  int
+	}{
+		{"gotree -j 1", fixtures.GoTree.Layers[0], 1},
+		{"gotree -j 8", fixtures.GoTree.Layers[0], 8},
+		{"minchunk -j 4", fixtures.MinChunk.Layers[0], 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := open(t, tc.layer)
+			l := readTOC(t, b)
+			dir := t.TempDir()
+			out := run(t, context.Background(), dir, wantAll(l, ""), fetch.Options{Jobs: tc.jobs})
+			for p, o := range out {
+				if o.Status != wire.StatusFetched {
+					t.Errorf("%s: %s: %v", p, o.Status, o.Err)
+				}
+				if o.Want.Entry.Type == wire.TypeReg && o.Verified != "toc" {
+					t.Errorf("%s: verified %q, want toc", p, o.Verified)
+				}
+			}
+			if err := testenv.CheckTree(dir, tc.layer.Files, nil); err != nil {
+				t.Error(err)
+			}
+			noTemp(t, dir)
+			// A whole-layer fetch moves each data byte at most once.
+			if got, max := b.bytes.Load(), l.TOC.Offset; got > max {
+				t.Errorf("downloaded %d bytes, more than the %d bytes of data before the TOC", got, max)
+			}
+		})
+	}
+}
+
+func TestMergesNeighbouringChunks(t *testing.T) {
+	b := open(t, fixtures.GoTree.Layers[0])
+	l := readTOC(t, b)
+	ws := wantAll(l, "usr/local/go/src/encoding/json")
+	var files int
+	for _, w := range ws {
+		if w.Entry.Type == wire.TypeReg && w.Entry.Size > 0 {
+			files++
+		}
+	}
+	dir := t.TempDir()
+	run(t, context.Background(), dir, ws, fetch.Options{Jobs: 4})
+	if err := testenv.CheckTree(dir, testenv.Want(fixtures.GoTree.Layers[0].Files, "usr/local/go/src/encoding/json"), nil); err != nil {
+		t.Error(err)
+	}
+	if got := b.requests.Load(); got*4 > int64(files) {
+		t.Errorf("%d requests for %d neighbouring files; want them merged (at most a quarter as many)", got, files)
+	}
+	// Without merging, every member is its own request.
+	b.requests.Store(0)
+	run(t, context.Background(), t.TempDir(), ws, fetch.Options{Jobs: 4, MaxGap: -1, MaxRequestBytes: 1})
+	if got := b.requests.Load(); got < int64(files) {
+		t.Errorf("%d requests with merging off, want at least %d (one per file)", got, files)
+	}
+}
+
+func TestCorruptChunkNeverLands(t *testing.T) {
+	const name = "usr/local/go/src/net/net.go"
+	for _, tc := range []struct {
+		desc    string
+		corrupt func(member []byte, size int64)
+	}{
+		{"flipped byte breaks the deflate stream", func(member []byte, size int64) {
+			member[20] ^= 0x55
+		}},
+		{"valid gzip member with other bytes", func(member []byte, size int64) {
+			// Zeros compress to far less than the member: the rest of the
+			// member's span is left as it was and skipped.
+			var zb bytes.Buffer
+			zw := gzip.NewWriter(&zb)
+			zw.Write(make([]byte, size))
+			zw.Close()
+			copy(member, zb.Bytes())
+		}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			b := open(t, fixtures.GoTree.Layers[0])
+			l := readTOC(t, b)
+			e, ok := l.TOC.Lookup(name)
+			if !ok {
+				t.Fatalf("%s not in TOC", name)
+			}
+			c := e.Chunks[0]
+			b.fault = func(call, off, n int64, body []byte) ([]byte, error) {
+				if off <= c.Offset && c.End <= off+n {
+					body = bytes.Clone(body)
+					tc.corrupt(body[c.Offset-off:c.End-off], c.Size)
+				}
+				return body, nil
+			}
+			dir := t.TempDir()
+			out := run(t, context.Background(), dir, wantAll(l, name), fetch.Options{Jobs: 2, Tries: 2})
+			o := out[name]
+			if o.Status != wire.StatusFailed || o.Err == nil {
+				t.Fatalf("corrupt file: status %s, err %v; want failed", o.Status, o.Err)
+			}
+			if _, err := os.Lstat(filepath.Join(dir, name)); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("corrupt file landed under its final name (stat: %v)", err)
+			}
+			noTemp(t, dir)
+			if got := b.requests.Load(); got != 2 {
+				t.Errorf("%d requests, want 2 (one try and one retry)", got)
+			}
+		})
+	}
+}
+
+func TestShortBodyIsRetried(t *testing.T) {
+	layer := fixtures.GoTree.Layers[0]
+	b := open(t, layer)
+	l := readTOC(t, b)
+	// The first response of every request stops half way, as a reset
+	// connection would; the retry resumes from the first member not done.
+	var cut sync.Map
+	b.fault = func(call, off, n int64, body []byte) ([]byte, error) {
+		if _, done := cut.LoadOrStore(off+n, true); !done && n > 1 {
+			return body[:n/2], nil
+		}
+		return body, nil
+	}
+	dir := t.TempDir()
+	out := run(t, context.Background(), dir, wantAll(l, "usr/local/go/pkg"), fetch.Options{Jobs: 3})
+	for p, o := range out {
+		if o.Status != wire.StatusFetched {
+			t.Errorf("%s: %s: %v", p, o.Status, o.Err)
+		}
+	}
+	if err := testenv.CheckTree(dir, testenv.Want(layer.Files, "usr/local/go/pkg"), nil); err != nil {
+		t.Error(err)
+	}
+	noTemp(t, dir)
+}
+
+func TestCancelledLeavesNothingHalfWritten(t *testing.T) {
+	b := open(t, fixtures.GoTree.Layers[0])
+	l := readTOC(t, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	// Cancel once the first response has been handed out.
+	b.fault = func(call, off, n int64, body []byte) ([]byte, error) {
+		if call == 3 {
+			cancel()
+		}
+		return body, nil
+	}
+	dir := t.TempDir()
+	out := run(t, ctx, dir, wantAll(l, "usr/local/go/pkg"), fetch.Options{Jobs: 1, MaxRequestBytes: 1 << 20})
+	var failed int
+	for p, o := range out {
+		switch o.Status {
+		case wire.StatusFailed:
+			failed++
+			if _, err := os.Lstat(filepath.Join(dir, p)); o.Want.Entry.Type == wire.TypeReg && !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s failed but exists (stat: %v)", p, err)
+			}
+		case wire.StatusFetched:
+			if o.Want.Entry.Type == wire.TypeReg {
+				if err := testenv.CheckTree(dir, fixtures.GoTree.Layers[0].Files, []string{p}); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	}
+	if failed == 0 {
+		t.Error("nothing failed after cancel")
+	}
+	noTemp(t, dir)
+}
+
+func TestSamePathTwiceLastWins(t *testing.T) {
+	b := open(t, fixtures.GoTree.Layers[0])
+	l := readTOC(t, b)
+	e, _ := l.TOC.Lookup("usr/local/go/VERSION")
+	first, second := &fetch.Want{Layer: l, Entry: e, Tag: 1}, &fetch.Want{Layer: l, Entry: e, Tag: 2}
+	root, err := os.OpenRoot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	got := map[any]string{}
+	fetch.Run(context.Background(), root, []*fetch.Want{first, second}, fetch.Options{}, func(o *fetch.Outcome) {
+		got[o.Want.Tag] = o.Status
+	})
+	if got[1] != wire.StatusSkipped || got[2] != wire.StatusFetched {
+		t.Errorf("statuses %v, want 1 skipped and 2 fetched", got)
+	}
+}
