@@ -117,9 +117,19 @@ func WithHint(err error, hint string) error {
 // Parse parses args into fs, also from SG_* environment variables (flag
 // "plain-http" from SG_PLAIN_HTTP), with flags allowed after positional
 // arguments. -h/--help prints usage to stdout and returns flag.ErrHelp;
-// --version (registered here) prints the version and returns flag.ErrHelp.
+// --version prints the version and returns flag.ErrHelp.
 func Parse(fs *flag.FlagSet, args []string, usage string, stdout io.Writer) ([]string, error) {
-	version := fs.Bool(versionFlag, false, "print the version and exit")
+	// --version is looked for by hand rather than registered, so that ff
+	// does not read it from SG_VERSION.
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if a == "--"+versionFlag || a == "-"+versionFlag {
+			fmt.Fprintf(stdout, "%s %s\n", fs.Name(), Version())
+			return nil, flag.ErrHelp
+		}
+	}
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	err := ff.Parse(fs, args, ff.WithEnvVarPrefix(EnvPrefix))
@@ -134,9 +144,6 @@ func Parse(fs *flag.FlagSet, args []string, usage string, stdout io.Writer) ([]s
 		return nil, flag.ErrHelp
 	case err != nil:
 		return nil, Usagef("%v", strings.TrimPrefix(err.Error(), "error parsing commandline arguments: "))
-	case *version:
-		fmt.Fprintf(stdout, "%s %s\n", fs.Name(), Version())
-		return nil, flag.ErrHelp
 	}
 	return pos, nil
 }

@@ -27,8 +27,9 @@ const RegistryUsage = `Registry options:
                               helpers)                            SG_CREDENTIAL
   --platform OS/ARCH[/VARIANT]  platform to pick from a multi-platform image
                               (default linux/amd64)                 SG_PLATFORM
-  --plain-http                speak plain HTTP to the registry (always allowed
-                              for localhost and 127.0.0.1)        SG_PLAIN_HTTP
+  --plain-http                speak plain HTTP to the registry; without it,
+                              HTTPS is tried first and plain HTTP is used only
+                              for loopback and private addresses  SG_PLAIN_HTTP
   --insecure                  skip TLS certificate verification     SG_INSECURE
   -v, --verbose               log HTTP requests and decisions to stderr
                                                                      SG_VERBOSE

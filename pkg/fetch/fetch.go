@@ -25,7 +25,7 @@ import (
 	"github.com/stargz-get/stargz-get/pkg/wire"
 )
 
-// Defaults for Options; each is a flag of sg-fetch.
+// Defaults for Options (Jobs is sg-fetch's -j).
 const (
 	// DefaultJobs is the number of parallel range downloaders.
 	DefaultJobs = 8

@@ -56,8 +56,10 @@ func WithKeychain(k authn.Keychain) Option {
 	return func(o *options) error { o.keychain = k; return nil }
 }
 
-// WithPlainHTTP speaks plain HTTP to registries that are not on loopback.
-// Loopback registries (localhost, 127.0.0.0/8, ::1) always may.
+// WithPlainHTTP lets the client speak plain HTTP to any registry. Without
+// it, go-containerregistry tries HTTPS first and falls back to plain HTTP
+// only for registries on loopback ("localhost:PORT", 127.0.0.0/8, ::1),
+// "*.local" names and private RFC 1918 addresses.
 func WithPlainHTTP(on bool) Option {
 	return func(o *options) error { o.plainHTTP = on; return nil }
 }
@@ -97,9 +99,8 @@ type Client struct {
 }
 
 type repoConn struct {
-	once sync.Once
-	rt   http.RoundTripper
-	err  error
+	mu sync.Mutex // held during the handshake, so it happens once
+	rt http.RoundTripper
 }
 
 // New returns a Client configured by opts.
@@ -148,7 +149,9 @@ func (c *Client) authenticator(ctx context.Context, repo name.Repository) (authn
 }
 
 // transport returns the authorized transport for repo, pinging the
-// registry and fetching a pull token on first use.
+// registry and fetching a pull token on first use. Only a successful
+// handshake is kept: a failed one (a deadline, a registry briefly down) is
+// tried again by the next caller.
 func (c *Client) transport(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
 	key := repo.String()
 	c.mu.Lock()
@@ -158,29 +161,21 @@ func (c *Client) transport(ctx context.Context, repo name.Repository) (http.Roun
 		c.repos[key] = rc
 	}
 	c.mu.Unlock()
-	rc.once.Do(func() {
-		auth, err := c.authenticator(ctx, repo)
-		if err != nil {
-			rc.err = err
-			return
-		}
-		rt, err := transport.NewWithContext(ctx, repo.Registry, auth, c.base, []string{repo.Scope(transport.PullScope)})
-		if err != nil {
-			rc.err = classify(repo.RegistryStr(), err)
-			return
-		}
-		rc.rt = rt
-	})
-	if rc.err != nil {
-		// A cancelled first attempt must not poison later ones.
-		if errors.Is(rc.err, context.Canceled) {
-			c.mu.Lock()
-			delete(c.repos, key)
-			c.mu.Unlock()
-		}
-		return nil, rc.err
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.rt != nil {
+		return rc.rt, nil
 	}
-	return rc.rt, nil
+	auth, err := c.authenticator(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, c.base, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		return nil, classify(repo.RegistryStr(), err)
+	}
+	rc.rt = rt
+	return rt, nil
 }
 
 // logTransport logs one line per request for --verbose.
@@ -194,7 +189,7 @@ func (t *logTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.inner.RoundTrip(req)
 	what := req.Method + " " + RedactURL(req.URL.String())
 	if r := req.Header.Get("Range"); r != "" {
-		what += " (" + r + ")"
+		what += " (Range: " + r + ")"
 	}
 	if err != nil {
 		t.logf("%s: %v (%s)", what, err, time.Since(start).Round(time.Millisecond))
@@ -212,7 +207,8 @@ func RedactURL(u string) string {
 	}
 	if i := strings.Index(u, "://"); i >= 0 {
 		rest := u[i+3:]
-		if at := strings.Index(rest, "@"); at >= 0 && at < strings.IndexByte(rest+"/", '/') {
+		authority := rest[:strings.IndexByte(rest+"/", '/')]
+		if at := strings.LastIndex(authority, "@"); at >= 0 {
 			u = u[:i+3] + rest[at+1:]
 		}
 	}

@@ -30,7 +30,7 @@ func classify(host string, err error) error {
 		return nil
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
+		return unwrapURL(err) // the URL may be a signed blob-storage URL
 	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {

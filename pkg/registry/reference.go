@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -15,7 +16,9 @@ import (
 // not on loopback.
 func ParseReference(s string, plainHTTP bool) (name.Reference, error) {
 	var opts []name.Option
-	if plainHTTP {
+	// docker takes a bare "localhost" as a registry host on plain HTTP;
+	// go-containerregistry only knows "localhost:PORT".
+	if plainHTTP || s == "localhost" || strings.HasPrefix(s, "localhost/") {
 		opts = append(opts, name.Insecure)
 	}
 	ref, err := name.ParseReference(s, opts...)
@@ -28,7 +31,7 @@ func ParseReference(s string, plainHTTP bool) (name.Reference, error) {
 // ParsePlatform parses "os/arch[/variant]" as used by --platform.
 func ParsePlatform(s string) (v1.Platform, error) {
 	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+	if len(parts) < 2 || len(parts) > 3 || slices.Contains(parts, "") {
 		return v1.Platform{}, fmt.Errorf("invalid platform %q: want os/arch or os/arch/variant, e.g. linux/amd64 or linux/arm/v7", s)
 	}
 	p := v1.Platform{OS: parts[0], Architecture: parts[1]}

@@ -16,7 +16,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 )
 
-// Defaults for Options; each is a flag of the tools.
+// Defaults for Options.
 const (
 	// DefaultTailBytes is how much of a blob's end is read first. It holds
 	// footer and TOC of layers up to a few thousand files, and costs about
@@ -216,7 +216,7 @@ func parseTOC(b []byte, maxJSON int64) (*estargz.JTOC, digest.Digest, error) {
 		return nil, "", fmt.Errorf("decompressing TOC: %w", err)
 	}
 	if int64(len(raw)) > maxJSON {
-		return nil, "", fmt.Errorf("TOC JSON is over the limit of %d bytes (raise it with --max-toc-json-bytes)", maxJSON)
+		return nil, "", fmt.Errorf("TOC JSON is over the limit of %d bytes", maxJSON)
 	}
 	var j estargz.JTOC
 	if err := json.Unmarshal(raw, &j); err != nil {

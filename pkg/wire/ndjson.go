@@ -121,11 +121,11 @@ func (d *Decoder) readLine() ([]byte, error) {
 	var long []byte
 	for {
 		frag, err := d.r.ReadSlice('\n')
-		if long == nil && err == nil {
+		if long == nil && err == nil && len(frag) <= d.maxLine+1 {
 			d.line++
 			return frag, nil
 		}
-		if len(long)+len(frag) > d.maxLine {
+		if n := len(long) + len(bytes.TrimRight(frag, "\r\n")); n > d.maxLine {
 			d.line++
 			// Skip the rest of the line so the error names the right line.
 			for err == bufio.ErrBufferFull {

@@ -64,6 +64,8 @@ func (l *Layer) Validate() error {
 		return missing("ref", "a layer record from sg-layers")
 	case l.Digest == "":
 		return missing("digest", "a layer record from sg-layers")
+	case l.Format == "":
+		return missing("format", "a layer record from sg-layers")
 	}
 	return nil
 }
@@ -181,6 +183,19 @@ type Result struct {
 	// DurationMs is the time from the first byte requested for the entry
 	// to its rename into place, in milliseconds.
 	DurationMs int64 `json:"durationMs,omitempty"`
+}
+
+// Validate reports a missing required field.
+func (r *Result) Validate() error {
+	switch {
+	case r.Ref == "":
+		return missing("ref", "a fetch result from sg-fetch")
+	case r.Layer == "":
+		return missing("layer", "a fetch result from sg-fetch")
+	case r.Status == "":
+		return missing("status", "a fetch result from sg-fetch")
+	}
+	return nil
 }
 
 func missing(field, want string) error {
