@@ -12,6 +12,8 @@
 //	MULTI      three-layer eStargz image
 //	PLAINGZIP  plain gzip (not eStargz) image
 //	MULTIARCH  index with linux/amd64 and linux/arm64 images
+//	HOSTILE    a layer whose TOC tries to write outside the output directory
+//	UNPINNED   an eStargz image without the TOC digest annotation
 //	*_L0...    layer digests of each image, e.g. GOTREE_L0, MULTI_L2
 //	AUTHGOTREE GOTREE on AUTHREG
 //
@@ -89,7 +91,7 @@ func setupWorld() (*world, error) {
 	add("REG", w.reg.Host)
 	add("AUTHREG", w.authReg.Host)
 	add("AUTHGOTREE", fx.GoTree.Ref(w.authReg.Host))
-	for name, img := range map[string]*testenv.Image{"GOTREE": fx.GoTree, "MINCHUNK": fx.MinChunk, "MULTI": fx.Multi, "PLAINGZIP": fx.Gzip} {
+	for name, img := range map[string]*testenv.Image{"GOTREE": fx.GoTree, "MINCHUNK": fx.MinChunk, "MULTI": fx.Multi, "PLAINGZIP": fx.Gzip, "HOSTILE": fx.Hostile, "UNPINNED": fx.Unpinned} {
 		add(name, img.Ref(w.reg.Host))
 		add(name+"_MANIFEST", img.Digest)
 		for i, l := range img.Layers {
@@ -129,6 +131,12 @@ func TestScripts(t *testing.T) {
 			e.Vars = append(e.Vars, w.env...)
 			return nil
 		},
+		Condition: func(cond string) (bool, error) {
+			if cond == "root" {
+				return os.Geteuid() == 0, nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"checktree": w.checktree,
 			"checklist": w.checklist,
@@ -153,6 +161,10 @@ func (w *world) groundTruth(ts *testscript.TestScript, spec string) ([]testenv.F
 		img = w.fx.Multi
 	case "plaingzip":
 		img = w.fx.Gzip
+	case "hostile":
+		img = w.fx.Hostile
+	case "unpinned":
+		img = w.fx.Unpinned
 	default:
 		for _, i := range w.fx.Index.Images {
 			if name == "multiarch-"+strings.TrimPrefix(i.Platform, "linux/") {

@@ -50,9 +50,22 @@ Options:
   -j, --jobs N              parallel range downloads (default 8)  SG_JOBS
   --progress auto|always|never  progress bar on stderr; auto shows it when
                             stderr is a terminal (default auto) SG_PROGRESS
-  --max-toc-bytes N         refuse layers whose compressed TOC is larger
-                            (default 50 MiB)              SG_MAX_TOC_BYTES
+  --require-verified        refuse layers whose TOC is not pinned by a TOC
+                            digest annotation in the manifest, and files
+                            without digests           SG_REQUIRE_VERIFIED
+  --refetch                 download files even when an identical file
+                            (same digest) is already in place; by default
+                            those are skipped, so a re-run after an
+                            interruption fetches only what is missing
+                                                               SG_REFETCH
+  --preserve-permissions    keep setuid, setgid and sticky bits (dropped
+                            by default)           SG_PRESERVE_PERMISSIONS
+  --same-owner              apply the TOC's uid/gid (only when running as
+                            root)                           SG_SAME_OWNER
+  --devices                 create fifos, and char/block devices when
+                            running as root (skipped by default) SG_DEVICES
 
+` + cli.LimitUsage + `
 ` + cli.RegistryUsage + `
 Examples:
   sg-fetch -o out ghcr.io/stargz-containers/node:17.8.0-esgz 3 usr/local/bin/node
@@ -78,9 +91,19 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.IntVar(&jobs, "jobs", fetch.DefaultJobs, "parallel downloads")
 	fs.IntVar(&jobs, "j", fetch.DefaultJobs, "parallel downloads")
 	progress := fs.String("progress", "auto", "auto, always or never")
-	maxTOC := fs.Int64("max-toc-bytes", toc.DefaultMaxTOCBytes, "TOC size limit")
+	requireVerified := fs.Bool("require-verified", false, "refuse unpinned layers")
+	var opts fetch.Options
+	fs.BoolVar(&opts.Refetch, "refetch", false, "download identical files again")
+	fs.BoolVar(&opts.PreservePermissions, "preserve-permissions", false, "keep setuid/setgid/sticky")
+	fs.BoolVar(&opts.SameOwner, "same-owner", false, "apply uid/gid as root")
+	fs.BoolVar(&opts.Devices, "devices", false, "create fifos and devices")
+	var limits cli.LimitFlags
+	limits.Register(fs)
 	pos, err := cli.Parse(fs, args, usage, stdout)
 	if err != nil {
+		return err
+	}
+	if err := limits.Check(); err != nil {
 		return err
 	}
 	switch {
@@ -102,13 +125,13 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	src := &source.Source{Client: client, Platform: platform, Logf: log.Func(), TOC: toc.Options{MaxTOCBytes: *maxTOC}}
+	src := &source.Source{Client: client, Platform: platform, Logf: log.Func(), TOC: limits.TOC()}
 
 	var items []*item
 	if len(pos) > 0 {
 		items, err = fromArgs(ctx, src, pos[0], pos[1], pos[2:])
 	} else {
-		items, err = fromStdin(ctx, src, stdin)
+		items, err = fromStdin(ctx, src, limits.Decoder(wire.NewDecoder(stdin, "stdin")))
 	}
 	if err != nil {
 		return err
@@ -130,7 +153,16 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	defer cancel()
 	em := &emitter{enc: wire.NewEncoder(stdout), out: out, pending: map[int]*wire.Result{}, cancel: cancel}
 	var wants []*fetch.Want
+	warned := map[*fetch.Layer]bool{}
 	for _, it := range items {
+		if it.err == nil && !it.layer.Pinned {
+			if *requireVerified {
+				it.err = fmt.Errorf("layer %s has no TOC digest annotation, so its TOC is not pinned to the manifest; --require-verified refuses it", it.in.Layer)
+			} else if !warned[it.layer] {
+				warned[it.layer] = true
+				fmt.Fprintf(stderr, "%s: warning: layer %s of %s has no TOC digest annotation: files are checked against its TOC, which nothing pins to the manifest (results say \"verified\":\"toc-unpinned\"; --require-verified refuses such layers)\n", tool, it.in.Layer, it.in.Ref)
+			}
+		}
 		if it.err != nil {
 			em.put(it.index, it.result(out, wire.StatusFailed, it.err))
 			continue
@@ -138,7 +170,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		wants = append(wants, &fetch.Want{Layer: it.layer, Entry: it.tocEntry, Tag: it})
 	}
 	bar := newProgressBar(*progress, stderr)
-	opts := fetch.Options{Jobs: jobs, Logf: log.Func()}
+	opts.Jobs, opts.Logf, opts.RequireVerified = jobs, log.Func(), *requireVerified
 	if bar != nil {
 		opts.Progress = bar.update
 	}
@@ -152,7 +184,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		it := o.Want.Tag.(*item)
 		r := it.result(out, o.Status, o.Err)
 		r.Path = filepath.Join(out, filepath.FromSlash(o.Path))
-		if o.Status == wire.StatusFetched {
+		if o.Status != wire.StatusFailed {
 			r.Size, r.Digest, r.Verified = o.Size, o.Digest, o.Verified
 		}
 		r.CompressedBytes, r.Requests, r.DurationMs = o.CompressedBytes, o.Requests, o.Duration.Milliseconds()
@@ -204,8 +236,7 @@ func (it *item) result(out, status string, err error) *wire.Result {
 }
 
 // fromStdin reads file entries and resolves each to its layer's TOC entry.
-func fromStdin(ctx context.Context, src *source.Source, stdin io.Reader) ([]*item, error) {
-	dec := wire.NewDecoder(stdin, "stdin")
+func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*item, error) {
 	var items []*item
 	for {
 		var e wire.Entry

@@ -33,9 +33,8 @@ layer record read from stdin (the output of sg-layers), in order.
 Options:
   -a, --all                 also list the .prefetch.landmark and
                             .no.prefetch.landmark marker files      SG_ALL
-  --max-toc-bytes N         refuse layers whose compressed TOC is larger
-                            (default 50 MiB)              SG_MAX_TOC_BYTES
 
+` + cli.LimitUsage + `
 ` + cli.RegistryUsage + `
 Examples:
   sg-ls ghcr.io/stargz-containers/python:3.9-esgz 0 | jq -r .name
@@ -56,9 +55,13 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	rf.Register(fs)
 	all := fs.Bool("all", false, "list marker files")
 	fs.BoolVar(all, "a", false, "list marker files")
-	maxTOC := fs.Int64("max-toc-bytes", toc.DefaultMaxTOCBytes, "TOC size limit")
+	var limits cli.LimitFlags
+	limits.Register(fs)
 	pos, err := cli.Parse(fs, args, usage, stdout)
 	if err != nil {
+		return err
+	}
+	if err := limits.Check(); err != nil {
 		return err
 	}
 	if len(pos) != 0 && len(pos) != 2 {
@@ -73,7 +76,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	src := &source.Source{Client: client, Platform: platform, Logf: log.Func(), TOC: toc.Options{MaxTOCBytes: *maxTOC}}
+	src := &source.Source{Client: client, Platform: platform, Logf: log.Func(), TOC: limits.TOC()}
 	enc := wire.NewEncoder(stdout)
 	l := &lister{src: src, enc: enc, all: *all}
 
@@ -96,7 +99,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	// Layers are read concurrently and printed in input order.
 	const parallelLayers = 4
 	s := stream.New().WithMaxGoroutines(parallelLayers)
-	dec := wire.NewDecoder(stdin, "stdin")
+	dec := limits.Decoder(wire.NewDecoder(stdin, "stdin"))
 	var (
 		failed, total int
 		fatal         error // set by callbacks only

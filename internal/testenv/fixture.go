@@ -25,7 +25,7 @@ import (
 
 // fixturesVersion is part of the fixture cache key; bump it whenever the
 // content or layout of the fixtures changes.
-const fixturesVersion = "1"
+const fixturesVersion = "3"
 
 // Media types and formats of fixture layers.
 const (
@@ -103,12 +103,14 @@ type Layer struct {
 	// prioritized and ".no.prefetch.landmark" otherwise; the landmarks are
 	// not listed here.
 	Files []File `json:"files"`
+	// NoAnnotations leaves the eStargz annotations out of the manifest.
+	NoAnnotations bool `json:"noAnnotations,omitempty"`
 }
 
 // Annotations returns the annotations of the layer's manifest descriptor:
 // the TOC digest and uncompressed size for eStargz, none for plain gzip.
 func (l *Layer) Annotations() map[string]string {
-	if l.Format != FormatEStargz {
+	if l.Format != FormatEStargz || l.NoAnnotations {
 		return nil
 	}
 	return map[string]string{
@@ -219,12 +221,19 @@ type Fixtures struct {
 	// holding "linux/amd64\n" or "linux/arm64\n", plus real files:
 	// src/unicode/utf8 for amd64, src/unicode/utf16 for arm64.
 	Index *Index `json:"index"`
+	// Hostile is "fixtures/hostile:v1": a layer whose TOC tries to write
+	// outside the output directory (see HostileEntries); its Files are the
+	// entries that must come out right.
+	Hostile *Image `json:"hostile"`
+	// Unpinned is "fixtures/unpinned:v1": an eStargz layer whose manifest
+	// has no TOC digest annotation.
+	Unpinned *Image `json:"unpinned"`
 }
 
 // Images returns the single-platform images (GoTree, MinChunk, Multi,
 // Gzip), not the Index.
 func (f *Fixtures) Images() []*Image {
-	return []*Image{f.GoTree, f.MinChunk, f.Multi, f.Gzip}
+	return []*Image{f.GoTree, f.MinChunk, f.Multi, f.Gzip, f.Hostile, f.Unpinned}
 }
 
 // Layers returns every layer of every fixture image, including those of
@@ -328,7 +337,7 @@ func loadFixtures(dir, key string) (*Fixtures, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", fixturesJSON, err)
 	}
-	if f.Key != key || f.GoTree == nil || f.MinChunk == nil || f.Multi == nil || f.Gzip == nil || f.Index == nil {
+	if f.Key != key || f.GoTree == nil || f.MinChunk == nil || f.Multi == nil || f.Gzip == nil || f.Index == nil || f.Hostile == nil || f.Unpinned == nil {
 		return nil, fmt.Errorf("%s: not a fixture set for key %s", dir, key)
 	}
 	f.setDir(dir)
@@ -378,6 +387,12 @@ func buildFixtures(dir, goroot, key string) (*Fixtures, error) {
 	}
 	if f.Index, err = b.multiArch(); err != nil {
 		return nil, fmt.Errorf("multiarch: %w", err)
+	}
+	if f.Hostile, err = b.hostile(); err != nil {
+		return nil, fmt.Errorf("hostile: %w", err)
+	}
+	if f.Unpinned, err = b.unpinned(); err != nil {
+		return nil, fmt.Errorf("unpinned: %w", err)
 	}
 	if err := setDigests(f); err != nil {
 		return nil, err

@@ -92,6 +92,8 @@ func TestFixturesInRegistry(t *testing.T) {
 				"fixtures/multi":     tc.reg.Host + "/fixtures/multi:v1",
 				"fixtures/plaingzip": tc.reg.Host + "/fixtures/plaingzip:v1",
 				"fixtures/multiarch": tc.reg.Host + "/fixtures/multiarch:v1",
+				"fixtures/hostile":   tc.reg.Host + "/fixtures/hostile:v1",
+				"fixtures/unpinned":  tc.reg.Host + "/fixtures/unpinned:v1",
 			}
 			if diff := cmp.Diff(wantRefs, refs); diff != "" {
 				t.Errorf("Push refs (-want +got):\n%s", diff)
@@ -168,6 +170,9 @@ func closeRegistry(t *testing.T, r *Registry) {
 // tests of other packages rely on.
 func checkGroundTruth(t *testing.T, fx *Fixtures) {
 	for _, img := range append(fx.Images(), fx.Index.Images...) {
+		if img == fx.Hostile {
+			continue // its names would make this naive untar write outside dir
+		}
 		for i, l := range img.Layers {
 			dir := t.TempDir()
 			if err := untarLayer(l, dir); err != nil {
@@ -415,12 +420,12 @@ func checkV1Image(t *testing.T, img *Image, ri v1.Image) {
 			Annotations: l.Annotations(),
 		})
 		diffIDs = append(diffIDs, v1.Hash{Algorithm: "sha256", Hex: strings.TrimPrefix(l.DiffID, "sha256:")})
-		if l.Format == FormatEStargz {
+		if l.Format == FormatEStargz && !l.NoAnnotations {
 			if l.TOCDigest == "" || l.Annotations()[estargz.StoreUncompressedSizeAnnotation] != strconv.FormatInt(l.UncompressedSize, 10) {
 				t.Errorf("%s: eStargz layer %s lacks annotations", img.Name, l.Digest)
 			}
 		} else if len(l.Annotations()) != 0 {
-			t.Errorf("%s: gzip layer has annotations %v", img.Name, l.Annotations())
+			t.Errorf("%s: layer without annotations has %v", img.Name, l.Annotations())
 		}
 	}
 	if diff := cmp.Diff(want, m.Layers, cmpopts.EquateEmpty()); diff != "" {

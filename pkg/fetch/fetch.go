@@ -13,6 +13,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path"
+	"regexp"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -94,6 +95,21 @@ type Options struct {
 	Progress func(Progress)
 	// Logf, when set, receives retry and fallback notes for --verbose.
 	Logf func(format string, args ...any)
+	// PreservePermissions keeps setuid, setgid and sticky bits, which are
+	// dropped by default so that nothing fetched gains privileges.
+	PreservePermissions bool
+	// SameOwner applies the TOC's uid and gid when running as root.
+	SameOwner bool
+	// Devices creates fifos, and char and block devices when running as
+	// root; by default they are skipped.
+	Devices bool
+	// RequireVerified fails files that have no digests to check (legacy
+	// stargz); callers refuse unpinned layers themselves.
+	RequireVerified bool
+	// Refetch downloads files even when an identical file (same size and
+	// digest) is already in place; by default those are skipped, so that a
+	// re-run after an interruption fetches only what is missing.
+	Refetch bool
 }
 
 // target is one regular file being written.
@@ -128,6 +144,7 @@ type engine struct {
 	bytesTotal int64
 	filesDone  atomic.Int64
 	filesTotal int
+	cleaned    sync.Map // directories cleared of stale temp files
 	progMu     sync.Mutex
 	lastProg   time.Time
 }
@@ -159,12 +176,21 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 	var (
 		targets   []*target
 		dirs      []*Want
+		specials  []*Want // fifos and devices
 		links     []*Want // symlinks and hardlinks to fetched files, made last
 		targetFor = map[string]*target{}
 	)
 	for i, w := range wants {
 		if lastFor[w.Entry.Name] != i {
 			e.finish(&Outcome{Want: w, Path: w.Entry.Name, Status: wire.StatusSkipped, Err: errors.New("a later entry for the same path replaces it")})
+			continue
+		}
+		if why := w.Entry.Unsafe(); why != "" {
+			e.finish(&Outcome{Want: w, Path: w.Entry.Name, Status: wire.StatusFailed, Err: fmt.Errorf("refused: %s", why)})
+			continue
+		}
+		if link, ok := w.Layer.TOC.SymlinkParent(w.Entry.Name); ok {
+			e.finish(&Outcome{Want: w, Path: w.Entry.Name, Status: wire.StatusFailed, Err: fmt.Errorf("refused: its parent %s is a symlink in the layer, and nothing is written through a symlink", link)})
 			continue
 		}
 		switch w.Entry.Type {
@@ -187,8 +213,10 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 				continue
 			}
 			links = append(links, w)
+		case wire.TypeFifo, wire.TypeChar, wire.TypeBlock:
+			specials = append(specials, w)
 		default:
-			e.finish(&Outcome{Want: w, Path: w.Entry.Name, Status: wire.StatusSkipped, Err: fmt.Errorf("%s entries are not created", w.Entry.Type)})
+			e.finish(&Outcome{Want: w, Path: w.Entry.Name, Status: wire.StatusFailed, Err: fmt.Errorf("refused: unknown entry type %q", w.Entry.Type)})
 		}
 	}
 	// A hardlink whose source is not fetched becomes a copy of the source.
@@ -213,6 +241,9 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 		}
 	}
 	e.runTargets(ctx, targets)
+	for _, w := range specials {
+		e.finish(e.special(ctx, w))
+	}
 	for _, w := range hardlinks {
 		src, _ := w.Layer.TOC.Source(w.Entry)
 		e.finish(e.hardlink(ctx, w, targetFor[layerPath(w.Layer, src.Name)]))
@@ -253,7 +284,17 @@ func (e *engine) finish(o *Outcome) {
 	e.emit(o)
 }
 
-func (e *engine) runTargets(ctx context.Context, targets []*target) {
+func (e *engine) runTargets(ctx context.Context, all []*target) {
+	var targets []*target
+	for _, t := range all {
+		if !e.opts.Refetch {
+			if o := e.alreadyThere(t); o != nil {
+				e.finish(o)
+				continue
+			}
+		}
+		targets = append(targets, t)
+	}
 	e.filesTotal = len(targets)
 	var total int64
 	for _, t := range targets {
@@ -284,14 +325,66 @@ func (e *engine) runTargets(ctx context.Context, targets []*target) {
 	p.Wait()
 }
 
-// prepare creates the target's parent directories.
+// prepare creates the target's parent directories and clears temp files
+// a killed earlier run left there.
 func (e *engine) prepare(t *target) error {
-	if dir := path.Dir(t.name); dir != "." {
+	dir := path.Dir(t.name)
+	if dir != "." {
 		if err := e.root.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("creating directory %s: %w", dir, err)
 		}
 	}
+	if _, seen := e.cleaned.LoadOrStore(dir, true); !seen {
+		e.removeStaleTemps(dir)
+	}
 	return nil
+}
+
+// removeStaleTemps removes temp files of ours in dir (left by a run that
+// was killed before it could clean up). Two sg-fetch runs must not write
+// into the same directory at once.
+func (e *engine) removeStaleTemps(dir string) {
+	f, err := e.root.Open(dir)
+	if err != nil {
+		return
+	}
+	names, _ := f.Readdirnames(-1)
+	f.Close()
+	for _, n := range names {
+		if tempPattern.MatchString(n) {
+			e.logf("removing %s left by an interrupted run", path.Join(dir, n))
+			_ = e.root.Remove(path.Join(dir, n))
+		}
+	}
+}
+
+var tempPattern = regexp.MustCompile(`^\.sg-[0-9a-f]{12}-.*\.tmp$`)
+
+// alreadyThere returns a skipped outcome when the target's path already
+// holds a regular file with the same size and digest, else nil.
+func (e *engine) alreadyThere(t *target) *Outcome {
+	if t.source.Digest == "" {
+		return nil
+	}
+	fi, err := e.root.Lstat(t.name)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != t.source.Size {
+		return nil
+	}
+	f, err := e.root.Open(t.name)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	dgst, err := fileDigest(f)
+	if err != nil || dgst != t.source.Digest {
+		return nil
+	}
+	verified := "toc-unpinned"
+	if t.layer.Pinned {
+		verified = "toc"
+	}
+	return &Outcome{Want: t.want, Path: t.name, Status: wire.StatusSkipped, Err: errors.New("already present with the same digest"),
+		Size: t.source.Size, Digest: dgst, Verified: verified}
 }
 
 // do runs one request, retrying from the first member not yet finished.
@@ -537,6 +630,8 @@ func (e *engine) commit(t *target) (dgst, verified string, err error) {
 	switch {
 	case t.source.Digest != "" && dgst != t.source.Digest:
 		return "", "", fmt.Errorf("file digest %s does not match the TOC's %s", dgst, t.source.Digest)
+	case t.source.Digest == "" && !chunkDigests && e.opts.RequireVerified:
+		return "", "", errors.New("the TOC has no digests for this file; --require-verified refuses it")
 	case t.source.Digest == "" && !chunkDigests:
 		verified = ""
 	case t.layer.Pinned:
@@ -548,7 +643,10 @@ func (e *engine) commit(t *target) (dgst, verified string, err error) {
 		return "", "", fmt.Errorf("writing %s: %w", t.name, err)
 	}
 	ent := t.want.Entry
-	if err := e.root.Chmod(t.tmpName, fileMode(t.source.Mode)); err != nil {
+	if err := e.root.Chmod(t.tmpName, e.fileMode(t.source.Mode)); err != nil {
+		return "", "", err
+	}
+	if err := e.chown(t.tmpName, t.source.UID, t.source.GID); err != nil {
 		return "", "", err
 	}
 	if mt := ent.ModTime(); !mt.IsZero() {
@@ -562,9 +660,34 @@ func (e *engine) commit(t *target) (dgst, verified string, err error) {
 	return dgst, verified, nil
 }
 
-// fileMode keeps the permission bits; setuid, setgid and sticky are dropped
-// so that nothing fetched gains privileges.
-func fileMode(mode int64) os.FileMode { return os.FileMode(mode) & 0o777 }
+// fileMode converts a tar mode: the permission bits, and setuid, setgid
+// and sticky only with PreservePermissions.
+func (e *engine) fileMode(mode int64) os.FileMode {
+	m := os.FileMode(mode) & 0o777
+	if e.opts.PreservePermissions {
+		if mode&0o4000 != 0 {
+			m |= os.ModeSetuid
+		}
+		if mode&0o2000 != 0 {
+			m |= os.ModeSetgid
+		}
+		if mode&0o1000 != 0 {
+			m |= os.ModeSticky
+		}
+	}
+	return m
+}
+
+// chown applies a TOC's ownership with SameOwner when running as root.
+func (e *engine) chown(name string, uid, gid int) error {
+	if !e.opts.SameOwner || os.Geteuid() != 0 {
+		return nil
+	}
+	if err := e.root.Lchown(name, uid, gid); err != nil {
+		return fmt.Errorf("setting owner: %w", err)
+	}
+	return nil
+}
 
 func fileDigest(f *os.File) (string, error) {
 	h := sha256.New()
@@ -620,6 +743,11 @@ func (e *engine) symlink(ctx context.Context, w *Want) *Outcome {
 		o.Status, o.Err = wire.StatusFailed, fmt.Errorf("creating symlink: %w", err)
 		return o
 	}
+	if err := e.chown(tmp, w.Entry.UID, w.Entry.GID); err != nil {
+		_ = e.root.Remove(tmp)
+		o.Status, o.Err = wire.StatusFailed, err
+		return o
+	}
 	if err := e.root.Rename(tmp, w.Entry.Name); err != nil {
 		_ = e.root.Remove(tmp)
 		o.Status, o.Err = wire.StatusFailed, fmt.Errorf("renaming into place: %w", err)
@@ -652,7 +780,7 @@ func (e *engine) finishDir(ctx context.Context, w *Want) *Outcome {
 		o.Status, o.Err = wire.StatusFailed, fmt.Errorf("creating directory: %w", err)
 		return o
 	}
-	if err := e.root.Chmod(w.Entry.Name, fileMode(w.Entry.Mode)|0o700); err != nil {
+	if err := e.root.Chmod(w.Entry.Name, e.fileMode(w.Entry.Mode)|0o700); err != nil {
 		o.Status, o.Err = wire.StatusFailed, err
 		return o
 	}

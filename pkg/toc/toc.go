@@ -25,8 +25,11 @@ const (
 	// DefaultMaxTOCBytes caps the compressed TOC, as containers/storage
 	// does (50 MiB).
 	DefaultMaxTOCBytes = 50 << 20
-	// DefaultMaxTOCJSONBytes caps the decompressed TOC JSON.
+	// DefaultMaxTOCJSONBytes caps the decompressed TOC JSON; a TOC of a
+	// million entries is about 300 MiB.
 	DefaultMaxTOCJSONBytes = 512 << 20
+	// DefaultMaxEntries caps the number of TOC entries (files and chunks).
+	DefaultMaxEntries = 1 << 20
 )
 
 // ErrNotStargz means a blob has no eStargz or stargz footer.
@@ -43,6 +46,7 @@ type Options struct {
 	TailBytes       int64 // bytes read from the end first; 0 means DefaultTailBytes
 	MaxTOCBytes     int64 // 0 means DefaultMaxTOCBytes
 	MaxTOCJSONBytes int64 // 0 means DefaultMaxTOCJSONBytes
+	MaxEntries      int64 // 0 means DefaultMaxEntries
 }
 
 // TOC is a layer's parsed table of contents.
@@ -166,6 +170,7 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 	tailBytes := cmpOr(opts.TailBytes, DefaultTailBytes)
 	maxTOC := cmpOr(opts.MaxTOCBytes, DefaultMaxTOCBytes)
 	maxJSON := cmpOr(opts.MaxTOCJSONBytes, DefaultMaxTOCJSONBytes)
+	maxEntries := cmpOr(opts.MaxEntries, DefaultMaxEntries)
 	size := r.Size()
 	tailBytes = min(tailBytes, size)
 	t := &TOC{}
@@ -179,7 +184,7 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 		return nil, err
 	}
 	if n := f.tocEnd - f.tocOffset; n > maxTOC {
-		return nil, fmt.Errorf("TOC is %d bytes, over the limit of %d (raise it with --max-toc-bytes)", n, maxTOC)
+		return nil, fmt.Errorf("TOC is %d bytes compressed, over the limit of %d (raise it with --max-toc-bytes)", n, maxTOC)
 	}
 	tailStart := size - tailBytes
 	var tocBytes []byte
@@ -197,6 +202,9 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 	jtoc, dgst, err := parseTOC(tocBytes, maxJSON)
 	if err != nil {
 		return nil, err
+	}
+	if n := int64(len(jtoc.Entries)); n > maxEntries {
+		return nil, fmt.Errorf("TOC has %d entries, over the limit of %d (raise it with --max-toc-entries)", n, maxEntries)
 	}
 	t.Format, t.Offset, t.Digest = f.format, f.tocOffset, dgst
 	if err := t.build(jtoc); err != nil {
@@ -216,7 +224,7 @@ func parseTOC(b []byte, maxJSON int64) (*estargz.JTOC, digest.Digest, error) {
 		return nil, "", fmt.Errorf("decompressing TOC: %w", err)
 	}
 	if int64(len(raw)) > maxJSON {
-		return nil, "", fmt.Errorf("TOC JSON is over the limit of %d bytes", maxJSON)
+		return nil, "", fmt.Errorf("TOC JSON is over the limit of %d bytes decompressed (raise it with --max-toc-json-bytes)", maxJSON)
 	}
 	var j estargz.JTOC
 	if err := json.Unmarshal(raw, &j); err != nil {

@@ -1,0 +1,470 @@
+package main
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+
+	"github.com/stargz-get/stargz-get/pkg/toc"
+)
+
+// layersVersion is part of the layer cache key; bump it whenever the
+// content, layout or build options of the benchmark layers change.
+const layersVersion = "1"
+
+const (
+	// chunkSize is estargz's default chunk size (what converters write):
+	// files larger than 4 MiB span several gzip members.
+	chunkSize = 4 << 20
+	// buildParallelism pins estargz.Build's worker count, which decides
+	// where its parallel sub-blobs start, so that the same GOROOT gives the
+	// same blobs on any machine (as internal/testenv does).
+	buildParallelism = 4
+	// mediaTypeLayer is the OCI media type of the layers; eStargz layers
+	// are valid gzip tar layers.
+	mediaTypeLayer = "application/vnd.oci.image.layer.v1.tar+gzip"
+)
+
+// modTime is the modification time of every tar entry, fixed so that the
+// layers are reproducible.
+var modTime = time.Date(2024, time.January, 2, 3, 4, 5, 0, time.UTC)
+
+// tree is a directory of GOROOT put into a layer under a prefix.
+type tree struct {
+	src    string // relative to GOROOT, slash-separated; "" is GOROOT itself
+	prefix string // name of src in the layer
+}
+
+// layerSpec says what goes into one benchmark layer.
+type layerSpec struct {
+	name  string
+	about string
+	trees []tree
+}
+
+// specs are the benchmark layers. All content is real files of the Go
+// toolchain (`go env GOROOT`), so the layers are the same on every machine
+// with the same Go version and need nothing but Go.
+var specs = []layerSpec{
+	{
+		name:  "big",
+		about: "the whole GOROOT under usr/local/go: compiler and tool binaries, the go command, sources, tests",
+		trees: []tree{{"", "usr/local/go"}},
+	},
+	{
+		name:  "many",
+		about: "GOROOT/src twice, under usr/local/go/src and usr/src/go-copy/src: many small real text files",
+		trees: []tree{{"src", "usr/local/go/src"}, {"src", "usr/src/go-copy/src"}},
+	},
+	{
+		name:  "small",
+		about: "GOROOT/src under usr/local/go/src: the second whole-layer size",
+		trees: []tree{{"src", "usr/local/go/src"}},
+	},
+}
+
+// File is the ground truth of one tar entry.
+type File struct {
+	Name   string `json:"name"`
+	Type   string `json:"type"` // "reg" or "dir"
+	Size   int64  `json:"size,omitempty"`
+	Digest string `json:"digest,omitempty"`
+}
+
+// Layer is one built benchmark layer.
+type Layer struct {
+	Name             string  `json:"name"`
+	About            string  `json:"about"`
+	Digest           string  `json:"digest"`
+	Size             int64   `json:"size"`
+	DiffID           string  `json:"diffID"`
+	TOCDigest        string  `json:"tocDigest"`
+	UncompressedSize int64   `json:"uncompressedSize"`
+	BuildSeconds     float64 `json:"buildSeconds"`
+	Files            []File  `json:"files"`
+
+	blobPath string
+	toc      *toc.TOC // read by readTOCs
+}
+
+// Regular returns the layer's regular files.
+func (l *Layer) Regular() []File {
+	var fs []File
+	for _, f := range l.Files {
+		if f.Type == "reg" {
+			fs = append(fs, f)
+		}
+	}
+	return fs
+}
+
+// Set is the built layers with the key of their inputs.
+type Set struct {
+	Key    string   `json:"key"`
+	GoRoot string   `json:"goRoot"`
+	Layers []*Layer `json:"layers"`
+
+	dir    string
+	cached bool
+}
+
+// Layer returns the layer named name.
+func (s *Set) Layer(name string) *Layer {
+	for _, l := range s.Layers {
+		if l.Name == name {
+			return l
+		}
+	}
+	return nil
+}
+
+const setJSON = "layers.json"
+
+// buildLayers builds the benchmark layers into cacheDir, or reuses a
+// complete set built there before from the same inputs. A set is built in
+// a temporary directory and renamed into place, so a set that is present
+// is complete.
+func buildLayers(cacheDir string, logf func(string, ...any)) (*Set, error) {
+	goroot, err := goRoot()
+	if err != nil {
+		return nil, err
+	}
+	key := layersKey(goroot)
+	dir := filepath.Join(cacheDir, "set-"+key)
+	if s, err := loadSet(dir, key); err == nil {
+		s.cached = true
+		return s, nil
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating layer cache dir: %w", err)
+	}
+	removeStale(cacheDir)
+	tmp, err := os.MkdirTemp(cacheDir, "build-"+key+"-")
+	if err != nil {
+		return nil, fmt.Errorf("creating layer build dir: %w", err)
+	}
+	defer os.RemoveAll(tmp) // a no-op after the rename
+	s := &Set{Key: key, GoRoot: goroot, dir: tmp}
+	for _, sp := range specs {
+		start := time.Now()
+		l, err := buildLayer(tmp, goroot, sp)
+		if err != nil {
+			return nil, fmt.Errorf("building layer %s: %w", sp.name, err)
+		}
+		l.BuildSeconds = time.Since(start).Seconds()
+		logf("built layer %s: %d entries, %s uncompressed, %s compressed, in %.1fs",
+			l.Name, len(l.Files), mib(l.UncompressedSize), mib(l.Size), l.BuildSeconds)
+		s.Layers = append(s.Layers, l)
+	}
+	js, err := json.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, setJSON), js, 0o644); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", setJSON, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("replacing old layer set: %w", err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return nil, fmt.Errorf("installing layer set: %w", err)
+	}
+	return loadSet(dir, key)
+}
+
+// layersKey names a build's inputs: the layer version, the Go version, the
+// GOROOT and the specs.
+func layersKey(goroot string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%s\n%d %d\n", layersVersion, runtime.Version(), goroot, chunkSize, buildParallelism)
+	for _, sp := range specs {
+		fmt.Fprintf(h, "%s %v\n", sp.name, sp.trees)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:6])
+}
+
+func loadSet(dir, key string) (*Set, error) {
+	b, err := os.ReadFile(filepath.Join(dir, setJSON))
+	if err != nil {
+		return nil, err
+	}
+	var s Set
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", setJSON, err)
+	}
+	if s.Key != key || len(s.Layers) != len(specs) {
+		return nil, fmt.Errorf("%s: not a layer set for key %s", dir, key)
+	}
+	s.dir = dir
+	for _, l := range s.Layers {
+		l.blobPath = blobPath(dir, l.Digest)
+		fi, err := os.Stat(l.blobPath)
+		if err != nil {
+			return nil, err
+		}
+		if fi.Size() != l.Size {
+			return nil, fmt.Errorf("%s: size %d, want %d", l.blobPath, fi.Size(), l.Size)
+		}
+	}
+	return &s, nil
+}
+
+// removeStale removes build directories left behind by killed builds.
+func removeStale(cacheDir string) {
+	ents, _ := os.ReadDir(cacheDir)
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "build-") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Hour {
+			os.RemoveAll(filepath.Join(cacheDir, e.Name()))
+		}
+	}
+}
+
+func blobPath(dir, digest string) string {
+	return filepath.Join(dir, "blobs", strings.Replace(digest, ":", "-", 1))
+}
+
+// goRoot asks the go command for GOROOT.
+func goRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		return "", fmt.Errorf("running go env GOROOT: %w", err)
+	}
+	root := strings.TrimSpace(string(out))
+	if root == "" {
+		return "", errors.New("go env GOROOT is empty")
+	}
+	return root, nil
+}
+
+// buildLayer writes the tar of sp, converts it with estargz.Build and
+// stores the blob under dir/blobs.
+func buildLayer(dir, goroot string, sp layerSpec) (*Layer, error) {
+	tf, err := os.CreateTemp(dir, "tar-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tf.Name())
+	defer tf.Close()
+	tw := &tarWriter{tw: tar.NewWriter(tf), seen: map[string]bool{}}
+	for _, t := range sp.trees {
+		if err := tw.addTree(filepath.Join(goroot, filepath.FromSlash(t.src)), t.prefix); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.tw.Close(); err != nil {
+		return nil, fmt.Errorf("finishing tar: %w", err)
+	}
+	size, err := tf.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, err
+	}
+	blob, err := estargz.Build(io.NewSectionReader(tf, 0, size),
+		estargz.WithChunkSize(chunkSize),
+		estargz.WithParallelism(buildParallelism),
+		estargz.WithCompressionLevel(gzip.DefaultCompression),
+		estargz.WithContext(context.Background()),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("building eStargz: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "blobs"), 0o755); err != nil {
+		blob.Close()
+		return nil, err
+	}
+	out, err := os.CreateTemp(dir, "blob-")
+	if err != nil {
+		blob.Close()
+		return nil, err
+	}
+	defer os.Remove(out.Name())
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(out, h), blob)
+	if cerr := blob.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("writing blob: %w", err)
+	}
+	usize, err := blob.UncompressedSize()
+	if err != nil {
+		return nil, err
+	}
+	l := &Layer{
+		Name: sp.name, About: sp.about,
+		Digest: "sha256:" + hex.EncodeToString(h.Sum(nil)), Size: n,
+		DiffID: blob.DiffID().String(), TOCDigest: blob.TOCDigest().String(),
+		UncompressedSize: usize, Files: tw.files,
+	}
+	if err := os.Rename(out.Name(), blobPath(dir, l.Digest)); err != nil {
+		return nil, fmt.Errorf("storing blob: %w", err)
+	}
+	return l, nil
+}
+
+// tarWriter writes a tar and records the ground truth of its entries.
+// Parent directories get entries before their first child.
+type tarWriter struct {
+	tw    *tar.Writer
+	files []File
+	seen  map[string]bool
+}
+
+func (t *tarWriter) header(name string, typ byte, mode int64) *tar.Header {
+	return &tar.Header{Name: name, Typeflag: typ, Mode: mode, ModTime: modTime, Uname: "root", Gname: "root"}
+}
+
+func (t *tarWriter) addDir(name string) error {
+	if t.seen[name] {
+		return nil
+	}
+	if dir := path.Dir(name); dir != "." {
+		if err := t.addDir(dir); err != nil {
+			return err
+		}
+	}
+	if err := t.tw.WriteHeader(t.header(name+"/", tar.TypeDir, 0o755)); err != nil {
+		return fmt.Errorf("writing tar entry %s: %w", name, err)
+	}
+	t.seen[name] = true
+	t.files = append(t.files, File{Name: name, Type: "dir"})
+	return nil
+}
+
+// addFile adds the regular file src as name. Modes are normalized to 0644,
+// or 0755 when any execute bit is set.
+func (t *tarWriter) addFile(name, src string, fi fs.FileInfo) error {
+	if err := t.addDir(path.Dir(name)); err != nil {
+		return err
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	mode := int64(0o644)
+	if fi.Mode().Perm()&0o111 != 0 {
+		mode = 0o755
+	}
+	h := t.header(name, tar.TypeReg, mode)
+	h.Size = fi.Size()
+	if err := t.tw.WriteHeader(h); err != nil {
+		return fmt.Errorf("writing tar entry %s: %w", name, err)
+	}
+	d := sha256.New()
+	if _, err := io.CopyN(io.MultiWriter(t.tw, d), f, fi.Size()); err != nil {
+		return fmt.Errorf("writing tar entry %s: %w", name, err)
+	}
+	t.seen[name] = true
+	t.files = append(t.files, File{Name: name, Type: "reg", Size: fi.Size(), Digest: "sha256:" + hex.EncodeToString(d.Sum(nil))})
+	return nil
+}
+
+// addTree adds root recursively under prefix, in lexical order. Only
+// directories and regular files are taken (GOROOT has nothing else).
+func (t *tarWriter) addTree(root, prefix string) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("walking %s: %w", root, err)
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		name := prefix
+		if rel != "." {
+			name = prefix + "/" + filepath.ToSlash(rel)
+		}
+		switch {
+		case d.IsDir():
+			return t.addDir(name)
+		case d.Type().IsRegular():
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			return t.addFile(name, p, fi)
+		}
+		return nil
+	})
+}
+
+// fileRange reads ranges of a local blob, for toc.Read.
+type fileRange struct {
+	f    *os.File
+	size int64
+}
+
+func (r fileRange) ReadRange(_ context.Context, off, n int64) (io.ReadCloser, error) {
+	return io.NopCloser(io.NewSectionReader(r.f, off, n)), nil
+}
+
+func (r fileRange) Size() int64 { return r.size }
+
+// readTOC parses the layer's TOC from the local blob with pkg/toc, the
+// reader the tools use.
+func (l *Layer) readTOC(ctx context.Context) (*toc.TOC, error) {
+	if l.toc != nil {
+		return l.toc, nil
+	}
+	f, err := os.Open(l.blobPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	t, err := toc.Read(ctx, fileRange{f, l.Size}, toc.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("reading TOC of layer %s: %w", l.Name, err)
+	}
+	l.toc = t
+	return t, nil
+}
+
+// needed is what an ideal lazy fetch of names moves: the compressed bytes
+// of the distinct gzip members holding their chunks, plus footer and TOC
+// (blob size minus the TOC's offset). It returns the total and the number
+// of distinct members.
+func (l *Layer) needed(ctx context.Context, names []string) (int64, int, error) {
+	t, err := l.readTOC(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	members := map[int64]int64{}
+	for _, n := range names {
+		e, ok := t.Lookup(n)
+		if !ok {
+			return 0, 0, fmt.Errorf("%s is not in the TOC of layer %s", n, l.Name)
+		}
+		for _, c := range e.Chunks {
+			members[c.Offset] = c.End - c.Offset
+		}
+	}
+	total := l.Size - t.Offset
+	for _, n := range members {
+		total += n
+	}
+	return total, len(members), nil
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

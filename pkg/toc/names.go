@@ -1,0 +1,69 @@
+package toc
+
+import (
+	"fmt"
+	"path"
+	"strings"
+)
+
+// Unsafe says why an entry must not be written below an output directory,
+// or returns "" when it may. A TOC is data from the network: a name may try
+// to climb out with "..", be absolute, or be a link pointing out. Such
+// entries are refused one by one; os.Root then guards every filesystem
+// operation of the rest (no write can follow a symlink out either).
+//
+// Absolute symlink targets are kept: inside an image they name paths of
+// the image's own root filesystem (e.g. /etc/localtime ->
+// /usr/share/zoneinfo/UTC), and nothing written by sg-fetch follows them.
+func (e *Entry) Unsafe() string {
+	if why := unsafeName(e.RawName); why != "" {
+		return "name " + why
+	}
+	switch e.Type {
+	case "symlink":
+		if e.LinkName == "" {
+			return "symlink with an empty target"
+		}
+		if !path.IsAbs(e.LinkName) {
+			if t := path.Join(path.Dir(e.Name), e.LinkName); t == ".." || strings.HasPrefix(t, "../") {
+				return fmt.Sprintf("symlink target %q points outside the output directory", e.LinkName)
+			}
+		}
+	case "hardlink":
+		if why := unsafeName(e.LinkName); why != "" {
+			return "hardlink target " + why
+		}
+	}
+	return ""
+}
+
+// unsafeName says what is wrong with a name written in a TOC or tar
+// header, or returns "".
+func unsafeName(raw string) string {
+	switch {
+	case raw == "":
+		return "is empty"
+	case strings.ContainsRune(raw, 0):
+		return fmt.Sprintf("%q contains a NUL byte", raw)
+	case strings.HasPrefix(raw, "/"):
+		return fmt.Sprintf("%q is absolute", raw)
+	}
+	for _, part := range strings.Split(raw, "/") {
+		if part == ".." {
+			return fmt.Sprintf("%q climbs out with ..", raw)
+		}
+	}
+	return ""
+}
+
+// SymlinkParent returns the nearest parent directory of name that the
+// layer itself makes a symlink, if any. Writing an entry whose parent is a
+// symlink would write through the link, so such entries are refused.
+func (t *TOC) SymlinkParent(name string) (string, bool) {
+	for dir := path.Dir(name); dir != "." && dir != "/"; dir = path.Dir(dir) {
+		if e, ok := t.byName[dir]; ok && e.Type == "symlink" {
+			return dir, true
+		}
+	}
+	return "", false
+}
