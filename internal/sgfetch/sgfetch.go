@@ -151,7 +151,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	em := &emitter{enc: wire.NewEncoder(stdout), out: out, pending: map[int]*wire.Result{}, cancel: cancel}
+	em := &emitter{enc: wire.NewEncoder(stdout), cancel: cancel}
 	var wants []*fetch.Want
 	warned := map[*fetch.Layer]bool{}
 	for _, it := range items {
@@ -164,7 +164,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			}
 		}
 		if it.err != nil {
-			em.put(it.index, it.result(out, wire.StatusFailed, it.err))
+			em.put(it.result(out, wire.StatusFailed, it.err))
 			continue
 		}
 		wants = append(wants, &fetch.Want{Layer: it.layer, Entry: it.tocEntry, Tag: it})
@@ -192,7 +192,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		stats.files++
 		stats.bytes += o.CompressedBytes
 		statsMu.Unlock()
-		em.put(it.index, r)
+		em.put(r)
 	})
 	bar.finish()
 	log.Logf("%d entries in %s", stats.files, time.Since(start).Round(time.Millisecond))
@@ -210,7 +210,6 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 // item is one requested entry on its way through.
 type item struct {
-	index    int
 	in       wire.Entry
 	layer    *fetch.Layer
 	tocEntry *toc.Entry
@@ -247,7 +246,7 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 		if err != nil {
 			return nil, cli.WithHint(err, "sg-fetch reads the file entries sg-ls prints, one JSON object per line")
 		}
-		items = append(items, &item{index: len(items), in: e})
+		items = append(items, &item{in: e})
 	}
 	// Open each distinct layer once, several at a time.
 	type layerKey struct{ ref, manifest, layer string }
@@ -331,7 +330,7 @@ func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths
 				continue
 			}
 			in := wire.Entry{Ref: rec.Ref, Manifest: rec.Manifest, Layer: rec.Digest, Name: e.Name, Type: e.Type}
-			items = append(items, &item{index: len(items), in: in, layer: layer, tocEntry: e})
+			items = append(items, &item{in: in, layer: layer, tocEntry: e})
 		}
 		if len(items) == n {
 			return nil, cli.WithHint(fmt.Errorf("%q is not in layer %d (%s) of %s", p, l.Index, l.Digest, img.Ref), fmt.Sprintf("list the layer's files with: sg-ls %s %s", image, blob))
@@ -340,38 +339,28 @@ func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths
 	return items, nil
 }
 
-// emitter prints results in input order as they become ready.
+// emitter prints each result as soon as its entry is done (completion
+// order), so the output is a live log of what has landed: a run that is
+// interrupted has printed a result for every file it finished.
 type emitter struct {
-	mu      sync.Mutex
-	enc     *wire.Encoder
-	out     string
-	next    int
-	pending map[int]*wire.Result
-	failed  int
-	err     error
-	cancel  context.CancelFunc
+	mu     sync.Mutex
+	enc    *wire.Encoder
+	failed int
+	err    error
+	cancel context.CancelFunc
 }
 
-func (em *emitter) put(i int, r *wire.Result) {
+func (em *emitter) put(r *wire.Result) {
 	em.mu.Lock()
 	defer em.mu.Unlock()
 	if r.Status == wire.StatusFailed {
 		em.failed++
 	}
-	em.pending[i] = r
-	for {
-		r, ok := em.pending[em.next]
-		if !ok {
-			return
-		}
-		delete(em.pending, em.next)
-		em.next++
-		if em.err != nil {
-			continue
-		}
-		if err := em.enc.Encode(r); err != nil {
-			em.err = err
-			em.cancel() // nobody reads the results: stop downloading
-		}
+	if em.err != nil {
+		return
+	}
+	if err := em.enc.Encode(r); err != nil {
+		em.err = err
+		em.cancel() // nobody reads the results: stop downloading
 	}
 }

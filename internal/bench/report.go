@@ -1,0 +1,230 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Targets from issue 3.
+const (
+	targetBytesRatio = 1.05 // W1, W2: bytes ≤ 1.05 × needed
+	targetW1Speedup  = 10.0 // W1 vs baseline, every RTT
+	targetW2Speedup  = 20.0 // W2 vs baseline at 20 ms
+	targetW2ReqShare = 0.25 // W2: blob requests ≤ a quarter of the files ("far fewer")
+	targetW3Speedup  = 3.0  // W3 vs baseline at 20 ms
+	targetW3Speed0   = 1.3  // W3 vs baseline at 0 ms
+	targetRSS        = 100 << 20
+)
+
+func (b *bench) report(w io.Writer, workloads []*workload, rows []*row) {
+	fmt.Fprintf(w, "\nstargz-get benchmark, %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(w, "machine: %d CPUs (%s), %s RAM, %s %s/%s\n", runtime.NumCPU(), cpuModel(), memTotal(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	bw := "no cap"
+	if b.cfg.bw > 0 {
+		bw = fmt.Sprintf("%.1f MB/s per connection", float64(b.cfg.bw)/1e6)
+	}
+	fmt.Fprintf(w, "link: %s; RTT added once per request; %d run(s) per cell, medians shown\n", bw, b.cfg.runs)
+	fmt.Fprintf(w, "times: %s\n\n", strings.Join(b.timings, ", "))
+
+	fmt.Fprintln(w, "layers:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "layer\tentries\tregular files\tuncompressed\tblob\tfooter+TOC\tsg-ls blob req\tsg-ls blob bytes\tbuild")
+	seen := map[*Layer]bool{}
+	for _, wl := range workloads {
+		l := wl.layer
+		if seen[l] {
+			continue
+		}
+		seen[l] = true
+		c := b.lsCost[l.Name]
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%.1fs\n", l.Name, len(l.Files), len(l.Regular()),
+			mib(l.UncompressedSize), mib(l.Size), kib(l.Size-l.toc.Offset), c.BlobReqs, kib(c.BlobBytes), l.BuildSeconds)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	for _, wl := range workloads {
+		fmt.Fprintf(w, "%s: %s", wl.name, wl.what)
+		if wl.needed > 0 {
+			fmt.Fprintf(w, "; needed %s (%d gzip members + footer/TOC)", mb(wl.needed), wl.members)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "workload\tRTT\tmode\twall\tblob bytes\tblob req\tall req\tpeak RSS\tspeed-up\tbytes/needed\t")
+	for _, r := range rows {
+		m := median(r.samples)
+		speed := "-"
+		if base := b.find(rows, r.w.name, r.rtt, "baseline"); base != nil && !r.m.baseline {
+			speed = fmt.Sprintf("%.1fx", float64(median(base.samples).wall)/float64(m.wall))
+		}
+		ratio := "-"
+		if r.w.needed > 0 {
+			ratio = fmt.Sprintf("%.3f", float64(m.c.BlobBytes)/float64(r.w.needed))
+		} else {
+			ratio = fmt.Sprintf("%.3f*", float64(m.c.BlobBytes)/float64(r.w.layer.Size))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t\n", r.w.name, r.rtt, r.m.name, wall(r.samples),
+			mb(m.c.BlobBytes), m.c.BlobReqs, m.c.Reqs, mib(m.rss), speed, ratio)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nspeed-up: baseline wall time / this wall time, same workload and RTT; bytes/needed: blob bytes")
+	fmt.Fprintln(w, "through the proxy / (compressed bytes of the needed gzip members + footer + TOC); * = / whole blob.")
+	fmt.Fprintln(w, "wall: median (min-max) when several runs.")
+
+	fmt.Fprintln(w, "\ntargets (issue 3), judged on sg-fetch at its default -j:")
+	for _, t := range b.targets(rows) {
+		fmt.Fprintf(w, "  %-12s %s: %s\n", t.verdict, t.name, t.detail)
+	}
+}
+
+// wall formats the median wall time, with the range when there are
+// several runs.
+func wall(ss []sample) string {
+	m := median(ss).wall
+	if len(ss) == 1 {
+		return fmt.Sprintf("%.2fs", m.Seconds())
+	}
+	lo, hi := ss[0].wall, ss[0].wall
+	for _, s := range ss {
+		lo, hi = min(lo, s.wall), max(hi, s.wall)
+	}
+	return fmt.Sprintf("%.2fs (%.2f-%.2f)", m.Seconds(), lo.Seconds(), hi.Seconds())
+}
+
+func (b *bench) find(rows []*row, w string, rtt time.Duration, m string) *row {
+	for _, r := range rows {
+		if r.w.name == w && r.rtt == rtt && r.m.name == m {
+			return r
+		}
+	}
+	return nil
+}
+
+type verdict struct{ verdict, name, detail string }
+
+// targets judges each target of the issue on the measured rows.
+func (b *bench) targets(rows []*row) []verdict {
+	var out []verdict
+	speedup := func(w string, rtt time.Duration) (float64, bool) {
+		r, base := b.find(rows, w, rtt, "sg-fetch"), b.find(rows, w, rtt, "baseline")
+		if r == nil || base == nil {
+			return 0, false
+		}
+		return float64(median(base.samples).wall) / float64(median(r.samples).wall), true
+	}
+	// eachRTT judges a target on every measured RTT.
+	eachRTT := func(name, w string, ok func(r *row) (string, bool)) {
+		var parts []string
+		met, any := true, false
+		for _, rtt := range b.cfg.rtts {
+			r := b.find(rows, w, rtt, "sg-fetch")
+			if r == nil {
+				continue
+			}
+			s, good := ok(r)
+			any = true
+			met = met && good
+			parts = append(parts, fmt.Sprintf("%s: %s", rtt, s))
+		}
+		out = append(out, judge(name, any, met, strings.Join(parts, ", ")))
+	}
+	bytesOK := func(r *row) (string, bool) {
+		x := float64(median(r.samples).c.BlobBytes) / float64(r.w.needed)
+		return fmt.Sprintf("%.3fx", x), x <= targetBytesRatio
+	}
+	eachRTT("W1 bytes <= 1.05 x needed", wOneLarge, bytesOK)
+	eachRTT("W1 >= 10x faster than baseline", wOneLarge, func(r *row) (string, bool) {
+		x, _ := speedup(wOneLarge, r.rtt)
+		return fmt.Sprintf("%.1fx", x), x >= targetW1Speedup
+	})
+	eachRTT("W2 bytes <= 1.05 x needed", wSmallFiles, bytesOK)
+	eachRTT("W2 requests << files (<= 1/4)", wSmallFiles, func(r *row) (string, bool) {
+		n := median(r.samples).c.BlobReqs
+		files := len(r.w.check)
+		return fmt.Sprintf("%d blob requests for %d files", n, files), float64(n) <= targetW2ReqShare*float64(files)
+	})
+	at := func(name, w string, rtt time.Duration, target float64) {
+		x, ok := speedup(w, rtt)
+		out = append(out, judge(name, ok, x >= target, fmt.Sprintf("%.1fx", x)))
+	}
+	at("W2 >= 20x faster than baseline at 20ms", wSmallFiles, 20*time.Millisecond, targetW2Speedup)
+	at("W3 >= 3x faster than baseline at 20ms", wWhole, 20*time.Millisecond, targetW3Speedup)
+	at("W3 >= 1.3x faster than baseline at 0ms", wWhole, 0, targetW3Speed0)
+	var parts []string
+	met, any := true, false
+	for _, w := range []string{wWhole, wWholeSmall} {
+		var peak int64 = -1
+		var layer *Layer
+		for _, r := range rows {
+			if r.w.name == w && !r.m.baseline {
+				layer = r.w.layer
+				for _, s := range r.samples {
+					peak = max(peak, s.rss)
+				}
+			}
+		}
+		if layer == nil {
+			continue
+		}
+		any = true
+		met = met && peak >= 0 && peak < targetRSS
+		parts = append(parts, fmt.Sprintf("%s (%s layer): max %s", w, mib(layer.UncompressedSize), mib(peak)))
+	}
+	out = append(out, judge("whole-layer peak RSS < 100 MiB, any sg-fetch mode", any, met, strings.Join(parts, ", ")))
+	var ls []string
+	for _, l := range b.set.Layers {
+		if c, ok := b.lsCost[l.Name]; ok {
+			ls = append(ls, fmt.Sprintf("%s: %d (TOC %s)", l.Name, c.BlobReqs, kib(l.Size-l.toc.Offset)))
+		}
+	}
+	out = append(out, verdict{"(info)", "sg-ls blob requests per layer", strings.Join(ls, ", ")})
+	return out
+}
+
+func judge(name string, measured, met bool, detail string) verdict {
+	switch {
+	case !measured:
+		return verdict{"NOT MEASURED", name, "(workload or RTT not in this run)"}
+	case met:
+		return verdict{"MET", name, detail}
+	}
+	return verdict{"NOT MET", name, detail}
+}
+
+func mb(n int64) string  { return fmt.Sprintf("%.2f MB", float64(n)/1e6) }
+func kib(n int64) string { return fmt.Sprintf("%.0f KiB", float64(n)/(1<<10)) }
+
+func cpuModel() string { return procField("/proc/cpuinfo", "model name") }
+
+func memTotal() string {
+	v := procField("/proc/meminfo", "MemTotal")
+	var kb int64
+	if _, err := fmt.Sscanf(v, "%d kB", &kb); err != nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+}
+
+func procField(file, key string) string {
+	f, err := os.Open(file)
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}

@@ -1,0 +1,517 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/stargz-get/stargz-get/internal/testenv"
+)
+
+// Workload names.
+const (
+	wOneLarge   = "W1"
+	wSmallFiles = "W2"
+	wWhole      = "W3"
+	wWholeSmall = "W3-small"
+)
+
+func knownWorkload(w string) bool {
+	switch w {
+	case wOneLarge, wSmallFiles, wWhole, wWholeSmall:
+		return true
+	}
+	return false
+}
+
+// w2Files and w2MaxSize define W2: that many regular files of the many
+// layer, each smaller than w2MaxSize, picked evenly spread in layer order.
+const (
+	w2Files   = 100
+	w2MaxSize = 64 << 10
+)
+
+// workload is one thing to fetch.
+type workload struct {
+	name  string
+	what  string
+	layer *Layer
+	// entries are the sg-ls lines to feed sg-fetch, naming the image
+	// through the proxy.
+	entries  []byte
+	nEntries int
+	// check are the regular files whose sha256 every run must reproduce.
+	check []File
+	// needed is, for partial fetches, the compressed bytes of the gzip
+	// members holding the wanted files plus footer and TOC; 0 otherwise.
+	needed  int64
+	members int
+}
+
+// mode is one way of running a workload.
+type mode struct {
+	name     string
+	jobs     int // sg-fetch -j; 0 means its default
+	baseline bool
+}
+
+// sample is one run's measurement.
+type sample struct {
+	wall time.Duration
+	c    counts
+	rss  int64 // bytes; -1 when unknown
+}
+
+// row collects the samples of one workload, RTT and mode.
+type row struct {
+	w       *workload
+	rtt     time.Duration
+	m       mode
+	samples []sample
+}
+
+// bench holds what the runs share.
+type bench struct {
+	cfg     *config
+	bin     string // sg-fetch, sg-ls
+	self    string // this binary, for the baseline subcommand
+	set     *Set
+	reg     *testenv.Registry
+	proxy   *shaper
+	lsCost  map[string]counts // sg-ls through the proxy, per layer
+	timings []string
+}
+
+func run(ctx context.Context, args []string) error {
+	cfg, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	b := &bench{cfg: cfg, lsCost: map[string]counts{}}
+	total := time.Now()
+
+	work, err := os.MkdirTemp("", "stargz-get-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if b.self, err = os.Executable(); err != nil {
+		return err
+	}
+
+	t := time.Now()
+	say("building sg-fetch and sg-ls")
+	if b.bin, err = buildTools(ctx, work); err != nil {
+		return err
+	}
+	b.timing("build tools", t)
+
+	t = time.Now()
+	say("building the benchmark layers (cached in %s after the first run)", cfg.cacheDir)
+	if b.set, err = buildLayers(cfg.cacheDir, say); err != nil {
+		return err
+	}
+	if b.set.cached {
+		b.timing("layers (cached)", t)
+	} else {
+		b.timing("build layers", t)
+	}
+	for _, l := range b.set.Layers {
+		if _, err := l.readTOC(ctx); err != nil {
+			return err
+		}
+	}
+
+	t = time.Now()
+	say("starting the distribution registry %s", testenv.RegistryVersion)
+	if b.reg, err = testenv.StartRegistry(testenv.RegistryOptions{}); err != nil {
+		return err
+	}
+	defer b.reg.Close()
+	if b.proxy, err = startShaper(b.reg.Host); err != nil {
+		return err
+	}
+	defer b.proxy.Close()
+	workloads := b.selected()
+	pushed := map[*Layer]bool{}
+	for _, w := range workloads {
+		if !pushed[w.layer] {
+			say("pushing layer %s (%s)", w.layer.Name, mib(w.layer.Size))
+			if err := w.layer.push(ctx, b.reg.Host); err != nil {
+				return err
+			}
+			pushed[w.layer] = true
+		}
+	}
+	b.timing("start registry + push", t)
+
+	t = time.Now()
+	for _, w := range workloads {
+		if err := b.prepare(ctx, w); err != nil {
+			return fmt.Errorf("preparing %s: %w", w.name, err)
+		}
+	}
+	for l := range pushed {
+		c, err := b.lsCost1(ctx, l)
+		if err != nil {
+			return err
+		}
+		b.lsCost[l.Name] = c
+	}
+	b.timing("prepare entries", t)
+
+	modes := []mode{{name: "sg-fetch"}, {name: "sg-fetch -j 1", jobs: 1}}
+	for _, j := range cfg.extraJobs {
+		modes = append(modes, mode{name: fmt.Sprintf("sg-fetch -j %d", j), jobs: j})
+	}
+	modes = append(modes, mode{name: "baseline", baseline: true})
+
+	t = time.Now()
+	var rows []*row
+	for _, rtt := range cfg.rtts {
+		for _, w := range workloads {
+			var rs []*row
+			for _, m := range modes {
+				rs = append(rs, &row{w: w, rtt: rtt, m: m})
+			}
+			// Interleave modes so that drift hits them alike.
+			for i := 0; i < cfg.runs; i++ {
+				for _, r := range rs {
+					s, err := b.runOnce(ctx, r)
+					if err != nil {
+						return fmt.Errorf("%s, RTT %s, %s: %w", w.name, rtt, r.m.name, err)
+					}
+					r.samples = append(r.samples, s)
+					if cfg.verbose {
+						say("%s rtt=%s %s run %d: %s, %d blob bytes, %d blob requests, %d requests, RSS %s",
+							w.name, rtt, r.m.name, i+1, s.wall.Round(time.Millisecond), s.c.BlobBytes, s.c.BlobReqs, s.c.Reqs, mib(s.rss))
+					}
+				}
+			}
+			rows = append(rows, rs...)
+			say("%s at RTT %s done", w.name, rtt)
+		}
+	}
+	b.timing("runs", t)
+	b.timing("total", total)
+	b.report(os.Stdout, workloads, rows)
+	return nil
+}
+
+func (b *bench) timing(what string, since time.Time) {
+	b.timings = append(b.timings, fmt.Sprintf("%s %.1fs", what, time.Since(since).Seconds()))
+}
+
+func say(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+}
+
+// buildTools builds sg-fetch and sg-ls from the module this is run in.
+func buildTools(ctx context.Context, work string) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
+		return "", fmt.Errorf("finding the module root (run from the repository): %v", err)
+	}
+	bin := filepath.Join(work, "bin")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin+string(filepath.Separator), "./cmd/sg-fetch", "./cmd/sg-ls")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(out)))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building the tools: %w", err)
+	}
+	return bin, nil
+}
+
+// selected returns the workloads the flags ask for, without entries yet.
+func (b *bench) selected() []*workload {
+	big, many, small := b.set.Layer("big"), b.set.Layer("many"), b.set.Layer("small")
+	all := []*workload{
+		{name: wOneLarge, layer: big},
+		{name: wSmallFiles, layer: many},
+		{name: wWhole, layer: big},
+		{name: wWholeSmall, layer: small},
+	}
+	var ws []*workload
+	for _, w := range all {
+		if b.cfg.only == nil || b.cfg.only[w.name] {
+			ws = append(ws, w)
+		}
+	}
+	return ws
+}
+
+func (b *bench) registryRef(l *Layer) string { return b.reg.Host + "/" + l.repo() + ":v1" }
+func (b *bench) proxyRef(l *Layer) string    { return b.proxy.Host + "/" + l.repo() + ":v1" }
+
+// prepare lists the workload's layer with sg-ls straight from the registry
+// (untimed), picks the wanted entries and points them at the proxy.
+func (b *bench) prepare(ctx context.Context, w *workload) error {
+	l := w.layer
+	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "sg-ls"), b.registryRef(l), "0")
+	cmd.Env = childEnv()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("sg-ls %s: %w\n%s", b.registryRef(l), err, stderr.String())
+	}
+	var want map[string]bool // nil: every entry
+	regs := l.Regular()
+	switch w.name {
+	case wOneLarge:
+		big := regs[0]
+		for _, f := range regs {
+			if f.Size > big.Size {
+				big = f
+			}
+		}
+		w.check = []File{big}
+		w.what = fmt.Sprintf("one file, %s (%s), of layer %s", big.Name, mib(big.Size), l.Name)
+	case wSmallFiles:
+		var cand []File
+		for _, f := range regs {
+			if f.Size > 0 && f.Size < w2MaxSize {
+				cand = append(cand, f)
+			}
+		}
+		if len(cand) < w2Files {
+			return fmt.Errorf("layer %s has only %d files under %d bytes", l.Name, len(cand), w2MaxSize)
+		}
+		var sum int64
+		for i := 0; i < w2Files; i++ {
+			f := cand[(2*i+1)*len(cand)/(2*w2Files)]
+			w.check = append(w.check, f)
+			sum += f.Size
+		}
+		w.what = fmt.Sprintf("%d files under %d KiB (every %dth, %s in all) of the %d regular files of layer %s",
+			w2Files, w2MaxSize>>10, len(cand)/w2Files, mib(sum), len(regs), l.Name)
+	default:
+		w.check = regs
+		w.what = fmt.Sprintf("the whole layer %s: %d entries, %d regular files, %s", l.Name, len(l.Files), len(regs), mib(l.UncompressedSize))
+	}
+	if w.name == wOneLarge || w.name == wSmallFiles {
+		want = map[string]bool{}
+		var names []string
+		for _, f := range w.check {
+			want[f.Name] = true
+			names = append(names, f.Name)
+		}
+		if w.needed, w.members, err = l.needed(ctx, names); err != nil {
+			return err
+		}
+	}
+	refJSON, _ := json.Marshal(b.proxyRef(l))
+	var buf bytes.Buffer
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var e map[string]json.RawMessage
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("sg-ls output: %w", err)
+		}
+		var name string
+		if err := json.Unmarshal(e["name"], &name); err != nil {
+			return fmt.Errorf("sg-ls output without name: %s", sc.Bytes())
+		}
+		if want != nil && !want[name] {
+			continue
+		}
+		e["ref"] = refJSON
+		line, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		buf.Write(line)
+		buf.WriteByte('\n')
+		w.nEntries++
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if want != nil && w.nEntries != len(want) {
+		return fmt.Errorf("sg-ls listed %d of the %d wanted files", w.nEntries, len(want))
+	}
+	w.entries = buf.Bytes()
+	return nil
+}
+
+// lsCost1 runs sg-ls on layer l through the proxy with no added RTT, to
+// count what listing a layer costs.
+func (b *bench) lsCost1(ctx context.Context, l *Layer) (counts, error) {
+	b.proxy.set(0, b.cfg.bw)
+	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "sg-ls"), b.proxyRef(l), "0")
+	cmd.Env = childEnv()
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Run(); err != nil {
+		return counts{}, fmt.Errorf("sg-ls %s: %w\n%s", b.proxyRef(l), err, stderr.String())
+	}
+	return b.proxy.counts(), nil
+}
+
+// runOnce runs one mode of one workload as a process and checks its output.
+func (b *bench) runOnce(ctx context.Context, r *row) (sample, error) {
+	out, err := os.MkdirTemp(b.cfg.outBase, "stargz-get-bench-out-")
+	if err != nil {
+		return sample{}, err
+	}
+	defer os.RemoveAll(out)
+	var cmd *exec.Cmd
+	var stdout, stderr bytes.Buffer
+	if r.m.baseline {
+		ref := b.proxy.Host + "/" + r.w.layer.repo() + "@" + r.w.layer.Digest
+		cmd = exec.CommandContext(ctx, b.self, "baseline", ref, out)
+	} else {
+		args := []string{"-o", out, "--progress", "never"}
+		if r.m.jobs > 0 {
+			args = append(args, "-j", fmt.Sprint(r.m.jobs))
+		}
+		cmd = exec.CommandContext(ctx, filepath.Join(b.bin, "sg-fetch"), args...)
+		cmd.Stdin = bytes.NewReader(r.w.entries)
+	}
+	cmd.Env = childEnv()
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	b.proxy.set(r.rtt, b.cfg.bw)
+	start := time.Now()
+	err = cmd.Run()
+	s := sample{wall: time.Since(start), c: b.proxy.counts(), rss: maxRSS(cmd.ProcessState)}
+	if err != nil {
+		return s, fmt.Errorf("%w\n%s", err, tail(stderr.String(), 2000))
+	}
+	if !r.m.baseline {
+		if err := checkResults(stdout.Bytes(), r.w.nEntries); err != nil {
+			return s, err
+		}
+	}
+	if err := verifyFiles(out, r.w.check); err != nil {
+		return s, fmt.Errorf("output differs from the source files: %w", err)
+	}
+	return s, nil
+}
+
+// checkResults wants one "fetched" result per entry.
+func checkResults(out []byte, n int) error {
+	got := 0
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var r struct{ Name, Status, Error string }
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return fmt.Errorf("sg-fetch result line %d: %w", got+1, err)
+		}
+		if r.Status != "fetched" {
+			return fmt.Errorf("sg-fetch: %s: %s: %s", r.Name, r.Status, r.Error)
+		}
+		got++
+	}
+	if got != n {
+		return fmt.Errorf("sg-fetch printed %d results for %d entries", got, n)
+	}
+	return sc.Err()
+}
+
+// verifyFiles checks size and sha256 of every file under dir.
+func verifyFiles(dir string, files []File) error {
+	const workers = 4
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+	)
+	ch := make(chan File)
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 256<<10)
+			for f := range ch {
+				if err := verifyFile(dir, f, buf); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, f := range files {
+		ch <- f
+	}
+	close(ch)
+	wg.Wait()
+	return first
+}
+
+func verifyFile(dir string, f File, buf []byte) error {
+	fh, err := os.Open(filepath.Join(dir, filepath.FromSlash(f.Name)))
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, fh, buf)
+	if err != nil {
+		return err
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); n != f.Size || got != f.Digest {
+		return fmt.Errorf("%s: %d bytes, %s; want %d bytes, %s", f.Name, n, got, f.Size, f.Digest)
+	}
+	return nil
+}
+
+// childEnv is our environment without SG_* variables, so that a user's
+// SG_JOBS does not change what is measured.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SG_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// median of the samples, metric by metric.
+func median(ss []sample) sample {
+	pick := func(f func(sample) int64) int64 {
+		v := make([]int64, len(ss))
+		for i, s := range ss {
+			v[i] = f(s)
+		}
+		sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return sample{
+		wall: time.Duration(pick(func(s sample) int64 { return int64(s.wall) })),
+		c: counts{
+			Reqs:      pick(func(s sample) int64 { return s.c.Reqs }),
+			Bytes:     pick(func(s sample) int64 { return s.c.Bytes }),
+			BlobReqs:  pick(func(s sample) int64 { return s.c.BlobReqs }),
+			BlobBytes: pick(func(s sample) int64 { return s.c.BlobBytes }),
+		},
+		rss: pick(func(s sample) int64 { return s.rss }),
+	}
+}
