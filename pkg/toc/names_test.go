@@ -1,0 +1,83 @@
+package toc
+
+import (
+	"path"
+	"strings"
+	"testing"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+)
+
+func entry(typ, raw, link string) *Entry {
+	return &Entry{TOCEntry: &estargz.TOCEntry{Name: raw, Type: typ, LinkName: link}, Name: CleanName(raw), RawName: raw}
+}
+
+func TestUnsafe(t *testing.T) {
+	for _, tc := range []struct {
+		typ, raw, link string
+		want           string // substring of the reason; "" = safe
+	}{
+		{"reg", "usr/bin/ls", "", ""},
+		{"reg", "./usr/bin/ls", "", ""},
+		{"dir", "usr/", "", ""},
+		{"reg", "a/./b", "", ""},
+		{"reg", "..foo/bar..", "", ""},
+		{"reg", "../etc/passwd", "", "climbs out"},
+		{"reg", "a/../../b", "", "climbs out"},
+		{"reg", "a/..", "", "climbs out"},
+		{"reg", "/etc/passwd", "", "absolute"},
+		{"reg", "", "", "empty"},
+		{"reg", "a\x00b", "", "NUL"},
+		{"symlink", "usr/lib/libc.so", "libc.so.6", ""},
+		{"symlink", "usr/lib/x", "../../bin/sh", ""},
+		{"symlink", "usr/lib/x", "../../../etc", "outside"},
+		{"symlink", "x", "..", "outside"},
+		{"symlink", "etc/localtime", "/usr/share/zoneinfo/UTC", ""},
+		{"symlink", "x", "", "empty target"},
+		{"hardlink", "a/b", "a/c", ""},
+		{"hardlink", "a/b", "../c", "climbs out"},
+		{"hardlink", "a/b", "/etc/shadow", "absolute"},
+	} {
+		got := entry(tc.typ, tc.raw, tc.link).Unsafe()
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%s %q -> %q: Unsafe() = %q, want %q", tc.typ, tc.raw, tc.link, got, tc.want)
+		}
+	}
+}
+
+// FuzzUnsafe checks that a name or link target that Unsafe accepts can
+// never lead outside the output directory once cleaned and joined.
+func FuzzUnsafe(f *testing.F) {
+	for _, s := range [][2]string{
+		{"usr/bin/ls", ""}, {"../x", ""}, {"a/../../b", ""}, {"/abs", ""}, {"./a/./b/", ""},
+		{"a/b", "../../c"}, {"a", "/etc"}, {"a/b/c", "../.."}, {"x", "..."}, {"a//b", "b//../../c"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, raw, link string) {
+		for _, typ := range []string{"reg", "symlink", "hardlink"} {
+			e := entry(typ, raw, link)
+			if e.Unsafe() != "" {
+				continue
+			}
+			if e.Name == ".." || strings.HasPrefix(e.Name, "../") || strings.HasPrefix(e.Name, "/") {
+				t.Fatalf("%s %q accepted, cleans to %q", typ, raw, e.Name)
+			}
+			if j := path.Join("/root", e.Name); j != "/root" && !strings.HasPrefix(j, "/root/") {
+				t.Fatalf("%s %q accepted, lands at %q", typ, raw, j)
+			}
+			switch typ {
+			case "symlink":
+				if !path.IsAbs(link) {
+					if j := path.Join("/root", path.Dir(e.Name), link); j != "/root" && !strings.HasPrefix(j, "/root/") {
+						t.Fatalf("symlink %q -> %q accepted, points at %q", raw, link, j)
+					}
+				}
+			case "hardlink":
+				if j := path.Join("/root", link); j != "/root" && !strings.HasPrefix(j, "/root/") {
+					t.Fatalf("hardlink %q -> %q accepted, points at %q", raw, link, j)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,170 @@
+package toc_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+
+	"github.com/stargz-get/stargz-get/internal/testenv"
+	"github.com/stargz-get/stargz-get/pkg/toc"
+)
+
+var fixtures *testenv.Fixtures
+
+func TestMain(m *testing.M) {
+	var err error
+	if fixtures, err = testenv.BuildFixtures(filepath.Join(os.TempDir(), "stargz-get-fixtures")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// blob serves ranges of bytes and counts requests.
+type blob struct {
+	data     []byte
+	requests atomic.Int64
+}
+
+func (b *blob) Size() int64 { return int64(len(b.data)) }
+func (b *blob) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	b.requests.Add(1)
+	if off < 0 || off+n > int64(len(b.data)) {
+		return nil, fmt.Errorf("range %d+%d outside %d bytes", off, n, len(b.data))
+	}
+	return io.NopCloser(bytes.NewReader(b.data[off : off+n])), nil
+}
+
+func load(t *testing.T, l *testenv.Layer) *blob {
+	t.Helper()
+	data, err := os.ReadFile(l.BlobPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &blob{data: data}
+}
+
+func TestReadMatchesEstargz(t *testing.T) {
+	for _, img := range []*testenv.Image{fixtures.GoTree, fixtures.MinChunk, fixtures.Multi} {
+		for i, l := range img.Layers {
+			t.Run(fmt.Sprintf("%s/%d", img.Name, i), func(t *testing.T) {
+				b := load(t, l)
+				got, err := toc.Read(context.Background(), b, toc.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Digest.String() != l.TOCDigest {
+					t.Errorf("TOC digest %s, estargz.Build said %s", got.Digest, l.TOCDigest)
+				}
+				if got.Format != "estargz" {
+					t.Errorf("format %q", got.Format)
+				}
+				// Compare each file's chunks with what estargz's own reader
+				// says, and check extents end at the next member or the TOC.
+				r, err := estargz.Open(io.NewSectionReader(bytes.NewReader(b.data), 0, b.Size()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range got.Entries {
+					if e.Type != "reg" || e.Size == 0 {
+						continue
+					}
+					for _, c := range e.Chunks {
+						want, ok := r.ChunkEntryForOffset(e.Name, c.FileOffset)
+						if !ok || want.Offset != c.Offset || want.ChunkSize != c.Size || want.InnerOffset != c.InnerOffset || want.ChunkDigest != c.Digest {
+							t.Fatalf("%s chunk at %d: got %+v, estargz has %+v", e.Name, c.FileOffset, c, want)
+						}
+						if c.End <= c.Offset || c.End > got.Offset {
+							t.Fatalf("%s chunk at %d: extent %d-%d outside the data (TOC at %d)", e.Name, c.FileOffset, c.Offset, c.End, got.Offset)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestReadRequests(t *testing.T) {
+	b := load(t, fixtures.GoTree.Layers[0])
+	if _, err := toc.Read(context.Background(), b, toc.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.requests.Load(); got != 1 {
+		t.Errorf("default tail: %d requests, want 1", got)
+	}
+	// A tail too small for the TOC costs exactly one more request.
+	b.requests.Store(0)
+	tc, err := toc.Read(context.Background(), b, toc.Options{TailBytes: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.requests.Load(); got != 2 || tc.Requests != 2 {
+		t.Errorf("4 KiB tail: %d requests (TOC says %d), want 2", got, tc.Requests)
+	}
+}
+
+func TestProbeAndNotStargz(t *testing.T) {
+	b := load(t, fixtures.Gzip.Layers[0])
+	if _, err := toc.Probe(context.Background(), b); !errors.Is(err, toc.ErrNotStargz) {
+		t.Errorf("Probe(plain gzip) = %v, want ErrNotStargz", err)
+	}
+	if _, err := toc.Read(context.Background(), b, toc.Options{}); !errors.Is(err, toc.ErrNotStargz) {
+		t.Errorf("Read(plain gzip) = %v, want ErrNotStargz", err)
+	}
+	f, err := toc.Probe(context.Background(), load(t, fixtures.GoTree.Layers[0]))
+	if err != nil || f != "estargz" {
+		t.Errorf("Probe(eStargz) = %q, %v", f, err)
+	}
+}
+
+func TestHostileFooterAndTOC(t *testing.T) {
+	good := load(t, fixtures.Multi.Layers[0])
+	footerAt := len(good.data) - estargz.FooterSize
+	for _, tc := range []struct {
+		name   string
+		mutate func([]byte) []byte
+		want   string
+	}{
+		{"TOC offset past the end", func(d []byte) []byte {
+			return append(d[:footerAt:footerAt], estargz.CreateGzipFooter([]byte(fmt.Sprintf("%016xSTARGZ", 1<<40)))...)
+		}, "outside the blob"},
+		{"TOC offset in the footer", func(d []byte) []byte {
+			return append(d[:footerAt:footerAt], estargz.CreateGzipFooter([]byte(fmt.Sprintf("%016xSTARGZ", footerAt)))...)
+		}, "outside the blob"},
+		{"TOC offset at a data member", func(d []byte) []byte {
+			return append(d[:footerAt:footerAt], estargz.CreateGzipFooter([]byte(fmt.Sprintf("%016xSTARGZ", 0)))...)
+		}, "TOC"},
+		{"truncated", func(d []byte) []byte { return d[:len(d)-10] }, "footer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &blob{data: tc.mutate(bytes.Clone(good.data))}
+			_, err := toc.Read(context.Background(), b, toc.Options{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Read = %v, want an error about %q", err, tc.want)
+			}
+		})
+	}
+	// Limits.
+	b := load(t, fixtures.GoTree.Layers[0])
+	for _, tc := range []struct {
+		opts toc.Options
+		want string
+	}{
+		{toc.Options{MaxTOCBytes: 100}, "--max-toc-bytes"},
+		{toc.Options{MaxTOCJSONBytes: 100}, "--max-toc-json-bytes"},
+		{toc.Options{MaxEntries: 100}, "--max-toc-entries"},
+	} {
+		if _, err := toc.Read(context.Background(), b, tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Read(%+v) = %v, want an error naming %s", tc.opts, err, tc.want)
+		}
+	}
+}
