@@ -14,12 +14,15 @@
 //	MULTIARCH  index with linux/amd64 and linux/arm64 images
 //	HOSTILE    a layer whose TOC tries to write outside the output directory
 //	UNPINNED   an eStargz image without the TOC digest annotation
+//	LAYERED    three layers with whiteouts, an opaque directory, replacements
 //	*_L0...    layer digests of each image, e.g. GOTREE_L0, MULTI_L2
 //	AUTHGOTREE GOTREE on AUTHREG
 //
 // Custom commands: checktree (compare a directory with a fixture's ground
 // truth), checklist (compare an sg-ls listing with it), notemp (no temp
-// files left behind), expand (write a file with $VARS expanded, for
+// files left behind), checkflat and checkroot (compare a flattened listing
+// or directory with the layered fixture unpacked by a reference unpacker),
+// expand (write a file with $VARS expanded, for
 // hand-written input records). Set UPDATE_SCRIPTS=1 to update cmp'd files.
 package testscripts
 
@@ -54,6 +57,7 @@ func TestMain(m *testing.M) {
 // world is what every script runs against, set up once.
 type world struct {
 	fx      *testenv.Fixtures
+	rootfs  string // the layered fixture unpacked by the reference unpacker
 	reg     *testenv.Registry
 	authReg *testenv.Registry
 	env     []string
@@ -71,6 +75,12 @@ func setupWorld() (*world, error) {
 		return nil, err
 	}
 	w := &world{fx: fx}
+	if w.rootfs, err = os.MkdirTemp("", "stargz-get-rootfs-"); err != nil {
+		return nil, err
+	}
+	if err := testenv.UnpackImage(fx.Layered, w.rootfs); err != nil {
+		return nil, err
+	}
 	if w.reg, err = testenv.StartRegistry(testenv.RegistryOptions{}); err != nil {
 		return nil, err
 	}
@@ -91,7 +101,7 @@ func setupWorld() (*world, error) {
 	add("REG", w.reg.Host)
 	add("AUTHREG", w.authReg.Host)
 	add("AUTHGOTREE", fx.GoTree.Ref(w.authReg.Host))
-	for name, img := range map[string]*testenv.Image{"GOTREE": fx.GoTree, "MINCHUNK": fx.MinChunk, "MULTI": fx.Multi, "PLAINGZIP": fx.Gzip, "HOSTILE": fx.Hostile, "UNPINNED": fx.Unpinned} {
+	for name, img := range map[string]*testenv.Image{"GOTREE": fx.GoTree, "MINCHUNK": fx.MinChunk, "MULTI": fx.Multi, "PLAINGZIP": fx.Gzip, "HOSTILE": fx.Hostile, "UNPINNED": fx.Unpinned, "LAYERED": fx.Layered} {
 		add(name, img.Ref(w.reg.Host))
 		add(name+"_MANIFEST", img.Digest)
 		for i, l := range img.Layers {
@@ -108,6 +118,9 @@ func setupWorld() (*world, error) {
 }
 
 func (w *world) close() {
+	if w.rootfs != "" {
+		os.RemoveAll(w.rootfs)
+	}
 	if w.reg != nil {
 		w.reg.Close()
 	}
@@ -142,6 +155,8 @@ func TestScripts(t *testing.T) {
 			"checklist": w.checklist,
 			"notemp":    notemp,
 			"expand":    expand,
+			"checkflat": w.checkflat,
+			"checkroot": w.checkroot,
 		},
 	})
 }
@@ -343,6 +358,53 @@ func expand(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	out := os.Expand(ts.ReadFile(args[0]), ts.Getenv)
 	if err := os.WriteFile(ts.MkAbs(args[1]), []byte(out), 0o644); err != nil {
+		ts.Fatalf("%v", err)
+	}
+}
+
+// checkflat FILE layered: FILE lists (one name a line) exactly the paths
+// the reference unpacker makes of the layered fixture.
+func (w *world) checkflat(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || args[1] != "layered" || neg {
+		ts.Fatalf("usage: checkflat FILE layered")
+	}
+	var want []string
+	_ = filepath.WalkDir(w.rootfs, func(p string, d fs.DirEntry, err error) error {
+		if rel, _ := filepath.Rel(w.rootfs, p); err == nil && rel != "." {
+			want = append(want, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	got := strings.Fields(ts.ReadFile(args[0]))
+	sort.Strings(want)
+	sort.Strings(got)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		ts.Fatalf("flattened listing differs from the reference unpack:\n got %d: %v\nwant %d: %v", len(got), diffNames(got, want), len(want), diffNames(want, got))
+	}
+}
+
+// diffNames returns the names in a that are not in b.
+func diffNames(a, b []string) []string {
+	in := map[string]bool{}
+	for _, n := range b {
+		in[n] = true
+	}
+	var out []string
+	for _, n := range a {
+		if !in[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// checkroot DIR layered: DIR is the tree the reference unpacker makes of
+// the layered fixture: names, types, modes, contents, link targets.
+func (w *world) checkroot(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || args[1] != "layered" || neg {
+		ts.Fatalf("usage: checkroot DIR layered")
+	}
+	if err := testenv.CompareTrees(w.rootfs, ts.MkAbs(args[0])); err != nil {
 		ts.Fatalf("%v", err)
 	}
 }

@@ -27,6 +27,7 @@ import (
 const tool = "sg-fetch"
 
 const usage = `Usage:
+  sg-fetch [options] -o DIR IMAGE PATH...
   sg-fetch [options] -o DIR IMAGE BLOB PATH...
   sg-ls IMAGE BLOB | grep ... | sg-fetch [options] -o DIR
 
@@ -37,9 +38,11 @@ against the layer's TOC (itself checked against the manifest's TOC digest
 annotation), and only then renamed into place under DIR, keeping the
 layer's directory structure. One JSON result per entry is printed.
 
-With IMAGE BLOB PATH, fetch PATH (a file, or a directory and everything
-under it; "/" for the whole layer) from layer BLOB (a digest, a unique
-digest prefix, or a 0-based index). Without arguments, fetch the file
+With IMAGE PATH, fetch PATH (a file, or a directory and everything under
+it; "/" for everything) from the image's flattened filesystem: what its
+layers make when unpacked in order, from whichever layer provides each
+file. With IMAGE BLOB PATH, fetch PATH from layer BLOB alone (a 0-based
+index, a digest, or a unique digest prefix of 6 or more hex digits). Without arguments, fetch the file
 entries read from stdin (the output of sg-ls, filtered as you like); the
 layer's TOC is read once per layer, and only the entries' ref, manifest,
 layer and name are used.
@@ -68,7 +71,8 @@ Options:
 ` + cli.LimitUsage + `
 ` + cli.RegistryUsage + `
 Examples:
-  sg-fetch -o out ghcr.io/stargz-containers/node:17.8.0-esgz 3 usr/local/bin/node
+  sg-fetch -o out ghcr.io/stargz-containers/node:13.13.0-esgz /usr/local/bin/node
+  sg-fetch -o rootfs IMAGE /
   sg-layers IMAGE | sg-ls | jq -c 'select(.name | startswith("etc/"))' | sg-fetch -o out
   sg-ls IMAGE 0 | grep '\.so' | sg-fetch -o out -j 16 | jq -r 'select(.status != "fetched")'
 
@@ -109,8 +113,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch {
 	case out == "":
 		return cli.Usagef("missing -o DIR: say where to write the files")
-	case len(pos) != 0 && len(pos) < 3:
-		return cli.Usagef("want IMAGE BLOB PATH..., or file entries on stdin; got %d arguments", len(pos))
+	case len(pos) == 1:
+		return cli.Usagef("want IMAGE PATH..., IMAGE BLOB PATH..., or file entries on stdin; got only IMAGE")
+	case len(pos) == 2 && source.LooksLikeLayer(pos[1]):
+		return cli.Usagef("missing PATH after IMAGE BLOB (use / for the whole layer)")
 	case jobs < 1:
 		return cli.Usagef("-j must be at least 1, got %d", jobs)
 	case *progress != "auto" && *progress != "always" && *progress != "never":
@@ -128,9 +134,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	src := &source.Source{Client: client, Platform: platform, Logf: log.Func(), TOC: limits.TOC()}
 
 	var items []*item
-	if len(pos) > 0 {
+	switch {
+	case len(pos) > 0 && source.LooksLikeLayer(pos[1]):
 		items, err = fromArgs(ctx, src, pos[0], pos[1], pos[2:])
-	} else {
+	case len(pos) > 0:
+		items, err = fromFlattened(ctx, src, pos[0], pos[1:])
+	default:
 		items, err = fromStdin(ctx, src, limits.Decoder(wire.NewDecoder(stdin, "stdin")))
 	}
 	if err != nil {
@@ -334,6 +343,41 @@ func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths
 		}
 		if len(items) == n {
 			return nil, cli.WithHint(fmt.Errorf("%q is not in layer %d (%s) of %s", p, l.Index, l.Digest, img.Ref), fmt.Sprintf("list the layer's files with: sg-ls %s %s", image, blob))
+		}
+	}
+	return items, nil
+}
+
+// fromFlattened selects PATHs from the flattened view of an image.
+func fromFlattened(ctx context.Context, src *source.Source, image string, paths []string) ([]*item, error) {
+	img, err := src.Image(ctx, image, "")
+	if err != nil {
+		return nil, cli.Hint(err)
+	}
+	recs, err := src.ImageRecords(ctx, img)
+	if err != nil {
+		return nil, cli.Hint(err)
+	}
+	entries, err := src.Flatten(ctx, recs)
+	if err != nil {
+		if errors.Is(err, source.ErrNotLazy) {
+			return nil, cli.WithHint(err, source.NotLazyHint)
+		}
+		return nil, cli.Hint(err)
+	}
+	var items []*item
+	for _, p := range paths {
+		name := toc.CleanName(p)
+		n := len(items)
+		for _, fe := range entries {
+			if name != "" && fe.Entry.Name != name && !strings.HasPrefix(fe.Entry.Name, name+"/") {
+				continue
+			}
+			in := wire.Entry{Ref: fe.Rec.Ref, Manifest: fe.Rec.Manifest, Layer: fe.Rec.Digest, Name: fe.Entry.Name, Type: fe.Entry.Type}
+			items = append(items, &item{in: in, layer: fe.Layer, tocEntry: fe.Entry})
+		}
+		if len(items) == n {
+			return nil, cli.WithHint(fmt.Errorf("%q is not in the filesystem of %s (its %d layers flattened)", p, img.Ref, len(recs)), fmt.Sprintf("list it with: sg-ls --flatten %s", image))
 		}
 	}
 	return items, nil

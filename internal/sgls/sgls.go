@@ -21,7 +21,8 @@ const tool = "sg-ls"
 
 const usage = `Usage:
   sg-ls [options] IMAGE BLOB
-  sg-layers IMAGE | sg-ls [options]
+  sg-ls [options] --flatten IMAGE
+  sg-layers IMAGE | sg-ls [options] [--flatten]
 
 Print one JSON record per file, directory and link in the table of
 contents of an eStargz layer, reading only the layer's footer and TOC
@@ -30,9 +31,18 @@ file's record. With IMAGE BLOB, list that layer; BLOB is a digest, a unique
 digest prefix, or a 0-based layer index. Without arguments, list every
 layer record read from stdin (the output of sg-layers), in order.
 
+With --flatten, list the filesystem the image's layers make when unpacked
+in order instead: later layers replace earlier ones at the same path,
+".wh.NAME" whiteouts delete NAME, ".wh..wh..opq" hides what lower layers
+have in a directory. Each entry names the layer that provides it, sorted by
+name; deleted and replaced files are not listed, so sg-fetch never
+downloads them.
+
 Options:
   -a, --all                 also list the .prefetch.landmark and
                             .no.prefetch.landmark marker files      SG_ALL
+  --flatten                 list the image's flattened filesystem (all
+                            layers, base first)                 SG_FLATTEN
 
 ` + cli.LimitUsage + `
 ` + cli.RegistryUsage + `
@@ -40,6 +50,7 @@ Examples:
   sg-ls ghcr.io/stargz-containers/python:3.9-esgz 0 | jq -r .name
   sg-layers IMAGE | sg-ls | jq -c 'select(.type == "reg" and .size > 1000000)'
   sg-layers IMAGE | sg-ls | grep '"name":"etc/' | sg-fetch -o out
+  sg-ls --flatten IMAGE | sg-fetch -o rootfs
 
 Exit status: 0 on success, 1 when a layer could not be listed (the others
 are still listed), 2 on usage errors.
@@ -55,6 +66,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	rf.Register(fs)
 	all := fs.Bool("all", false, "list marker files")
 	fs.BoolVar(all, "a", false, "list marker files")
+	flat := fs.Bool("flatten", false, "list the flattened filesystem")
 	var limits cli.LimitFlags
 	limits.Register(fs)
 	pos, err := cli.Parse(fs, args, usage, stdout)
@@ -64,7 +76,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err := limits.Check(); err != nil {
 		return err
 	}
-	if len(pos) != 0 && len(pos) != 2 {
+	switch {
+	case *flat && len(pos) > 1:
+		return cli.Usagef("--flatten takes IMAGE, or layer records on stdin; got %d arguments", len(pos))
+	case !*flat && len(pos) != 0 && len(pos) != 2:
 		return cli.Usagef("want IMAGE BLOB, or layer records on stdin; got %d arguments", len(pos))
 	}
 	platform, err := rf.PlatformValue()
@@ -79,6 +94,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	src := &source.Source{Client: client, Platform: platform, Logf: log.Func(), TOC: limits.TOC()}
 	enc := wire.NewEncoder(stdout)
 	l := &lister{src: src, enc: enc, all: *all}
+	if *flat {
+		return l.flattened(ctx, pos, limits.Decoder(wire.NewDecoder(stdin, "stdin")))
+	}
 
 	if len(pos) == 2 {
 		img, err := src.Image(ctx, pos[0], "")
@@ -222,4 +240,50 @@ func EntryRecord(rec wire.Layer, e *toc.Entry) wire.Entry {
 		DevMinor:  e.DevMinor,
 		Xattrs:    e.Xattrs,
 	}
+}
+
+// flattened lists the flattened view of IMAGE, or of each image whose
+// layer records come on stdin.
+func (l *lister) flattened(ctx context.Context, pos []string, dec *wire.Decoder) error {
+	var groups [][]wire.Layer
+	if len(pos) == 1 {
+		img, err := l.src.Image(ctx, pos[0], "")
+		if err != nil {
+			return cli.Hint(err)
+		}
+		recs, err := l.src.ImageRecords(ctx, img)
+		if err != nil {
+			return cli.Hint(err)
+		}
+		groups = [][]wire.Layer{recs}
+	} else {
+		var recs []wire.Layer
+		for {
+			var rec wire.Layer
+			err := dec.Decode(&rec)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return cli.WithHint(err, "sg-ls reads the layer records sg-layers prints, one JSON object per line")
+			}
+			recs = append(recs, rec)
+		}
+		groups = source.GroupByImage(recs)
+	}
+	for _, recs := range groups {
+		if err := source.CheckOrder(recs); err != nil {
+			return cli.WithHint(err, "pipe sg-layers IMAGE into sg-ls --flatten without filtering its lines")
+		}
+		entries, err := l.src.Flatten(ctx, recs)
+		if err != nil {
+			return hint(err)
+		}
+		for _, fe := range entries {
+			if err := l.enc.Encode(EntryRecord(fe.Rec, fe.Entry)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -25,7 +25,7 @@ import (
 
 // fixturesVersion is part of the fixture cache key; bump it whenever the
 // content or layout of the fixtures changes.
-const fixturesVersion = "3"
+const fixturesVersion = "5"
 
 // Media types and formats of fixture layers.
 const (
@@ -228,12 +228,16 @@ type Fixtures struct {
 	// Unpinned is "fixtures/unpinned:v1": an eStargz layer whose manifest
 	// has no TOC digest annotation.
 	Unpinned *Image `json:"unpinned"`
+	// Layered is "fixtures/layered:v1": three layers whose upper layers
+	// delete and replace files (whiteouts, an opaque directory, type
+	// changes); its flattened view is what UnpackImage produces.
+	Layered *Image `json:"layered"`
 }
 
 // Images returns the single-platform images (GoTree, MinChunk, Multi,
 // Gzip), not the Index.
 func (f *Fixtures) Images() []*Image {
-	return []*Image{f.GoTree, f.MinChunk, f.Multi, f.Gzip, f.Hostile, f.Unpinned}
+	return []*Image{f.GoTree, f.MinChunk, f.Multi, f.Gzip, f.Hostile, f.Unpinned, f.Layered}
 }
 
 // Layers returns every layer of every fixture image, including those of
@@ -337,7 +341,7 @@ func loadFixtures(dir, key string) (*Fixtures, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", fixturesJSON, err)
 	}
-	if f.Key != key || f.GoTree == nil || f.MinChunk == nil || f.Multi == nil || f.Gzip == nil || f.Index == nil || f.Hostile == nil || f.Unpinned == nil {
+	if f.Key != key || f.GoTree == nil || f.MinChunk == nil || f.Multi == nil || f.Gzip == nil || f.Index == nil || f.Hostile == nil || f.Unpinned == nil || f.Layered == nil {
 		return nil, fmt.Errorf("%s: not a fixture set for key %s", dir, key)
 	}
 	f.setDir(dir)
@@ -393,6 +397,9 @@ func buildFixtures(dir, goroot, key string) (*Fixtures, error) {
 	}
 	if f.Unpinned, err = b.unpinned(); err != nil {
 		return nil, fmt.Errorf("unpinned: %w", err)
+	}
+	if f.Layered, err = b.layered(); err != nil {
+		return nil, fmt.Errorf("layered: %w", err)
 	}
 	if err := setDigests(f); err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"path"
 	"regexp"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,6 +119,9 @@ type target struct {
 	layer  *Layer
 	name   string     // output path relative to the root
 	source *toc.Entry // the entry holding the contents (differs for hardlinks)
+
+	// copyOf is the target downloading the same contents, if any.
+	copyOf *target
 
 	// set up by plan, read-only afterwards
 	pending    int
@@ -296,6 +300,24 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 		targets = append(targets, t)
 	}
 	e.filesTotal = len(targets)
+	// Identical contents (same digest and size, in any layer) are
+	// downloaded once and copied locally.
+	var copies []*target
+	first := map[string]*target{}
+	unique := targets[:0:0]
+	for _, t := range targets {
+		if t.source.Digest != "" && t.source.Size > 0 {
+			k := t.source.Digest + "/" + strconv.FormatInt(t.source.Size, 10)
+			if p, ok := first[k]; ok {
+				t.copyOf = p
+				copies = append(copies, t)
+				continue
+			}
+			first[k] = t
+		}
+		unique = append(unique, t)
+	}
+	targets = unique
 	var total int64
 	for _, t := range targets {
 		for _, c := range t.source.Chunks {
@@ -323,6 +345,49 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 		p.Go(func() { e.do(ctx, r) })
 	}
 	p.Wait()
+	for _, t := range copies {
+		if err := e.prepare(t); err != nil {
+			t.fail(err)
+		} else if err := ctx.Err(); err != nil {
+			t.fail(err)
+		} else {
+			e.copyLocal(t)
+		}
+		e.complete(t)
+	}
+}
+
+// copyLocal writes a target whose contents another target (copyOf)
+// downloaded, from that file, hashing as it goes; commit then verifies the
+// digest like any other file.
+func (e *engine) copyLocal(t *target) {
+	src := t.copyOf
+	src.mu.Lock()
+	srcErr := src.err
+	src.mu.Unlock()
+	if srcErr != nil {
+		t.fail(fmt.Errorf("its contents were to come from %s, which failed", src.name))
+		return
+	}
+	in, err := e.root.Open(src.name)
+	if err != nil {
+		t.fail(fmt.Errorf("copying from %s: %w", src.name, err))
+		return
+	}
+	defer in.Close()
+	f, err := t.open(e.root)
+	if err != nil || f == nil {
+		t.fail(fmt.Errorf("creating temp file: %w", err))
+		return
+	}
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(f, h), in); err != nil {
+		t.fail(fmt.Errorf("copying from %s: %w", src.name, err))
+		return
+	}
+	t.mu.Lock()
+	t.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	t.mu.Unlock()
 }
 
 // prepare creates the target's parent directories and clears temp files

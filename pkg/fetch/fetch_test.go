@@ -319,3 +319,33 @@ func TestSamePathTwiceLastWins(t *testing.T) {
 		t.Errorf("statuses %v, want 1 skipped and 2 fetched", got)
 	}
 }
+
+func TestIdenticalContentsDownloadedOnce(t *testing.T) {
+	b := open(t, fixtures.GoTree.Layers[0])
+	l := readTOC(t, b)
+	// Two files of the Go tree with the same contents.
+	var ws []*fetch.Want
+	for _, n := range []string{"usr/local/go/src/net/cgo_netbsd.go", "usr/local/go/src/net/cgo_openbsd.go"} {
+		e, ok := l.TOC.Lookup(n)
+		if !ok {
+			t.Fatalf("%s not in TOC", n)
+		}
+		ws = append(ws, &fetch.Want{Layer: l, Entry: e})
+	}
+	if ws[0].Entry.Digest != ws[1].Entry.Digest {
+		t.Fatalf("fixture changed: %s and %s differ", ws[0].Entry.Name, ws[1].Entry.Name)
+	}
+	dir := t.TempDir()
+	out := run(t, context.Background(), dir, ws, fetch.Options{MaxGap: -1})
+	for p, o := range out {
+		if o.Status != wire.StatusFetched || o.Verified != "toc" {
+			t.Errorf("%s: %s %q: %v", p, o.Status, o.Verified, o.Err)
+		}
+	}
+	if err := testenv.CheckTree(dir, fixtures.GoTree.Layers[0].Files, []string{ws[0].Entry.Name, ws[1].Entry.Name}); err != nil {
+		t.Error(err)
+	}
+	if got := b.requests.Load(); got != 1 {
+		t.Errorf("%d requests for two files with the same contents, want 1", got)
+	}
+}
