@@ -15,6 +15,7 @@
 //	HOSTILE    a layer whose TOC tries to write outside the output directory
 //	UNPINNED   an eStargz image without the TOC digest annotation
 //	LAYERED    three layers with whiteouts, an opaque directory, replacements
+//	MIXED      eStargz, plain gzip, eStargz layers
 //	*_L0...    layer digests of each image, e.g. GOTREE_L0, MULTI_L2
 //	AUTHGOTREE GOTREE on AUTHREG
 //
@@ -101,7 +102,7 @@ func setupWorld() (*world, error) {
 	add("REG", w.reg.Host)
 	add("AUTHREG", w.authReg.Host)
 	add("AUTHGOTREE", fx.GoTree.Ref(w.authReg.Host))
-	for name, img := range map[string]*testenv.Image{"GOTREE": fx.GoTree, "MINCHUNK": fx.MinChunk, "MULTI": fx.Multi, "PLAINGZIP": fx.Gzip, "HOSTILE": fx.Hostile, "UNPINNED": fx.Unpinned, "LAYERED": fx.Layered} {
+	for name, img := range map[string]*testenv.Image{"GOTREE": fx.GoTree, "MINCHUNK": fx.MinChunk, "MULTI": fx.Multi, "PLAINGZIP": fx.Gzip, "HOSTILE": fx.Hostile, "UNPINNED": fx.Unpinned, "LAYERED": fx.Layered, "MIXED": fx.Mixed} {
 		add(name, img.Ref(w.reg.Host))
 		add(name+"_MANIFEST", img.Digest)
 		for i, l := range img.Layers {
@@ -176,6 +177,8 @@ func (w *world) groundTruth(ts *testscript.TestScript, spec string) ([]testenv.F
 		img = w.fx.Multi
 	case "plaingzip":
 		img = w.fx.Gzip
+	case "mixed":
+		img = w.fx.Mixed
 	case "hostile":
 		img = w.fx.Hostile
 	case "unpinned":

@@ -53,6 +53,10 @@ Options:
   -j, --jobs N              parallel range downloads (default 8)  SG_JOBS
   --progress auto|always|never  progress bar on stderr; auto shows it when
                             stderr is a terminal (default auto) SG_PROGRESS
+  --allow-full-layers       fetch from layers that are not eStargz by
+                            downloading each whole once (checked against
+                            its digest); by default they are an error
+                                                      SG_ALLOW_FULL_LAYERS
   --require-verified        refuse layers whose TOC is not pinned by a TOC
                             digest annotation in the manifest, and files
                             without digests           SG_REQUIRE_VERIFIED
@@ -95,6 +99,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.IntVar(&jobs, "jobs", fetch.DefaultJobs, "parallel downloads")
 	fs.IntVar(&jobs, "j", fetch.DefaultJobs, "parallel downloads")
 	progress := fs.String("progress", "auto", "auto, always or never")
+	allowFull := fs.Bool("allow-full-layers", false, "read non-eStargz layers whole")
 	requireVerified := fs.Bool("require-verified", false, "refuse unpinned layers")
 	var opts fetch.Options
 	fs.BoolVar(&opts.Refetch, "refetch", false, "download identical files again")
@@ -132,6 +137,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	src := &source.Source{Client: client, Platform: platform, Logf: log.Func(), TOC: limits.TOC()}
+	src.AllowFull = *allowFull
+	defer src.Close()
 
 	var items []*item
 	switch {

@@ -43,6 +43,9 @@ Options:
                             .no.prefetch.landmark marker files      SG_ALL
   --flatten                 list the image's flattened filesystem (all
                             layers, base first)                 SG_FLATTEN
+  --allow-full-layers       list layers that are not eStargz by downloading
+                            them whole (by default they are an error)
+                                                      SG_ALLOW_FULL_LAYERS
 
 ` + cli.LimitUsage + `
 ` + cli.RegistryUsage + `
@@ -67,6 +70,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	all := fs.Bool("all", false, "list marker files")
 	fs.BoolVar(all, "a", false, "list marker files")
 	flat := fs.Bool("flatten", false, "list the flattened filesystem")
+	allowFull := fs.Bool("allow-full-layers", false, "read non-eStargz layers whole")
 	var limits cli.LimitFlags
 	limits.Register(fs)
 	pos, err := cli.Parse(fs, args, usage, stdout)
@@ -92,6 +96,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	src := &source.Source{Client: client, Platform: platform, Logf: log.Func(), TOC: limits.TOC()}
+	src.AllowFull = *allowFull
+	defer src.Close()
 	enc := wire.NewEncoder(stdout)
 	l := &lister{src: src, enc: enc, all: *all}
 	if *flat {

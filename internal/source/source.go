@@ -5,8 +5,12 @@ package source
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +41,12 @@ type Source struct {
 	Platform v1.Platform
 	TOC      toc.Options
 	Logf     func(format string, args ...any)
+	// AllowFull lets layers that are not eStargz be read whole (downloaded
+	// once into a temp file, checked against their digest, then listed
+	// and extracted from there) instead of failing.
+	AllowFull bool
+
+	spools []*os.File
 
 	mu     sync.Mutex
 	images map[string]*onceImage
@@ -133,18 +143,8 @@ func Record(img *registry.Image, l registry.Layer, format string) wire.Layer {
 // Format tells what layer l is: from its media type and annotations, and
 // for gzip layers without a TOC annotation, from a probe of its footer.
 func (s *Source) Format(ctx context.Context, img *registry.Image, l registry.Layer) (string, error) {
-	mt := string(l.MediaType)
-	switch {
-	case l.Annotations[zstdChunkedAnnotation] != "":
-		return wire.FormatZstdChunked, nil
-	case strings.HasSuffix(mt, "+zstd"), strings.HasSuffix(mt, ".zstd"):
-		return wire.FormatZstd, nil
-	case mt == string(types.OCIUncompressedLayer), mt == string(types.DockerUncompressedLayer), strings.HasSuffix(mt, ".tar"):
-		return wire.FormatTar, nil
-	case !strings.Contains(mt, "gzip") && !strings.Contains(mt, "layer"):
-		return wire.FormatUnknown, nil
-	case l.Annotations[estargz.TOCJSONDigestAnnotation] != "":
-		return wire.FormatEStargz, nil
+	if f := descriptorFormat(string(l.MediaType), l.Annotations); f != "" {
+		return f, nil
 	}
 	blob, err := s.Client.Blob(ctx, img.Ref.Context(), l.Digest, l.Size)
 	if err != nil {
@@ -158,6 +158,24 @@ func (s *Source) Format(ctx context.Context, img *registry.Image, l registry.Lay
 		return "", fmt.Errorf("probing layer %d (%s): %w", l.Index, l.Digest, err)
 	}
 	return f, nil
+}
+
+// descriptorFormat is the format a layer descriptor tells, or "" for a gzip
+// layer without a TOC annotation (only its footer can tell).
+func descriptorFormat(mt string, annotations map[string]string) string {
+	switch {
+	case annotations[zstdChunkedAnnotation] != "":
+		return wire.FormatZstdChunked
+	case strings.HasSuffix(mt, "+zstd"), strings.HasSuffix(mt, ".zstd"):
+		return wire.FormatZstd
+	case mt == string(types.OCIUncompressedLayer), mt == string(types.DockerUncompressedLayer), strings.HasSuffix(mt, ".tar"):
+		return wire.FormatTar
+	case !strings.Contains(mt, "gzip") && !strings.Contains(mt, "layer"):
+		return wire.FormatUnknown
+	case annotations[estargz.TOCJSONDigestAnnotation] != "":
+		return wire.FormatEStargz
+	}
+	return ""
 }
 
 // Open reads the TOC of the layer rec describes, once per layer. The TOC
@@ -180,7 +198,13 @@ func (s *Source) Open(ctx context.Context, repo name.Repository, rec wire.Layer)
 
 func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer) (*fetch.Layer, error) {
 	what := fmt.Sprintf("layer %d (%s) of %s", rec.Index, rec.Digest, rec.Ref)
+	if rec.Format == "" && rec.MediaType != "" {
+		rec.Format = descriptorFormat(rec.MediaType, nil)
+	}
 	if rec.Format != "" && !wire.Lazy(rec.Format) {
+		if s.AllowFull {
+			return s.openFull(ctx, repo, rec, what)
+		}
 		return nil, fmt.Errorf("%s is %s, not eStargz: %w", what, rec.Format, ErrNotLazy)
 	}
 	dgst, err := v1.NewHash(rec.Digest)
@@ -193,6 +217,9 @@ func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer)
 	}
 	t, err := toc.Read(ctx, blob, s.TOC)
 	switch {
+	case errors.Is(err, toc.ErrNotStargz) && s.AllowFull:
+		rec.Format = wire.FormatGzip
+		return s.openFull(ctx, repo, rec, what)
 	case errors.Is(err, toc.ErrNotStargz):
 		return nil, fmt.Errorf("%s is %s, not eStargz: %w", what, wire.FormatGzip, ErrNotLazy)
 	case err != nil:
@@ -214,4 +241,69 @@ func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer)
 }
 
 // NotLazyHint is what to tell a user whose layer is not eStargz.
-const NotLazyHint = "only eStargz layers can be read without pulling them; convert the image first (e.g. 'nerdctl image convert --estargz --oci' or 'ctr-remote image optimize')"
+const NotLazyHint = "only eStargz layers can be read without pulling them; convert the image first (e.g. 'nerdctl image convert --estargz --oci' or 'ctr-remote image optimize'), or pass --allow-full-layers to download such layers whole"
+
+// openFull downloads a whole non-eStargz layer into a temp file, checks it
+// against its digest, and lists it.
+func (s *Source) openFull(ctx context.Context, repo name.Repository, rec wire.Layer, what string) (*fetch.Layer, error) {
+	compression := map[string]string{
+		wire.FormatGzip: toc.CompressionGzip, wire.FormatZstd: toc.CompressionZstd,
+		wire.FormatZstdChunked: toc.CompressionZstd, wire.FormatTar: toc.CompressionNone,
+	}[rec.Format]
+	if compression == "" {
+		return nil, fmt.Errorf("%s is %s, which cannot be read: %w", what, rec.Format, ErrNotLazy)
+	}
+	dgst, err := v1.NewHash(rec.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("%s: invalid digest: %w", what, err)
+	}
+	blob, err := s.Client.Blob(ctx, repo, dgst, rec.Size)
+	if err != nil {
+		return nil, err
+	}
+	if s.Logf != nil {
+		s.Logf("%s is %s, not eStargz: downloading it whole (%d bytes)", what, rec.Format, rec.Size)
+	}
+	spool, err := os.CreateTemp("", "sg-layer-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(spool.Name()) // unlinked: the file goes when the process does
+	s.mu.Lock()
+	s.spools = append(s.spools, spool)
+	s.mu.Unlock()
+	body, err := blob.ReadRange(ctx, 0, rec.Size)
+	if err != nil {
+		return nil, fmt.Errorf("downloading %s: %w", what, err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(spool, h), body)
+	body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("downloading %s: %w", what, err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); n != rec.Size || got != dgst.String() {
+		return nil, fmt.Errorf("downloading %s: got %d bytes with digest %s, want %d bytes with %s", what, n, got, rec.Size, dgst)
+	}
+	tr, err := toc.Decompress(io.NewSectionReader(spool, 0, n), compression)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", what, err)
+	}
+	defer tr.Close()
+	t, err := toc.FromTar(tr, compression, s.TOC.MaxEntries)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", what, err)
+	}
+	return &fetch.Layer{Blob: blob, TOC: t, Pinned: true, Spool: spool}, nil
+}
+
+// Close releases the temp files of whole layers.
+func (s *Source) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.spools {
+		f.Close()
+	}
+	s.spools = nil
+	return nil
+}

@@ -25,7 +25,7 @@ import (
 
 // fixturesVersion is part of the fixture cache key; bump it whenever the
 // content or layout of the fixtures changes.
-const fixturesVersion = "5"
+const fixturesVersion = "6"
 
 // Media types and formats of fixture layers.
 const (
@@ -232,12 +232,16 @@ type Fixtures struct {
 	// delete and replace files (whiteouts, an opaque directory, type
 	// changes); its flattened view is what UnpackImage produces.
 	Layered *Image `json:"layered"`
+	// Mixed is "fixtures/mixed:v1": an eStargz layer, a plain gzip layer
+	// and another eStargz layer (blobs shared with Multi and Gzip), as
+	// images half converted to eStargz are.
+	Mixed *Image `json:"mixed"`
 }
 
 // Images returns the single-platform images (GoTree, MinChunk, Multi,
 // Gzip), not the Index.
 func (f *Fixtures) Images() []*Image {
-	return []*Image{f.GoTree, f.MinChunk, f.Multi, f.Gzip, f.Hostile, f.Unpinned, f.Layered}
+	return []*Image{f.GoTree, f.MinChunk, f.Multi, f.Gzip, f.Hostile, f.Unpinned, f.Layered, f.Mixed}
 }
 
 // Layers returns every layer of every fixture image, including those of
@@ -341,7 +345,7 @@ func loadFixtures(dir, key string) (*Fixtures, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", fixturesJSON, err)
 	}
-	if f.Key != key || f.GoTree == nil || f.MinChunk == nil || f.Multi == nil || f.Gzip == nil || f.Index == nil || f.Hostile == nil || f.Unpinned == nil || f.Layered == nil {
+	if f.Key != key || f.GoTree == nil || f.MinChunk == nil || f.Multi == nil || f.Gzip == nil || f.Index == nil || f.Hostile == nil || f.Unpinned == nil || f.Layered == nil || f.Mixed == nil {
 		return nil, fmt.Errorf("%s: not a fixture set for key %s", dir, key)
 	}
 	f.setDir(dir)
@@ -401,6 +405,8 @@ func buildFixtures(dir, goroot, key string) (*Fixtures, error) {
 	if f.Layered, err = b.layered(); err != nil {
 		return nil, fmt.Errorf("layered: %w", err)
 	}
+	f.Mixed = &Image{Name: "fixtures/mixed", Tag: "v1", Platform: "linux/amd64",
+		Layers: []*Layer{f.Multi.Layers[0], f.Gzip.Layers[0], f.Multi.Layers[2]}}
 	if err := setDigests(f); err != nil {
 		return nil, err
 	}

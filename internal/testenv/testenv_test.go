@@ -95,6 +95,7 @@ func TestFixturesInRegistry(t *testing.T) {
 				"fixtures/hostile":   tc.reg.Host + "/fixtures/hostile:v1",
 				"fixtures/unpinned":  tc.reg.Host + "/fixtures/unpinned:v1",
 				"fixtures/layered":   tc.reg.Host + "/fixtures/layered:v1",
+				"fixtures/mixed":     tc.reg.Host + "/fixtures/mixed:v1",
 			}
 			if diff := cmp.Diff(wantRefs, refs); diff != "" {
 				t.Errorf("Push refs (-want +got):\n%s", diff)

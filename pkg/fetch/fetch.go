@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"archive/tar"
 	"bufio"
 	"context"
 	"crypto/rand"
@@ -54,6 +55,10 @@ type Layer struct {
 	// Pinned says the TOC's digest matched the manifest's TOC digest
 	// annotation, chaining every chunk digest to the manifest.
 	Pinned bool
+	// Spool holds a whole non-eStargz layer, downloaded and checked
+	// against its digest, when TOC.Full is set; files are extracted from
+	// it by streaming it once.
+	Spool *os.File
 }
 
 // Want is one entry to fetch.
@@ -318,6 +323,16 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 		unique = append(unique, t)
 	}
 	targets = unique
+	var full []*target // from whole layers: extracted, not planned
+	lazy := targets[:0:0]
+	for _, t := range targets {
+		if t.layer.TOC.Full {
+			full = append(full, t)
+		} else {
+			lazy = append(lazy, t)
+		}
+	}
+	targets = lazy
 	var total int64
 	for _, t := range targets {
 		for _, c := range t.source.Chunks {
@@ -344,6 +359,16 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 	for _, r := range reqs {
 		p.Go(func() { e.do(ctx, r) })
 	}
+	byLayer := map[*Layer][]*target{}
+	for _, t := range full {
+		if err := e.prepare(t); err != nil {
+			t.fail(err)
+		}
+		byLayer[t.layer] = append(byLayer[t.layer], t)
+	}
+	for l, ts := range byLayer {
+		p.Go(func() { e.extractFull(ctx, l, ts) })
+	}
 	p.Wait()
 	for _, t := range copies {
 		if err := e.prepare(t); err != nil {
@@ -352,6 +377,81 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 			t.fail(err)
 		} else {
 			e.copyLocal(t)
+		}
+		e.complete(t)
+	}
+}
+
+// extractFull writes targets from a whole layer's spool, streaming it
+// once, then finishes them.
+func (e *engine) extractFull(ctx context.Context, l *Layer, targets []*target) {
+	bySource := map[string][]*target{}
+	for _, t := range targets {
+		bySource[t.source.Name] = append(bySource[t.source.Name], t)
+	}
+	err := func() error {
+		if l.Spool == nil {
+			return errors.New("whole layer not downloaded")
+		}
+		tr, err := toc.Decompress(io.NewSectionReader(l.Spool, 0, math.MaxInt64), l.TOC.Format)
+		if err != nil {
+			return err
+		}
+		defer tr.Close()
+		r := tar.NewReader(tr)
+		buf := make([]byte, 256<<10)
+		for {
+			h, err := r.Next()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("reading layer tar: %w", err)
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			ts := bySource[toc.CleanName(h.Name)]
+			if h.Typeflag != tar.TypeReg || len(ts) == 0 {
+				continue
+			}
+			// A name may occur twice in a tar; the last one wins, so each
+			// occurrence is written from the start.
+			hash := sha256.New()
+			ws := []io.Writer{hash}
+			var files []*os.File
+			for _, t := range ts {
+				f, err := t.open(e.root)
+				if err != nil {
+					t.fail(err)
+				} else if f != nil {
+					ws = append(ws, io.NewOffsetWriter(f, 0))
+					files = append(files, f)
+				}
+			}
+			n, err := io.CopyBuffer(io.MultiWriter(ws...), r, buf)
+			e.bytesDone.Add(n)
+			if err != nil {
+				return fmt.Errorf("extracting %s: %w", h.Name, err)
+			}
+			for _, f := range files {
+				if err := f.Truncate(n); err != nil {
+					return err
+				}
+			}
+			dgst := "sha256:" + hex.EncodeToString(hash.Sum(nil))
+			for _, t := range ts {
+				t.mu.Lock()
+				t.digest = dgst
+				t.mu.Unlock()
+			}
+		}
+	}()
+	for _, t := range targets {
+		if err != nil {
+			t.fail(err)
+		} else if t.file == nil && t.source.Size > 0 {
+			t.fail(fmt.Errorf("%s not found in the layer", t.source.Name))
 		}
 		e.complete(t)
 	}
@@ -699,6 +799,8 @@ func (e *engine) commit(t *target) (dgst, verified string, err error) {
 		return "", "", errors.New("the TOC has no digests for this file; --require-verified refuses it")
 	case t.source.Digest == "" && !chunkDigests:
 		verified = ""
+	case t.layer.TOC.Full:
+		verified = "layer"
 	case t.layer.Pinned:
 		verified = "toc"
 	default:

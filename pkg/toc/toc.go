@@ -51,7 +51,8 @@ type Options struct {
 
 // TOC is a layer's parsed table of contents.
 type TOC struct {
-	// Format is wire.FormatEStargz or wire.FormatStargz.
+	// Format is wire.FormatEStargz or wire.FormatStargz, or for a Full
+	// listing the layer's format (gzip, zstd, tar).
 	Format string
 	// Offset is where the TOC's gzip member starts; every chunk ends at or
 	// before it.
@@ -65,6 +66,9 @@ type TOC struct {
 	// Requests and BytesRead count what reading the TOC cost.
 	Requests  int
 	BytesRead int64
+	// Full is set for a listing made by reading a whole non-eStargz layer
+	// (FromTar): its entries have no chunks.
+	Full bool
 
 	byName map[string]*Entry
 }
