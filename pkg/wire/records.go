@@ -170,8 +170,9 @@ type Result struct {
 	// the chunk and file digests of a TOC that matched the manifest's TOC
 	// digest annotation verified, "toc-unpinned" when the digests verified
 	// but the layer has no TOC digest annotation to pin the TOC to the
-	// manifest, and empty when nothing was verified (directories, links,
-	// failures).
+	// manifest, "layer" when the file came from a whole non-eStargz layer
+	// whose blob matched the manifest's layer digest, and empty when
+	// nothing was verified (directories, links, failures).
 	Verified string `json:"verified,omitempty"`
 	// CompressedBytes is the number of compressed bytes of the gzip
 	// members holding the entry's contents (members shared with other
