@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -127,16 +126,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case *progress != "auto" && *progress != "always" && *progress != "never":
 		return cli.Usagef("--progress must be auto, always or never, got %q", *progress)
 	}
-	platform, err := rf.PlatformValue()
+	src, log, err := cli.NewSource(tool, stderr, &rf, limits.TOC())
 	if err != nil {
 		return err
 	}
-	log := cli.NewLogger(tool, stderr, rf.Verbose)
-	client, err := rf.Client(log)
-	if err != nil {
-		return err
-	}
-	src := &source.Source{Client: client, Platform: platform, Logf: log.Func(), TOC: limits.TOC()}
 	src.AllowFull = *allowFull
 	defer src.Close()
 
@@ -339,10 +332,7 @@ func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths
 		name := toc.CleanName(p)
 		n := len(items)
 		for _, e := range layer.TOC.Entries {
-			if name != "" && e.Name != name && !strings.HasPrefix(e.Name, name+"/") {
-				continue
-			}
-			if toc.Landmark(e.Name) {
+			if !toc.Under(e.Name, name) || toc.Landmark(e.Name) {
 				continue
 			}
 			in := wire.Entry{Ref: rec.Ref, Manifest: rec.Manifest, Layer: rec.Digest, Name: e.Name, Type: e.Type}
@@ -377,7 +367,7 @@ func fromFlattened(ctx context.Context, src *source.Source, image string, paths 
 		name := toc.CleanName(p)
 		n := len(items)
 		for _, fe := range entries {
-			if name != "" && fe.Entry.Name != name && !strings.HasPrefix(fe.Entry.Name, name+"/") {
+			if !toc.Under(fe.Entry.Name, name) {
 				continue
 			}
 			in := wire.Entry{Ref: fe.Rec.Ref, Manifest: fe.Rec.Manifest, Layer: fe.Rec.Digest, Name: fe.Entry.Name, Type: fe.Entry.Type}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/stargz-get/stargz-get/internal/cli"
 	"github.com/stargz-get/stargz-get/internal/source"
+	"github.com/stargz-get/stargz-get/pkg/toc"
 	"github.com/stargz-get/stargz-get/pkg/wire"
 )
 
@@ -50,16 +51,11 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if len(images) == 0 {
 		return cli.Usagef("missing IMAGE")
 	}
-	platform, err := rf.PlatformValue()
+	src, _, err := cli.NewSource(tool, stderr, &rf, toc.Options{})
 	if err != nil {
 		return err
 	}
-	log := cli.NewLogger(tool, stderr, rf.Verbose)
-	client, err := rf.Client(log)
-	if err != nil {
-		return err
-	}
-	src := &source.Source{Client: client, Platform: platform, Logf: log.Func()}
+	defer src.Close()
 	enc := wire.NewEncoder(stdout)
 	failed := 0
 	for _, image := range images {

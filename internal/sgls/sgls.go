@@ -86,16 +86,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case !*flat && len(pos) != 0 && len(pos) != 2:
 		return cli.Usagef("want IMAGE BLOB, or layer records on stdin; got %d arguments", len(pos))
 	}
-	platform, err := rf.PlatformValue()
+	src, _, err := cli.NewSource(tool, stderr, &rf, limits.TOC())
 	if err != nil {
 		return err
 	}
-	log := cli.NewLogger(tool, stderr, rf.Verbose)
-	client, err := rf.Client(log)
-	if err != nil {
-		return err
-	}
-	src := &source.Source{Client: client, Platform: platform, Logf: log.Func(), TOC: limits.TOC()}
 	src.AllowFull = *allowFull
 	defer src.Close()
 	enc := wire.NewEncoder(stdout)

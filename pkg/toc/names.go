@@ -67,3 +67,9 @@ func (t *TOC) SymlinkParent(name string) (string, bool) {
 	}
 	return "", false
 }
+
+// Under reports whether name is prefix or lies below it; every name is
+// under "" (the root).
+func Under(name, prefix string) bool {
+	return prefix == "" || name == prefix || strings.HasPrefix(name, prefix+"/")
+}
