@@ -18,6 +18,8 @@
 //	MIXED      eStargz, plain gzip, eStargz layers
 //	*_L0...    layer digests of each image, e.g. GOTREE_L0, MULTI_L2
 //	AUTHGOTREE GOTREE on AUTHREG
+//	TOKENREG, TLSREG, FLAKYGOTREE, ...  token auth, TLS and fault proxies:
+//	           see testenv.ScriptRegistries
 //
 // Custom commands: checktree (compare a directory with a fixture's ground
 // truth), checklist (compare an sg-ls listing with it), notemp (no temp
@@ -61,6 +63,7 @@ type world struct {
 	rootfs  string // the layered fixture unpacked by the reference unpacker
 	reg     *testenv.Registry
 	authReg *testenv.Registry
+	more    *testenv.ScriptRegistries
 	env     []string
 }
 
@@ -98,6 +101,11 @@ func setupWorld() (*world, error) {
 		w.close()
 		return nil, err
 	}
+	if w.more, err = testenv.StartScriptRegistries(ctx, fx, w.reg.Host); err != nil {
+		w.close()
+		return nil, err
+	}
+	w.env = append(w.env, w.more.Vars...)
 	add := func(k, v string) { w.env = append(w.env, k+"="+v) }
 	add("REG", w.reg.Host)
 	add("AUTHREG", w.authReg.Host)
@@ -127,6 +135,9 @@ func (w *world) close() {
 	}
 	if w.authReg != nil {
 		w.authReg.Close()
+	}
+	if w.more != nil {
+		w.more.Close()
 	}
 }
 

@@ -126,6 +126,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case *progress != "auto" && *progress != "always" && *progress != "never":
 		return cli.Usagef("--progress must be auto, always or never, got %q", *progress)
 	}
+	if len(pos) > 0 {
+		rf.Stdin = stdin // the input came as arguments: stdin is free for --password-stdin
+	}
 	src, log, err := cli.NewSource(tool, stderr, &rf, limits.TOC())
 	if err != nil {
 		return err

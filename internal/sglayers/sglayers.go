@@ -11,6 +11,7 @@ import (
 
 	"github.com/stargz-get/stargz-get/internal/cli"
 	"github.com/stargz-get/stargz-get/internal/source"
+	"github.com/stargz-get/stargz-get/pkg/registry"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 	"github.com/stargz-get/stargz-get/pkg/wire"
 )
@@ -31,6 +32,7 @@ docker.io/library/ubuntu:latest; "host:5000/app:tag"; "app@sha256:...".
 Examples:
   sg-layers ghcr.io/stargz-containers/node:17.8.0-esgz
   sg-layers --platform linux/arm64 IMAGE | jq -r .digest
+  sg-layers --platform all IMAGE | jq -r '"\(.platform) \(.digest)"'
   sg-layers IMAGE | sg-ls | grep '"name":"usr/bin/' | sg-fetch -o out
 
 Exit status: 0 on success, 1 when an image could not be read, 2 on usage errors.
@@ -51,6 +53,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if len(images) == 0 {
 		return cli.Usagef("missing IMAGE")
 	}
+	all := rf.TakeAllPlatforms()
+	rf.Stdin = stdin // free for --password-stdin: sg-layers reads no records
 	src, _, err := cli.NewSource(tool, stderr, &rf, toc.Options{})
 	if err != nil {
 		return err
@@ -59,7 +63,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	enc := wire.NewEncoder(stdout)
 	failed := 0
 	for _, image := range images {
-		if err := list(ctx, src, image, enc); err != nil {
+		if err := list(ctx, src, image, all, enc); err != nil {
 			if errors.Is(err, context.Canceled) || cli.IsEPIPE(err) || len(images) == 1 {
 				return cli.Hint(err)
 			}
@@ -73,19 +77,38 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return nil
 }
 
-func list(ctx context.Context, src *source.Source, image string, enc *wire.Encoder) error {
-	img, err := src.Image(ctx, image, "")
+func list(ctx context.Context, src *source.Source, image string, all bool, enc *wire.Encoder) error {
+	imgs, err := images(ctx, src, image, all)
 	if err != nil {
 		return err
 	}
-	for _, l := range img.Layers {
-		format, err := src.Format(ctx, img, l)
-		if err != nil {
-			return err
-		}
-		if err := enc.Encode(source.Record(img, l, format)); err != nil {
-			return err
+	for _, img := range imgs {
+		for _, l := range img.Layers {
+			format, err := src.Format(ctx, img, l)
+			if err != nil {
+				return err
+			}
+			if err := enc.Encode(source.Record(img, l, format)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// images resolves image to the image for --platform, or with --platform
+// all to every platform's image.
+func images(ctx context.Context, src *source.Source, image string, all bool) ([]*registry.Image, error) {
+	if !all {
+		img, err := src.Image(ctx, image, "")
+		if err != nil {
+			return nil, err
+		}
+		return []*registry.Image{img}, nil
+	}
+	ref, err := src.Client.ParseReference(image)
+	if err != nil {
+		return nil, err
+	}
+	return src.Client.Images(ctx, ref)
 }

@@ -86,6 +86,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case !*flat && len(pos) != 0 && len(pos) != 2:
 		return cli.Usagef("want IMAGE BLOB, or layer records on stdin; got %d arguments", len(pos))
 	}
+	if len(pos) > 0 {
+		rf.Stdin = stdin // the input came as arguments: stdin is free for --password-stdin
+	}
 	src, _, err := cli.NewSource(tool, stderr, &rf, limits.TOC())
 	if err != nil {
 		return err

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -22,6 +25,10 @@ type Blob struct {
 	size   int64
 	client *http.Client // through the repository's authorized transport
 	url    string
+
+	// noRange is set once the registry answered 416 to a valid range:
+	// later reads ask for the whole blob straight away.
+	noRange atomic.Bool
 
 	mu sync.Mutex
 	// resolved is where the registry last redirected this blob to (blob
@@ -53,30 +60,23 @@ func (b *Blob) Digest() v1.Hash { return b.digest }
 func (b *Blob) Size() int64 { return b.size }
 
 // ReadRange returns a reader of the n bytes at off. The caller must close
-// it. A registry that ignores Range and sends the whole blob is still read
-// correctly (the bytes before off are skipped), just less efficiently.
+// it.
+//
+// The request is retried as the client's RetryPolicy says. A body cut
+// short (a reset, a stall, an early close) is resumed with a request for
+// the bytes not yet read, up to the policy's tries, so the reader delivers
+// exactly n bytes or an error. A registry that ignores Range and sends the
+// whole blob, or answers 416 to a valid range, is still read correctly
+// (the bytes before off are skipped), just less efficiently.
 func (b *Blob) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 	if off < 0 || n <= 0 || (b.size > 0 && off+n > b.size) {
 		return nil, fmt.Errorf("reading blob %s: range %d+%d outside blob of %d bytes", b.digest, off, n, b.size)
 	}
-	b.mu.Lock()
-	resolved := b.resolved
-	b.mu.Unlock()
-	if resolved != "" {
-		body, err := b.get(ctx, http.DefaultClient, b.c.base, resolved, off, n)
-		if err == nil {
-			return body, nil
-		}
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		// Signed URLs expire: go back to the registry for a fresh one.
-		b.c.logf("blob %s: redirect target stopped working (%v); asking the registry again", b.digest, err)
-		b.mu.Lock()
-		b.resolved = ""
-		b.mu.Unlock()
+	body, err := b.open(ctx, off, n)
+	if err != nil {
+		return nil, err
 	}
-	return b.get(ctx, b.client, nil, b.url, off, n)
+	return &rangeReader{b: b, ctx: ctx, off: off, left: n, body: body}, nil
 }
 
 // ReadAt reads len(p) bytes at off, for callers wanting io.ReaderAt.
@@ -89,24 +89,59 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
 	return io.ReadFull(rc, p)
 }
 
-func (b *Blob) get(ctx context.Context, client *http.Client, rt http.RoundTripper, u string, off, n int64) (io.ReadCloser, error) {
-	if rt != nil {
-		client = &http.Client{Transport: rt}
+// open starts one read of the n bytes at off: at the redirect target when
+// one is known, else at the registry.
+func (b *Blob) open(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	b.mu.Lock()
+	resolved := b.resolved
+	b.mu.Unlock()
+	if resolved != "" {
+		body, err := b.get(ctx, &http.Client{Transport: b.c.base}, resolved, false, off, n)
+		if err == nil {
+			return body, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		// Signed URLs expire: go back to the registry for a fresh one.
+		b.c.logf("blob %s: redirect target stopped working (%v); asking the registry again", b.digest, err)
+		b.mu.Lock()
+		if b.resolved == resolved {
+			b.resolved = ""
+		}
+		b.mu.Unlock()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	return b.get(ctx, b.client, b.url, true, off, n)
+}
+
+// get GETs the n bytes at off from u. viaRegistry says u is the
+// registry's URL, whose redirect target is then remembered.
+func (b *Blob) get(ctx context.Context, client *http.Client, u string, viaRegistry bool, off, n int64) (io.ReadCloser, error) {
+	ranged := !b.noRange.Load()
+	resp, err := b.do(ctx, client, u, ranged, off, n)
 	if err != nil {
 		return nil, err
 	}
-	// Always a closed range: some registries answer 416 to open-ended ones.
-	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("reading blob %s: %w", b.digest, classify(b.repo.RegistryStr(), err))
+	if resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && ranged {
+		drain(resp.Body)
+		// "bytes */SIZE": the range is outside the blob, so the whole blob
+		// will not have it either.
+		if size, ok := unsatisfiedSize(resp.Header.Get("Content-Range")); ok && off+n > size {
+			return nil, fmt.Errorf("reading blob %s: range %d+%d outside blob of %d bytes", b.digest, off, n, size)
+		}
+		b.c.logf("blob %s: registry answered 416 to Range bytes=%d-%d of a %d-byte blob; reading the whole blob instead", b.digest, off, off+n-1, b.size)
+		b.noRange.Store(true)
+		if resp, err = b.do(ctx, client, u, false, off, n); err != nil {
+			return nil, err
+		}
 	}
-	if final := resp.Request.URL; final.Host != req.URL.Host && rt == nil {
-		b.mu.Lock()
-		b.resolved = final.String()
-		b.mu.Unlock()
+	switch resp.StatusCode {
+	case http.StatusPartialContent, http.StatusOK:
+		if final := resp.Request.URL; viaRegistry && final.Host != hostOf(u) {
+			b.mu.Lock()
+			b.resolved = final.String()
+			b.mu.Unlock()
+		}
 	}
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
@@ -116,7 +151,13 @@ func (b *Blob) get(ctx context.Context, client *http.Client, rt http.RoundTrippe
 		}
 		return resp.Body, nil
 	case http.StatusOK:
-		b.c.logf("blob %s: registry ignored Range and sent the whole blob; skipping to byte %d", b.digest, off)
+		if resp.ContentLength >= 0 && off+n > resp.ContentLength {
+			resp.Body.Close()
+			return nil, fmt.Errorf("reading blob %s: range %d+%d outside blob of %d bytes", b.digest, off, n, resp.ContentLength)
+		}
+		if ranged {
+			b.c.logf("blob %s: registry ignored Range and sent the whole blob; skipping to byte %d", b.digest, off)
+		}
 		if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
 			resp.Body.Close()
 			return nil, fmt.Errorf("reading blob %s: skipping to byte %d: %w", b.digest, off, err)
@@ -129,6 +170,116 @@ func (b *Blob) get(ctx context.Context, client *http.Client, rt http.RoundTrippe
 	defer drain(resp.Body)
 	err = transport.CheckError(resp, http.StatusOK, http.StatusPartialContent)
 	return nil, fmt.Errorf("reading blob %s: %w", b.digest, classify(b.repo.RegistryStr(), err))
+}
+
+// hostOf returns the host[:port] of URL u.
+func hostOf(u string) string {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return pu.Host
+}
+
+func (b *Blob) do(ctx context.Context, client *http.Client, u string, ranged bool, off, n int64) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if ranged {
+		// Always a closed range: some registries answer 416 to open-ended
+		// ones.
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reading blob %s: %w", b.digest, classify(b.repo.RegistryStr(), err))
+	}
+	return resp, nil
+}
+
+// rangeReader delivers exactly the bytes asked for, resuming a body cut
+// short with a request for the rest.
+type rangeReader struct {
+	b         *Blob
+	ctx       context.Context
+	off, left int64 // the next byte wanted, and how many are still due
+	body      io.ReadCloser
+	resumes   int
+	err       error // sticky
+}
+
+func (r *rangeReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	for {
+		k, err := r.body.Read(p)
+		r.off += int64(k)
+		r.left -= int64(k)
+		if r.left == 0 || err == nil {
+			return k, nil
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // fewer bytes than asked for
+		}
+		if r.ctx.Err() != nil || !retryableError(err) || r.resumes+1 >= r.b.c.opts.retry.Tries {
+			r.err = fmt.Errorf("reading blob %s at byte %d: %w", r.b.digest, r.off, err)
+			if r.resumes > 0 {
+				r.err = fmt.Errorf("%w (after resuming %d times)", r.err, r.resumes)
+			}
+			return k, r.err
+		}
+		r.body.Close()
+		r.body = http.NoBody
+		r.resumes++
+		// The first resume is at once (a connection dropped); later ones
+		// back off like retried requests.
+		var wait time.Duration
+		if r.resumes > 1 {
+			wait = r.b.c.opts.retry.backoff(r.resumes - 1)
+		}
+		r.b.c.logf("blob %s: reading stopped at byte %d (%v); asking for the remaining %d bytes in %s (resume %d of %d)",
+			r.b.digest, r.off, err, r.left, wait.Round(time.Millisecond), r.resumes, r.b.c.opts.retry.Tries-1)
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-r.ctx.Done():
+				t.Stop()
+				r.err = fmt.Errorf("reading blob %s at byte %d: %w", r.b.digest, r.off, r.ctx.Err())
+				return k, r.err
+			}
+		}
+		body, oerr := r.b.open(r.ctx, r.off, r.left)
+		if oerr != nil {
+			r.err = fmt.Errorf("resuming after %v: %w", err, oerr)
+			return k, r.err
+		}
+		r.body = body
+		if k > 0 {
+			return k, nil
+		}
+	}
+}
+
+func (r *rangeReader) Close() error { return r.body.Close() }
+
+// unsatisfiedSize returns SIZE from the Content-Range "bytes */SIZE" of a
+// 416.
+func unsatisfiedSize(cr string) (int64, bool) {
+	rest, ok := strings.CutPrefix(cr, "bytes */")
+	if !ok {
+		return 0, false
+	}
+	size, err := strconv.ParseInt(rest, 10, 64)
+	return size, err == nil && size >= 0
 }
 
 // checkContentRange makes sure a 206 carries the bytes asked for.

@@ -3,11 +3,13 @@ package registry
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -31,9 +33,12 @@ type options struct {
 	keychain       authn.Keychain
 	plainHTTP      bool
 	insecure       bool
+	rootCAs        *x509.CertPool
 	transport      http.RoundTripper
 	userAgent      string
 	logf           func(format string, args ...any)
+	retry          RetryPolicy
+	idle           time.Duration
 }
 
 // WithCredential authenticates with HTTP Basic credentials (used directly
@@ -50,8 +55,8 @@ func WithCredential(user, password string) Option {
 }
 
 // WithKeychain resolves credentials from k when no WithCredential is
-// given. The default is authn.DefaultKeychain: the docker config.json
-// (DOCKER_CONFIG or ~/.docker), containers auth.json and credential helpers.
+// given. The default is DefaultKeychain: docker's config.json with its
+// credential helpers, then containers auth.json.
 func WithKeychain(k authn.Keychain) Option {
 	return func(o *options) error { o.keychain = k; return nil }
 }
@@ -69,9 +74,56 @@ func WithInsecure(on bool) Option {
 	return func(o *options) error { o.insecure = on; return nil }
 }
 
-// WithTransport sets the base transport below authentication (for tests,
-// proxies and link shaping). The default is a clone of
-// http.DefaultTransport with DefaultMaxConnsPerHost idle connections.
+// WithCAFile trusts the PEM certificates in path, on top of the system's
+// roots, for registries and blob storage with a private CA.
+func WithCAFile(path string) Option {
+	return func(o *options) error {
+		pem, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading CA file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("reading CA file %s: no PEM certificates in it", path)
+		}
+		o.rootCAs = pool
+		return nil
+	}
+}
+
+// WithRetry sets how idempotent requests are retried; the default is
+// DefaultRetryPolicy().
+func WithRetry(p RetryPolicy) Option {
+	return func(o *options) error {
+		if err := p.check(); err != nil {
+			return err
+		}
+		o.retry = p
+		return nil
+	}
+}
+
+// WithIdleTimeout sets how long a request may wait for its response
+// headers, and then for each read of its body, before it fails with
+// ErrStalled (and is retried). The default is DefaultIdleTimeout; zero
+// turns the watch off.
+func WithIdleTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("negative idle timeout %v", d)
+		}
+		o.idle = d
+		return nil
+	}
+}
+
+// WithTransport sets the base transport below authentication and retries
+// (for tests, proxies and link shaping); WithInsecure and WithCAFile do not
+// apply to it. The default is a clone of http.DefaultTransport with
+// DefaultMaxConnsPerHost idle connections.
 func WithTransport(t http.RoundTripper) Option {
 	return func(o *options) error { o.transport = t; return nil }
 }
@@ -82,8 +134,9 @@ func WithUserAgent(ua string) Option {
 }
 
 // WithLogf receives one line per HTTP request (method, URL without query,
-// status, duration) for --verbose. Credentials and signed URL query
-// parameters are never logged.
+// status, duration), and one per retry, fallback and credential source,
+// for --verbose. Credentials and signed URL query parameters are never
+// logged.
 func WithLogf(logf func(format string, args ...any)) Option {
 	return func(o *options) error { o.logf = logf; return nil }
 }
@@ -106,8 +159,10 @@ type repoConn struct {
 // New returns a Client configured by opts.
 func New(opts ...Option) (*Client, error) {
 	c := &Client{repos: map[string]*repoConn{}}
-	c.opts.keychain = authn.DefaultKeychain
+	c.opts.keychain = DefaultKeychain
 	c.opts.userAgent = "stargz-get"
+	c.opts.retry = DefaultRetryPolicy()
+	c.opts.idle = DefaultIdleTimeout
 	for _, opt := range opts {
 		if err := opt(&c.opts); err != nil {
 			return nil, err
@@ -119,14 +174,20 @@ func New(opts ...Option) (*Client, error) {
 		t.MaxIdleConnsPerHost = DefaultMaxConnsPerHost
 		t.MaxIdleConns = 4 * DefaultMaxConnsPerHost
 		t.DialContext = (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-		if c.opts.insecure {
-			t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // asked for with --insecure
+		if c.opts.insecure || c.opts.rootCAs != nil {
+			t.TLSClientConfig = &tls.Config{
+				InsecureSkipVerify: c.opts.insecure, //nolint:gosec // asked for with --insecure
+				RootCAs:            c.opts.rootCAs,
+			}
 		}
 		base = t
 	}
 	if c.opts.logf != nil {
 		base = &logTransport{inner: base, logf: c.opts.logf}
 	}
+	// Retries below authentication: a retried request keeps its token, and
+	// an expired token (401) is the bearer transport's to renew.
+	base = &retryTransport{inner: base, policy: c.opts.retry, idle: c.opts.idle, logf: c.opts.logf}
 	c.base = transport.NewUserAgent(base, c.opts.userAgent)
 	return c, nil
 }
@@ -139,11 +200,20 @@ func (c *Client) ParseReference(s string) (name.Reference, error) {
 // authenticator returns the credentials for repo's registry.
 func (c *Client) authenticator(ctx context.Context, repo name.Repository) (authn.Authenticator, error) {
 	if c.opts.hasCredential {
+		c.logf("%s: using the credentials given", repo.RegistryStr())
 		return authn.FromConfig(authn.AuthConfig{Username: c.opts.user, Password: c.opts.password}), nil
 	}
 	a, err := authn.Resolve(ctx, c.opts.keychain, repo)
 	if err != nil {
 		return nil, fmt.Errorf("reading credentials for %s: %w", repo.RegistryStr(), err)
+	}
+	switch s, ok := a.(*sourcedAuth); {
+	case ok:
+		c.logf("%s: using credentials from %s", repo.RegistryStr(), s.source)
+	case a == authn.Anonymous:
+		c.logf("%s: no credentials found; asking anonymously", repo.RegistryStr())
+	default:
+		c.logf("%s: using credentials from the keychain", repo.RegistryStr())
 	}
 	return a, nil
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +22,13 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrUnreachable means no connection to the registry could be made.
 	ErrUnreachable = errors.New("registry unreachable")
+	// ErrUnavailable means a request failed every try (see RetryPolicy):
+	// the registry kept answering 5xx or 429, or its connections kept
+	// breaking or stalling.
+	ErrUnavailable = errors.New("registry unavailable")
+	// ErrTLS means the registry's TLS certificate could not be verified
+	// (see WithCAFile and WithInsecure).
+	ErrTLS = errors.New("TLS certificate not trusted")
 )
 
 // classify wraps err with the sentinel that describes it, keeping the
@@ -31,6 +39,16 @@ func classify(host string, err error) error {
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return unwrapURL(err) // the URL may be a signed blob-storage URL
+	}
+	var tries *triesError
+	if errors.As(err, &tries) {
+		return fmt.Errorf("%w: %s: %w", ErrUnavailable, host, tries)
+	}
+	// Before transport.Error: for a loopback registry go-containerregistry
+	// also tries plain HTTP, whose 400 would hide the certificate problem.
+	var cverr *tls.CertificateVerificationError
+	if errors.As(err, &cverr) {
+		return fmt.Errorf("%w for registry %s: %v", ErrTLS, host, cverr.Err)
 	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {

@@ -88,10 +88,57 @@ func (e *env) close() {
 	}
 }
 
+// tokenEnvironment is the fixtures on a registry with token auth (as
+// Docker Hub, GHCR and Quay have), served over plain HTTP and over TLS. The
+// multi-platform index is public: anyone may pull it without credentials.
+type tokenEnvironment struct {
+	fx  *testenv.Fixtures
+	reg *testenv.TokenRegistry
+}
+
+var (
+	tokenOnce sync.Once
+	tokenVal  *tokenEnvironment
+	tokenErr  error
+)
+
+func tokenEnv(t *testing.T) *tokenEnvironment {
+	t.Helper()
+	e := testEnv(t) // for the fixtures
+	tokenOnce.Do(func() {
+		reg, err := testenv.StartTokenRegistry(testenv.TokenOptions{
+			Users:  map[string]string{testUser: testPassword},
+			Public: []string{e.fx.Index.Name},
+			TLS:    true,
+		})
+		if err != nil {
+			tokenErr = err
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), pushTimeout)
+		defer cancel()
+		if _, err := e.fx.Push(ctx, reg.Host, testUser, testPassword); err != nil {
+			reg.Close()
+			tokenErr = fmt.Errorf("pushing fixtures to the token registry: %w", err)
+			return
+		}
+		tokenVal = &tokenEnvironment{fx: e.fx, reg: reg}
+	})
+	if tokenErr != nil {
+		t.Fatal(tokenErr)
+	}
+	return tokenVal
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if envVal != nil {
 		envVal.close()
+	}
+	if tokenVal != nil {
+		if err := tokenVal.reg.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
 	}
 	os.Exit(code)
 }
