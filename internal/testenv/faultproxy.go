@@ -47,6 +47,10 @@ type Fault struct {
 	IgnoreRange bool
 	// ContentRange rewrites the Content-Range header of a 206 response.
 	ContentRange func(string) string
+	// Flip XORs the response body byte at this offset with 0xff, as a
+	// corrupting middlebox or a bad disk would; zero means no flip (the first byte cannot be flipped).
+	// Use with a Match that selects ranged blob GETs.
+	Flip int64
 	// Redirect answers a blob GET the registry authorizes with a 307 to
 	// the proxy's BlobStorage (a signed URL), as registries backed by S3,
 	// GCS or a CDN do. The registry's own answer to an unauthorized GET
@@ -291,7 +295,26 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 		p.note(i, strings.Join(append(applied, fmt.Sprintf("rate %d B/s", f.Rate)), ", "), resp.StatusCode)
 		body = &slowReader{r: body, rate: f.Rate, ctx: r.Context()}
 	}
+	if f.Flip > 0 {
+		p.note(i, strings.Join(append(applied, fmt.Sprintf("flip byte %d", f.Flip)), ", "), resp.StatusCode)
+		body = &flipReader{r: body, at: f.Flip}
+	}
 	_, _ = io.Copy(w, body)
+}
+
+// flipReader inverts the byte at offset at.
+type flipReader struct {
+	r     io.Reader
+	at, n int64
+}
+
+func (f *flipReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if i := f.at - f.n; i >= 0 && i < int64(n) {
+		p[i] ^= 0xff
+	}
+	f.n += int64(n)
+	return n, err
 }
 
 // slowReader reads at most rate bytes per second, in slices of a tick.
