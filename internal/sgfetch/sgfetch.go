@@ -187,12 +187,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		opts.Progress = bar.update
 	}
 	start := time.Now()
-	var stats struct {
-		files, requests int
-		bytes           int64
-	}
-	var statsMu sync.Mutex
-	fetch.Run(ctx, root, wants, opts, func(o *fetch.Outcome) {
+	var entries int
+	var compressed int64
+	fetch.Run(ctx, root, wants, opts, func(o *fetch.Outcome) { // calls are serialized
 		it := o.Want.Tag.(*item)
 		r := it.result(out, o.Status, o.Err)
 		r.Path = filepath.Join(out, filepath.FromSlash(o.Path))
@@ -200,14 +197,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			r.Size, r.Digest, r.Verified = o.Size, o.Digest, o.Verified
 		}
 		r.CompressedBytes, r.Requests, r.DurationMs = o.CompressedBytes, o.Requests, o.Duration.Milliseconds()
-		statsMu.Lock()
-		stats.files++
-		stats.bytes += o.CompressedBytes
-		statsMu.Unlock()
+		entries++
+		compressed += o.CompressedBytes
 		em.put(r)
 	})
 	bar.finish()
-	log.Logf("%d entries in %s", stats.files, time.Since(start).Round(time.Millisecond))
+	log.Logf("%d entries, %d compressed bytes of chunks, in %s", entries, compressed, time.Since(start).Round(time.Millisecond))
 	if em.err != nil {
 		return em.err
 	}
