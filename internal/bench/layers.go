@@ -16,6 +16,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,7 +101,8 @@ type Layer struct {
 	Files            []File  `json:"files"`
 
 	blobPath string
-	toc      *toc.TOC // read by readTOCs
+	toc      *toc.TOC      // read by readTOC
+	tocTime  time.Duration // what toc.Read took on the local blob (CPU only)
 }
 
 // Regular returns the layer's regular files.
@@ -433,11 +435,12 @@ func (l *Layer) readTOC(ctx context.Context) (*toc.TOC, error) {
 		return nil, err
 	}
 	defer f.Close()
+	start := time.Now()
 	t, err := toc.Read(ctx, fileRange{f, l.Size}, toc.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("reading TOC of layer %s: %w", l.Name, err)
 	}
-	l.toc = t
+	l.toc, l.tocTime = t, time.Since(start)
 	return t, nil
 }
 
@@ -465,6 +468,42 @@ func (l *Layer) needed(ctx context.Context, names []string) (int64, int, error) 
 		total += n
 	}
 	return total, len(members), nil
+}
+
+// mergeCost is what gap merging alone would cost to carry the gzip
+// members of names in at most maxReqs range requests: the unwanted bytes
+// between members that would have to be downloaded (the smallest gaps are
+// merged first).
+func (l *Layer) mergeCost(ctx context.Context, names []string, maxReqs int) (int64, error) {
+	t, err := l.readTOC(ctx)
+	if err != nil {
+		return 0, err
+	}
+	ends := map[int64]int64{}
+	for _, n := range names {
+		e, ok := t.Lookup(n)
+		if !ok {
+			return 0, fmt.Errorf("%s is not in the TOC of layer %s", n, l.Name)
+		}
+		for _, c := range e.Chunks {
+			ends[c.Offset] = c.End
+		}
+	}
+	starts := make([]int64, 0, len(ends))
+	for o := range ends {
+		starts = append(starts, o)
+	}
+	slices.Sort(starts)
+	var gaps []int64
+	for i := 1; i < len(starts); i++ {
+		gaps = append(gaps, max(0, starts[i]-ends[starts[i-1]]))
+	}
+	slices.Sort(gaps)
+	var extra int64
+	for i := 0; i < len(starts)-maxReqs && i < len(gaps); i++ {
+		extra += gaps[i]
+	}
+	return extra, nil
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

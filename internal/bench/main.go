@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -31,14 +32,23 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if len(os.Args) > 1 && os.Args[1] == "baseline" {
-		if err = baseline(ctx, os.Args[2:]); err != nil {
-			fmt.Fprintf(os.Stderr, "bench baseline: error: %v\n", err)
-			os.Exit(1)
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "baseline":
+			if err = baseline(ctx, os.Args[2:]); err != nil {
+				fmt.Fprintf(os.Stderr, "bench baseline: error: %v\n", err)
+				os.Exit(1)
+			}
+			return
+		case "measure":
+			code, err := measure(os.Args[2:])
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench measure: error: %v\n", err)
+			}
+			os.Exit(code)
 		}
-		return
 	}
-	if err = run(ctx, os.Args[1:]); err != nil {
+	if err = run(ctx, os.Args[1:]); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintf(os.Stderr, "bench: error: %v\n", err)
 		os.Exit(1)
 	}
@@ -56,6 +66,9 @@ type config struct {
 	outBase   string
 	cacheDir  string
 	verbose   bool
+	serve     bool
+	maxNoise  float64
+	retries   int
 }
 
 const usage = `Usage: go run ./internal/bench [options]
@@ -66,7 +79,8 @@ of the distribution registry, and prints a table and the issue's targets.
 
 Workloads: W1 (one large file of the big layer), W2 (100 scattered small
 files of the many-files layer), W3 (the whole big layer), W3-small (the
-whole small layer).
+whole small layer); W3-many (the whole many-files layer) when named in
+-only.
 
 Options:
 `
@@ -81,11 +95,14 @@ func parseFlags(args []string) (*config, error) {
 	rtt := fs.String("rtt", "0ms,20ms", "comma-separated round-trip times added per request")
 	bw := fs.String("bw", "25MB", "bandwidth cap per connection, per second (25MB, 100MiB; 0 for none)")
 	runs := fs.Int("runs", 3, "runs per workload, RTT and mode; the table shows medians")
-	only := fs.String("only", "", "comma-separated workloads to run (W1,W2,W3,W3-small); default all")
+	only := fs.String("only", "", "comma-separated workloads to run (W1,W2,W3,W3-small; W3-many only when named); default all but W3-many")
 	extra := fs.String("extra-j", "", "comma-separated extra sg-fetch -j values to measure besides the default and 1")
-	out := fs.String("out", os.TempDir(), "directory under which each run's output directory is created")
+	out := fs.String("out", defaultOut(), "directory under which each run's output directory is created; /dev/shm (tmpfs) when writable, so that the disk is not what is measured")
 	cache := fs.String("cache", filepath.Join(os.TempDir(), "stargz-get-bench"), "layer cache directory")
 	verbose := fs.Bool("v", false, "print every run")
+	maxNoise := fs.Float64("max-noise", 0.25, "repeat a run when other processes kept more than this many cores busy on average during it")
+	retries := fs.Int("retries", 4, "how often a noisy run is repeated before its least noisy try is kept (and marked !)")
+	serve := fs.Bool("serve", false, "set up (layers, registry, proxy, entry files), print how to reach them, and wait for Ctrl-C instead of running")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -94,7 +111,7 @@ func parseFlags(args []string) (*config, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	c := &config{quick: *quick, runs: *runs, outBase: *out, cacheDir: *cache, verbose: *verbose, bwText: *bw}
+	c := &config{quick: *quick, runs: *runs, outBase: *out, cacheDir: *cache, verbose: *verbose, bwText: *bw, serve: *serve, maxNoise: *maxNoise, retries: *retries}
 	if c.quick {
 		if !set["rtt"] {
 			*rtt = "0ms"
@@ -122,7 +139,7 @@ func parseFlags(args []string) (*config, error) {
 		for _, w := range strings.Split(*only, ",") {
 			w = strings.TrimSpace(w)
 			if !knownWorkload(w) {
-				return nil, fmt.Errorf("-only: unknown workload %q (want W1, W2, W3, W3-small)", w)
+				return nil, fmt.Errorf("-only: unknown workload %q (want W1, W2, W3, W3-small, W3-many)", w)
 			}
 			c.only[w] = true
 		}
@@ -137,4 +154,15 @@ func parseFlags(args []string) (*config, error) {
 		}
 	}
 	return c, nil
+}
+
+// defaultOut is /dev/shm when it is a writable directory (a tmpfs on
+// Linux), else the temp dir.
+func defaultOut() string {
+	const shm = "/dev/shm"
+	if d, err := os.MkdirTemp(shm, "stargz-get-bench-probe-"); err == nil {
+		os.Remove(d)
+		return shm
+	}
+	return os.TempDir()
 }

@@ -36,11 +36,15 @@ type shaper struct {
 
 	reqs, bytes         atomic.Int64 // all requests and response body bytes
 	blobReqs, blobBytes atomic.Int64 // GET .../blobs/... only
+	blobServer          atomic.Int64 // summed registry time to response headers of blob GETs, ns
 }
 
 // counts is a snapshot of the shaper's counters.
 type counts struct {
 	Reqs, Bytes, BlobReqs, BlobBytes int64
+	// BlobServer is the registry's summed time to response headers of
+	// the blob GETs (no added RTT in it): the server's share of latency.
+	BlobServer time.Duration
 }
 
 // startShaper starts the proxy in front of the plain-HTTP registry at
@@ -53,13 +57,13 @@ func startShaper(upstream string) (*shaper, error) {
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host // URLs the registry builds name the proxy
 		},
-		Transport: &http.Transport{
+		Transport: &timedTransport{s: s, inner: &http.Transport{
 			Proxy:               nil,
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 			MaxIdleConns:        256,
 			MaxIdleConnsPerHost: 128,
 			DisableCompression:  true,
-		},
+		}},
 		FlushInterval: -1, // flush every write: the pacing decides when bytes leave
 		ModifyResponse: func(resp *http.Response) error {
 			resp.Body = &pacedBody{rc: resp.Body, s: s, bw: s.bw.Load(), blob: isBlobGet(resp.Request)}
@@ -104,10 +108,28 @@ func (s *shaper) set(rtt time.Duration, bw int64) {
 	s.bytes.Store(0)
 	s.blobReqs.Store(0)
 	s.blobBytes.Store(0)
+	s.blobServer.Store(0)
 }
 
 func (s *shaper) counts() counts {
-	return counts{Reqs: s.reqs.Load(), Bytes: s.bytes.Load(), BlobReqs: s.blobReqs.Load(), BlobBytes: s.blobBytes.Load()}
+	return counts{Reqs: s.reqs.Load(), Bytes: s.bytes.Load(), BlobReqs: s.blobReqs.Load(), BlobBytes: s.blobBytes.Load(),
+		BlobServer: time.Duration(s.blobServer.Load())}
+}
+
+// timedTransport sums the registry's time to response headers of blob
+// GETs.
+type timedTransport struct {
+	s     *shaper
+	inner http.RoundTripper
+}
+
+func (t *timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.inner.RoundTrip(r)
+	if isBlobGet(r) {
+		t.s.blobServer.Add(int64(time.Since(start)))
+	}
+	return resp, err
 }
 
 func isBlobGet(r *http.Request) bool {
