@@ -20,8 +20,12 @@ import (
 
 // Defaults for Options (Jobs is sg-fetch's -j).
 const (
-	// DefaultJobs is the number of parallel range downloaders.
-	DefaultJobs = 8
+	// DefaultJobs is the number of parallel range downloaders. Measured
+	// with the benchmark (25 MB/s per connection, 20 ms RTT): 100
+	// scattered files take 0.91 s at 4, 0.60 s at 8, 0.53 s at 16;
+	// whole-layer and big-file fetches are flat from 8 to 32, and 32 costs
+	// more memory.
+	DefaultJobs = 16
 	// DefaultMaxGap is the largest run of unwanted compressed bytes
 	// downloaded (and discarded) to join two members into one request;
 	// at 25 MB/s it costs well under one 20 ms round trip.
@@ -123,8 +127,13 @@ type target struct {
 	requests   map[*request]struct{}
 	compressed int64
 
+	// r and rel are where the file is handled: a root for its directory
+	// and its name relative to that (set by prepare).
+	r   *os.Root
+	rel string
+
 	mu      sync.Mutex
-	tmpName string
+	tmpName string // relative to r
 	file    *os.File
 	err     error
 	started time.Time
@@ -143,7 +152,8 @@ type engine struct {
 	bytesTotal int64
 	filesDone  atomic.Int64
 	filesTotal int
-	cleaned    sync.Map // directories cleared of stale temp files
+	dirMu      sync.Mutex
+	dirs       map[string]*dirHandle // by directory, see dir
 	progMu     sync.Mutex
 	lastProg   time.Time
 }
@@ -165,7 +175,8 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 	if opts.Tries <= 0 {
 		opts.Tries = DefaultTries
 	}
-	e := &engine{root: root, opts: opts, emit: emit}
+	e := &engine{root: root, opts: opts, emit: emit, dirs: map[string]*dirHandle{}}
+	defer e.closeDirs()
 
 	// Last want per path wins.
 	lastFor := map[string]int{}
@@ -287,6 +298,11 @@ func (e *engine) finish(o *Outcome) {
 func (e *engine) runTargets(ctx context.Context, all []*target) {
 	var targets []*target
 	for _, t := range all {
+		if err := e.prepare(t); err != nil {
+			t.fail(err)
+			e.complete(t)
+			continue
+		}
 		if !e.opts.Refetch {
 			if o := e.alreadyThere(t); o != nil {
 				e.finish(o)
@@ -338,10 +354,6 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 	// Files without contents are finished now; the others as their last
 	// chunk verifies.
 	for _, t := range targets {
-		if err := e.prepare(t); err != nil {
-			t.fail(err)
-			continue
-		}
 		if t.pending == 0 {
 			e.complete(t)
 		}
@@ -352,9 +364,6 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 	}
 	byLayer := map[*Layer][]*target{}
 	for _, t := range full {
-		if err := e.prepare(t); err != nil {
-			t.fail(err)
-		}
 		byLayer[t.layer] = append(byLayer[t.layer], t)
 	}
 	for l, ts := range byLayer {
@@ -362,9 +371,7 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 	}
 	p.Wait()
 	for _, t := range copies {
-		if err := e.prepare(t); err != nil {
-			t.fail(err)
-		} else if err := ctx.Err(); err != nil {
+		if err := ctx.Err(); err != nil {
 			t.fail(err)
 		} else {
 			e.copyLocal(t)
@@ -375,7 +382,7 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 
 // open opens the target's temp file on first use. It returns nil, nil when
 // the target has already failed.
-func (t *target) open(root *os.Root) (*os.File, error) {
+func (t *target) open() (*os.File, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.err != nil || t.done {
@@ -385,8 +392,8 @@ func (t *target) open(root *os.Root) (*os.File, error) {
 		return t.file, nil
 	}
 	t.started = time.Now()
-	t.tmpName = tempName(t.name)
-	f, err := root.OpenFile(t.tmpName, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	t.tmpName = tempName(t.rel)
+	f, err := t.r.OpenFile(t.tmpName, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("creating temp file: %w", err)
 	}

@@ -58,7 +58,7 @@ func (e *engine) extractFull(ctx context.Context, l *Layer, targets []*target) {
 			ws := []io.Writer{hash}
 			var files []*os.File
 			for _, t := range ts {
-				f, err := t.open(e.root)
+				f, err := t.open()
 				if err != nil {
 					t.fail(err)
 				} else if f != nil {
@@ -106,13 +106,13 @@ func (e *engine) copyLocal(t *target) {
 		t.fail(fmt.Errorf("its contents were to come from %s, which failed", src.name))
 		return
 	}
-	in, err := e.root.Open(src.name)
+	in, err := src.r.Open(src.rel)
 	if err != nil {
 		t.fail(fmt.Errorf("copying from %s: %w", src.name, err))
 		return
 	}
 	defer in.Close()
-	f, err := t.open(e.root)
+	f, err := t.open()
 	if err != nil || f == nil {
 		t.fail(fmt.Errorf("creating temp file: %w", err))
 		return
@@ -127,26 +127,83 @@ func (e *engine) copyLocal(t *target) {
 	t.mu.Unlock()
 }
 
-// prepare creates the target's parent directories and clears temp files
-// a killed earlier run left there.
+// maxDirHandles bounds the directories kept open (one file descriptor
+// each); files in further directories go through the output root.
+const maxDirHandles = 256
+
+// prepare gets the target's directory ready and says through which root
+// and relative name its files are handled.
 func (e *engine) prepare(t *target) error {
-	dir := path.Dir(t.name)
-	if dir != "." {
-		if err := e.root.MkdirAll(dir, 0o755); err != nil {
-			return fmt.Errorf("creating directory %s: %w", dir, err)
+	r, rel, err := e.dir(t.name)
+	if err != nil {
+		return err
+	}
+	t.r, t.rel = r, rel
+	return nil
+}
+
+// dir makes sure the parent directory of name exists (once per
+// directory), clears temp files a killed earlier run left there, and
+// returns a root for name's directory with name relative to it. An
+// os.Root opened on the directory itself saves resolving every component
+// of deep paths for each of a file's operations.
+func (e *engine) dir(name string) (*os.Root, string, error) {
+	dir := path.Dir(name)
+	e.dirMu.Lock()
+	defer e.dirMu.Unlock()
+	h, ok := e.dirs[dir]
+	if !ok {
+		h = &dirHandle{}
+		e.dirs[dir] = h
+		if dir != "." {
+			if err := e.root.MkdirAll(dir, 0o755); err != nil {
+				h.err = fmt.Errorf("creating directory %s: %w", dir, err)
+			}
+		}
+		if h.err == nil && dir != "." && len(e.dirs) <= maxDirHandles {
+			h.root, _ = e.root.OpenRoot(dir) // on failure, the output root serves
+		}
+		if h.err == nil {
+			e.removeStaleTemps(dir, h.root)
 		}
 	}
-	if _, seen := e.cleaned.LoadOrStore(dir, true); !seen {
-		e.removeStaleTemps(dir)
+	switch {
+	case h.err != nil:
+		return nil, "", h.err
+	case h.root != nil:
+		return h.root, path.Base(name), nil
 	}
-	return nil
+	return e.root, name, nil
+}
+
+type dirHandle struct {
+	root *os.Root
+	err  error
+}
+
+// closeDirs closes the directory handles.
+func (e *engine) closeDirs() {
+	e.dirMu.Lock()
+	defer e.dirMu.Unlock()
+	for _, h := range e.dirs {
+		if h.root != nil {
+			h.root.Close()
+		}
+	}
 }
 
 // removeStaleTemps removes temp files of ours in dir (left by a run that
 // was killed before it could clean up). Two sg-fetch runs must not write
 // into the same directory at once.
-func (e *engine) removeStaleTemps(dir string) {
-	f, err := e.root.Open(dir)
+func (e *engine) removeStaleTemps(dir string, sub *os.Root) {
+	r, prefix := e.root, dir+"/"
+	if sub != nil {
+		r, prefix = sub, ""
+	}
+	f, err := r.Open(".")
+	if sub == nil {
+		f, err = e.root.Open(dir)
+	}
 	if err != nil {
 		return
 	}
@@ -155,7 +212,7 @@ func (e *engine) removeStaleTemps(dir string) {
 	for _, n := range names {
 		if tempPattern.MatchString(n) {
 			e.logf("removing %s left by an interrupted run", path.Join(dir, n))
-			_ = e.root.Remove(path.Join(dir, n))
+			_ = r.Remove(prefix + n)
 		}
 	}
 }
@@ -168,11 +225,11 @@ func (e *engine) alreadyThere(t *target) *Outcome {
 	if t.source.Digest == "" {
 		return nil
 	}
-	fi, err := e.root.Lstat(t.name)
+	fi, err := t.r.Lstat(t.rel)
 	if err != nil || !fi.Mode().IsRegular() || fi.Size() != t.source.Size {
 		return nil
 	}
-	f, err := e.root.Open(t.name)
+	f, err := t.r.Open(t.rel)
 	if err != nil {
 		return nil
 	}
@@ -211,7 +268,7 @@ func (e *engine) complete(t *target) {
 			t.file.Close()
 		}
 		if t.tmpName != "" {
-			_ = e.root.Remove(t.tmpName)
+			_ = t.r.Remove(t.tmpName)
 		}
 		o.Status, o.Err = wire.StatusFailed, err
 	} else {
@@ -226,8 +283,8 @@ func (e *engine) complete(t *target) {
 func (e *engine) commit(t *target) (dgst, verified string, err error) {
 	if t.file == nil { // empty file
 		t.started = time.Now()
-		t.tmpName = tempName(t.name)
-		if t.file, err = e.root.OpenFile(t.tmpName, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+		t.tmpName = tempName(t.rel)
+		if t.file, err = t.r.OpenFile(t.tmpName, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
 			return "", "", fmt.Errorf("creating temp file: %w", err)
 		}
 	}
@@ -255,22 +312,24 @@ func (e *engine) commit(t *target) (dgst, verified string, err error) {
 	default:
 		verified = "toc-unpinned"
 	}
+	// Mode and owner through the open file; no path to resolve.
+	if err := t.file.Chmod(e.fileMode(t.source.Mode)); err != nil {
+		return "", "", err
+	}
+	if e.opts.SameOwner && os.Geteuid() == 0 {
+		if err := t.file.Chown(t.source.UID, t.source.GID); err != nil {
+			return "", "", fmt.Errorf("setting owner: %w", err)
+		}
+	}
 	if err := t.file.Close(); err != nil {
 		return "", "", fmt.Errorf("writing %s: %w", t.name, err)
 	}
-	ent := t.want.Entry
-	if err := e.root.Chmod(t.tmpName, e.fileMode(t.source.Mode)); err != nil {
-		return "", "", err
-	}
-	if err := e.chown(t.tmpName, t.source.UID, t.source.GID); err != nil {
-		return "", "", err
-	}
-	if mt := ent.ModTime(); !mt.IsZero() {
-		if err := e.root.Chtimes(t.tmpName, mt, mt); err != nil {
+	if mt := t.want.Entry.ModTime(); !mt.IsZero() {
+		if err := t.r.Chtimes(t.tmpName, mt, mt); err != nil {
 			return "", "", err
 		}
 	}
-	if err := e.root.Rename(t.tmpName, t.name); err != nil {
+	if err := t.r.Rename(t.tmpName, t.rel); err != nil {
 		return "", "", fmt.Errorf("renaming into place: %w", err)
 	}
 	return dgst, verified, nil

@@ -65,28 +65,38 @@ func (e *engine) stream(ctx context.Context, r *request, next *int, buf []byte, 
 		return err
 	}
 	defer body.Close()
-	br := bufio.NewReaderSize(&countingReader{r: body, e: e}, 64<<10)
-	pos := start
+	cr := &countingReader{r: body, e: e}
+	br := bufio.NewReaderSize(cr, 64<<10)
+	// pos is the blob offset of the next byte br hands out.
+	pos := func() int64 { return start + cr.n - int64(br.Buffered()) }
 	for ; *next < len(r.members); *next++ {
 		m := r.members[*next]
-		if _, err := br.Discard(int(m.offset - pos)); err != nil {
+		if _, err := br.Discard(int(m.offset - pos())); err != nil {
 			return fmt.Errorf("skipping to member at %d: %w", m.offset, err)
 		}
-		lim := &limitedByteReader{r: br, n: m.end - m.offset}
-		if err := e.member(m, lim, buf, zr); err != nil {
+		// The gzip reader reads the bufio.Reader itself (its fast path)
+		// and stops at the member's end; where that is, is checked after.
+		if err := e.member(m, br, buf, zr); err != nil {
 			return err
 		}
-		if _, err := io.CopyBuffer(io.Discard, lim, buf); err != nil {
-			return fmt.Errorf("reading member at %d: %w", m.offset, err)
+		if _, err := io.CopyBuffer(io.Discard, zr, buf); err != nil {
+			return fmt.Errorf("member at %d: decompressing: %w", m.offset, err)
 		}
-		pos = m.end
+		switch p := pos(); {
+		case p > m.end:
+			return fmt.Errorf("member at %d ends at %d, past the %d the TOC gives", m.offset, p, m.end)
+		case p < m.end:
+			if _, err := br.Discard(int(m.end - p)); err != nil {
+				return fmt.Errorf("reading member at %d: %w", m.offset, err)
+			}
+		}
 	}
 	return nil
 }
 
 // member decodes one gzip member and writes its wanted segments.
-func (e *engine) member(m *member, lim *limitedByteReader, buf []byte, zr *gzip.Reader) error {
-	if err := zr.Reset(lim); err != nil {
+func (e *engine) member(m *member, br *bufio.Reader, buf []byte, zr *gzip.Reader) error {
+	if err := zr.Reset(br); err != nil {
 		return fmt.Errorf("member at %d: %w", m.offset, err)
 	}
 	zr.Multistream(false)
@@ -101,7 +111,7 @@ func (e *engine) member(m *member, lim *limitedByteReader, buf []byte, zr *gzip.
 		h := sha256.New()
 		ws := []io.Writer{h}
 		for _, t := range s.targets {
-			f, err := t.open(e.root)
+			f, err := t.open()
 			if err != nil {
 				t.fail(err)
 				continue
@@ -148,50 +158,18 @@ func (e *engine) member(m *member, lim *limitedByteReader, buf []byte, zr *gzip.
 	return nil
 }
 
+// countingReader counts the bytes of a response body, for progress and
+// to know the blob offset under a bufio.Reader.
 type countingReader struct {
 	r io.Reader
 	e *engine
+	n int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
+	c.n += int64(n)
 	c.e.bytesDone.Add(int64(n))
 	c.e.progress(false)
 	return n, err
-}
-
-// limitedByteReader is io.LimitReader for a bufio.Reader that keeps
-// io.ByteReader, so the gzip reader reads exactly the member's bytes
-// without buffering of its own.
-type limitedByteReader struct {
-	r *bufio.Reader
-	n int64
-}
-
-func (l *limitedByteReader) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	l.n -= int64(n)
-	if err == io.EOF && l.n > 0 {
-		err = io.ErrUnexpectedEOF
-	}
-	return n, err
-}
-
-func (l *limitedByteReader) ReadByte() (byte, error) {
-	if l.n <= 0 {
-		return 0, io.EOF
-	}
-	b, err := l.r.ReadByte()
-	if err == nil {
-		l.n--
-	} else if err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return b, err
 }
