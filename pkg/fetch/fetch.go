@@ -127,9 +127,9 @@ type target struct {
 	requests   map[*request]struct{}
 	compressed int64
 
-	// r and rel are where the file is handled: a root for its directory
-	// and its name relative to that (set by prepare).
-	r   *os.Root
+	// ops and rel are how the file is handled: the operations of its
+	// directory and its name relative to them (set by prepare).
+	ops dirOps
 	rel string
 
 	mu      sync.Mutex
@@ -393,7 +393,7 @@ func (t *target) open() (*os.File, error) {
 	}
 	t.started = time.Now()
 	t.tmpName = tempName(t.rel)
-	f, err := t.r.OpenFile(t.tmpName, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := t.ops.create(t.tmpName)
 	if err != nil {
 		return nil, fmt.Errorf("creating temp file: %w", err)
 	}
