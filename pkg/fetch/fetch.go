@@ -127,8 +127,10 @@ type target struct {
 	requests   map[*request]struct{}
 	compressed int64
 
-	// ops and rel are how the file is handled: the operations of its
-	// directory and its name relative to them (set by prepare).
+	// dh is the target's directory (set by prepare); ops and rel are how
+	// the file is handled, the operations of its directory and its name
+	// relative to them (set by acquire on first use).
+	dh  *dirHandle
 	ops dirOps
 	rel string
 
@@ -154,6 +156,7 @@ type engine struct {
 	filesTotal int
 	dirMu      sync.Mutex
 	dirs       map[string]*dirHandle // by directory, see dir
+	openDirs   atomic.Int64
 	progMu     sync.Mutex
 	lastProg   time.Time
 }
@@ -176,7 +179,6 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 		opts.Tries = DefaultTries
 	}
 	e := &engine{root: root, opts: opts, emit: emit, dirs: map[string]*dirHandle{}}
-	defer e.closeDirs()
 
 	// Last want per path wins.
 	lastFor := map[string]int{}
@@ -382,7 +384,7 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 
 // open opens the target's temp file on first use. It returns nil, nil when
 // the target has already failed.
-func (t *target) open() (*os.File, error) {
+func (e *engine) open(t *target) (*os.File, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.err != nil || t.done {
@@ -391,6 +393,7 @@ func (t *target) open() (*os.File, error) {
 	if t.file != nil {
 		return t.file, nil
 	}
+	e.acquire(t)
 	t.started = time.Now()
 	t.tmpName = tempName(t.rel)
 	f, err := t.ops.create(t.tmpName)

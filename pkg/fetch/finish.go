@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/stargz-get/stargz-get/pkg/toc"
@@ -58,7 +60,7 @@ func (e *engine) extractFull(ctx context.Context, l *Layer, targets []*target) {
 			ws := []io.Writer{hash}
 			var files []*os.File
 			for _, t := range ts {
-				f, err := t.open()
+				f, err := e.open(t)
 				if err != nil {
 					t.fail(err)
 				} else if f != nil {
@@ -106,13 +108,13 @@ func (e *engine) copyLocal(t *target) {
 		t.fail(fmt.Errorf("its contents were to come from %s, which failed", src.name))
 		return
 	}
-	in, err := src.ops.open(src.rel)
+	in, err := rootOps{e.root}.open(src.name)
 	if err != nil {
 		t.fail(fmt.Errorf("copying from %s: %w", src.name, err))
 		return
 	}
 	defer in.Close()
-	f, err := t.open()
+	f, err := e.open(t)
 	if err != nil || f == nil {
 		t.fail(fmt.Errorf("creating temp file: %w", err))
 		return
@@ -127,69 +129,98 @@ func (e *engine) copyLocal(t *target) {
 	t.mu.Unlock()
 }
 
-// maxDirHandles bounds the directories kept open (one file descriptor
-// each); files in further directories go through the output root.
-const maxDirHandles = 256
+// maxDirHandles bounds the directories kept open at once (one file
+// descriptor each); beyond it, files go through the output root.
+const maxDirHandles = 512
 
-// prepare gets the target's directory ready and says through which
-// operations and relative name its files are handled.
+// prepare gets the target's directory ready (once per directory) and
+// counts the target as one of the directory's users.
 func (e *engine) prepare(t *target) error {
-	ops, rel, err := e.dir(t.name)
+	h, err := e.dir(path.Dir(t.name))
 	if err != nil {
 		return err
 	}
-	t.ops, t.rel = ops, rel
+	h.mu.Lock()
+	h.refs++
+	h.mu.Unlock()
+	t.dh = h
 	return nil
 }
 
-// dir makes sure the parent directory of name exists (once per
-// directory), clears temp files a killed earlier run left there, and
-// returns the operations for name's directory with name relative to them.
-// Keeping the directory open saves resolving every component of deep
-// paths for each of a file's operations, which was half the CPU of a
-// whole-layer fetch.
-func (e *engine) dir(name string) (dirOps, string, error) {
-	dir := path.Dir(name)
+// dir makes sure directory dir exists and clears temp files a killed
+// earlier run left there, once per directory.
+func (e *engine) dir(dir string) (*dirHandle, error) {
 	e.dirMu.Lock()
 	defer e.dirMu.Unlock()
 	h, ok := e.dirs[dir]
 	if !ok {
-		h = &dirHandle{}
+		h = &dirHandle{dir: dir}
 		e.dirs[dir] = h
 		if dir != "." {
+			_, err := e.root.Lstat(dir)
+			h.fresh = errors.Is(err, fs.ErrNotExist)
 			if err := e.root.MkdirAll(dir, 0o755); err != nil {
 				h.err = fmt.Errorf("creating directory %s: %w", dir, err)
 			}
 		}
-		if h.err == nil && len(e.dirs) <= maxDirHandles {
-			h.f, _ = e.root.Open(dir) // on failure, the output root serves
-		}
-		if h.err == nil {
+		if h.err == nil && !h.fresh {
 			e.removeStaleTemps(dir)
 		}
 	}
-	switch {
-	case h.err != nil:
-		return nil, "", h.err
-	case h.f != nil:
-		return dirfdOps{h.f}, path.Base(name), nil
-	}
-	return rootOps{e.root}, name, nil
+	return h, h.err
 }
 
+// dirHandle is an output directory and, while files in it are being
+// written, its open descriptor.
 type dirHandle struct {
-	f   *os.File // the open directory, or nil
-	err error
+	dir   string
+	err   error
+	fresh bool // created by this run: nothing of an earlier run is there
+
+	mu   sync.Mutex
+	refs int      // targets in the directory not yet finished
+	f    *os.File // open while refs > 0, when there was room
 }
 
-// closeDirs closes the directory handles.
-func (e *engine) closeDirs() {
-	e.dirMu.Lock()
-	defer e.dirMu.Unlock()
-	for _, h := range e.dirs {
-		if h.f != nil {
-			h.f.Close()
+// acquire sets the target's operations: *at calls on its directory's
+// open descriptor (opened on first use; keeping it saves resolving every
+// component of deep paths for each operation, which was half the CPU of a
+// whole-layer fetch), or the output root when too many are open.
+func (e *engine) acquire(t *target) {
+	if t.ops != nil {
+		return
+	}
+	h := t.dh
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.f == nil && e.openDirs.Load() < maxDirHandles {
+		if f, err := e.root.Open(h.dir); err == nil {
+			h.f = f
+			e.openDirs.Add(1)
 		}
+	}
+	if h.f != nil {
+		t.ops, t.rel = dirfdOps{h.f}, path.Base(t.name)
+		return
+	}
+	t.ops, t.rel = rootOps{e.root}, t.name
+}
+
+// release ends the target's use of its directory, closing the descriptor
+// after the last one.
+func (e *engine) release(t *target) {
+	h := t.dh
+	if h == nil {
+		return
+	}
+	t.dh = nil
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.refs--
+	if h.refs == 0 && h.f != nil {
+		h.f.Close()
+		h.f = nil
+		e.openDirs.Add(-1)
 	}
 }
 
@@ -219,11 +250,15 @@ func (e *engine) alreadyThere(t *target) *Outcome {
 	if t.source.Digest == "" {
 		return nil
 	}
-	size, regular, err := t.ops.regularSize(t.rel)
+	if t.dh.fresh {
+		return nil
+	}
+	ops := rootOps{e.root}
+	size, regular, err := ops.regularSize(t.name)
 	if err != nil || !regular || size != t.source.Size {
 		return nil
 	}
-	f, err := t.ops.open(t.rel)
+	f, err := ops.open(t.name)
 	if err != nil {
 		return nil
 	}
@@ -268,6 +303,7 @@ func (e *engine) complete(t *target) {
 	} else {
 		o.Status = wire.StatusFetched
 	}
+	e.release(t)
 	e.filesDone.Add(1)
 	e.progress(true)
 	e.finish(o)
@@ -276,6 +312,7 @@ func (e *engine) complete(t *target) {
 // commit verifies the complete temp file and renames it into place.
 func (e *engine) commit(t *target) (dgst, verified string, err error) {
 	if t.file == nil { // empty file
+		e.acquire(t)
 		t.started = time.Now()
 		t.tmpName = tempName(t.rel)
 		if t.file, err = t.ops.create(t.tmpName); err != nil {

@@ -111,7 +111,7 @@ func (e *engine) member(m *member, br *bufio.Reader, buf []byte, zr *gzip.Reader
 		h := sha256.New()
 		ws := []io.Writer{h}
 		for _, t := range s.targets {
-			f, err := t.open()
+			f, err := e.open(t)
 			if err != nil {
 				t.fail(err)
 				continue
