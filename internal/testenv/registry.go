@@ -222,45 +222,7 @@ func StartRegistry(opts RegistryOptions) (*Registry, error) {
 var errPortTaken = errors.New("port already in use")
 
 func startRegistryOnce(bin, dir, htpasswd string) (*Registry, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	host := fmt.Sprintf("127.0.0.1:%d", port)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, registryConfig(dir, host, htpasswd), 0o644); err != nil {
-		return nil, fmt.Errorf("writing registry config: %w", err)
-	}
-	logPath := filepath.Join(dir, "registry.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("creating registry log: %w", err)
-	}
-	defer logFile.Close() // the child holds its own descriptor
-
-	cmd := exec.Command(bin, "serve", cfgPath)
-	cmd.Dir = dir
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.Env = registryEnv()
-	setDeathSignal(cmd)
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("running %s: %w", bin, err)
-	}
-	r := &Registry{Host: host, dir: dir, logPath: logPath, cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		r.waitErr = cmd.Wait()
-		close(r.exited)
-	}()
-	if err := r.waitReady(); err != nil {
-		log := r.Log()
-		r.stop()
-		if strings.Contains(log, "address already in use") {
-			return nil, errPortTaken
-		}
-		return nil, fmt.Errorf("%w; registry log:\n%s", err, log)
-	}
-	return r, nil
+	return startRegistryProcess(bin, dir, func(host string) []byte { return registryConfig(dir, host, htpasswd) })
 }
 
 // waitReady polls GET /v2/ until the registry answers 200 (anonymous) or
@@ -415,4 +377,48 @@ func writeHtpasswd(path string, users map[string]string) error {
 		return fmt.Errorf("writing htpasswd: %w", err)
 	}
 	return nil
+}
+
+// startRegistryProcess starts the registry binary bin in dir with the
+// config that config renders for its listen address, and waits until it
+// answers. The config is left to the caller (htpasswd, token auth).
+func startRegistryProcess(bin, dir string, config func(host string) []byte) (*Registry, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	host := fmt.Sprintf("127.0.0.1:%d", port)
+	cfgPath := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfgPath, config(host), 0o644); err != nil {
+		return nil, fmt.Errorf("writing registry config: %w", err)
+	}
+	logPath := filepath.Join(dir, "registry.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("creating registry log: %w", err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, "serve", cfgPath)
+	cmd.Dir = dir
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.Env = registryEnv()
+	setDeathSignal(cmd)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("running %s: %w", bin, err)
+	}
+	r := &Registry{Host: host, dir: dir, logPath: logPath, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		r.waitErr = cmd.Wait()
+		close(r.exited)
+	}()
+	if err := r.waitReady(); err != nil {
+		log := r.Log()
+		r.stop()
+		if strings.Contains(log, "address already in use") {
+			return nil, errPortTaken
+		}
+		return nil, fmt.Errorf("%w; registry log:\n%s", err, log)
+	}
+	return r, nil
 }

@@ -22,7 +22,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -466,48 +465,4 @@ func tokenRegistryConfig(dir, host, realm, bundle string) []byte {
     autoredirectpath: %s
 `, q(realm), q(TokenService), q(TokenIssuer), q(bundle), q(TokenPath))
 	return b.Bytes()
-}
-
-// startRegistryProcess starts the registry binary bin in dir with the
-// config that config renders for its listen address, and waits until it
-// answers. It is startRegistryOnce with the config left to the caller.
-func startRegistryProcess(bin, dir string, config func(host string) []byte) (*Registry, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	host := fmt.Sprintf("127.0.0.1:%d", port)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, config(host), 0o644); err != nil {
-		return nil, fmt.Errorf("writing registry config: %w", err)
-	}
-	logPath := filepath.Join(dir, "registry.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("creating registry log: %w", err)
-	}
-	defer logFile.Close()
-	cmd := exec.Command(bin, "serve", cfgPath)
-	cmd.Dir = dir
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.Env = registryEnv()
-	setDeathSignal(cmd)
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("running %s: %w", bin, err)
-	}
-	r := &Registry{Host: host, dir: dir, logPath: logPath, cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		r.waitErr = cmd.Wait()
-		close(r.exited)
-	}()
-	if err := r.waitReady(); err != nil {
-		log := r.Log()
-		r.stop()
-		if strings.Contains(log, "address already in use") {
-			return nil, errPortTaken
-		}
-		return nil, fmt.Errorf("%w; registry log:\n%s", err, log)
-	}
-	return r, nil
 }
