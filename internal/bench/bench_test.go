@@ -1,10 +1,14 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -105,5 +109,96 @@ func TestMedian(t *testing.T) {
 	}
 	if got := wall(ss); got != "2.00s (1.00-3.00)" {
 		t.Errorf("wall = %q", got)
+	}
+}
+
+// TestUnpackerMatchesModel unpacks three small layers with whiteouts, an
+// opaque directory (its marker after the layer's own entries there), type
+// changes, links and a mode change with the baseline's unpacker, and
+// checks the tree against the model of the flattened layers.
+func TestUnpackerMatchesModel(t *testing.T) {
+	type ent struct {
+		name, typ, body, link string
+		mode                  int64
+	}
+	d := func(n string) ent { return ent{name: n, typ: "dir", mode: 0o755} }
+	f := func(n, body string, mode int64) ent { return ent{name: n, typ: "reg", body: body, mode: mode} }
+	wh := func(n string) ent { return ent{name: n, typ: "reg", mode: 0o644} }
+	layers := [][]ent{
+		{d("a"), f("a/x", "x0", 0o644), f("a/y", "y0", 0o644), d("a/sub"), f("a/sub/z", "z0", 0o644),
+			d("b"), f("b/keep", "k0", 0o755), f("b/gone", "g0", 0o644), d("c"), f("c/in", "c0", 0o644),
+			f("file-to-dir", "f0", 0o644), d("dir-to-file"), f("dir-to-file/q", "q0", 0o644), f("top", "t0", 0o644)},
+		{d("a"), f("a/new", "n1", 0o644), d("a/sub"), f("a/sub/w", "w1", 0o644), wh("a/" + opaqueWhiteout),
+			d("b"), wh("b/.wh.gone"), f("b/keep", "k1", 0o600), wh(".wh.c"),
+			{name: "top", typ: "symlink", link: "a/new"}},
+		{d("file-to-dir"), f("file-to-dir/in", "i2", 0o644), f("dir-to-file", "d2", 0o644),
+			f("top", "t2", 0o644), {name: "hard", typ: "hardlink", link: "top"}, d("c"), f("c/back", "b2", 0o644)},
+	}
+	root, err := os.OpenRoot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	u := newUnpacker(root)
+	var model [][]File
+	for _, l := range layers {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		var files []File
+		for _, e := range l {
+			h := &tar.Header{Name: e.name, Mode: e.mode, ModTime: modTime}
+			file := File{Name: e.name, Type: e.typ, Mode: e.mode, Link: e.link}
+			switch e.typ {
+			case "dir":
+				h.Typeflag, h.Name = tar.TypeDir, e.name+"/"
+			case "reg":
+				h.Typeflag, h.Size = tar.TypeReg, int64(len(e.body))
+				sum := sha256.Sum256([]byte(e.body))
+				file.Size, file.Digest = h.Size, "sha256:"+hex.EncodeToString(sum[:])
+			case "symlink":
+				h.Typeflag, h.Linkname = tar.TypeSymlink, e.link
+			case "hardlink":
+				h.Typeflag, h.Linkname = tar.TypeLink, e.link
+			}
+			if err := tw.WriteHeader(h); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.WriteString(tw, e.body); err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, file)
+		}
+		if err := tw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := u.layer(tar.NewReader(&buf)); err != nil {
+			t.Fatal(err)
+		}
+		model = append(model, files)
+	}
+	want, err := modelTree(flattenModel(model))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readTree(root.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := diffTrees(want, got, "model", "unpacked"); err != nil {
+		t.Error(err)
+	}
+	// Spot checks that the model itself applies the rules.
+	for _, n := range []string{"a/x", "a/sub/z", "b/gone", "c/in", "dir-to-file/q"} {
+		if _, ok := want[n]; ok {
+			t.Errorf("%s is visible; it is hidden by an upper layer", n)
+		}
+	}
+	for n, typ := range map[string]byte{"a/new": 'f', "a/sub/w": 'f', "b/keep": 'f', "c/back": 'f', "file-to-dir": 'd', "dir-to-file": 'f', "top": 'f', "hard": 'f'} {
+		if want[n].typ != typ {
+			t.Errorf("%s: %v, want type %c", n, want[n], typ)
+		}
+	}
+	if want["b/keep"].perm != 0o600 || want["hard"].digest != want["top"].digest {
+		t.Errorf("b/keep %v, hard %v, top %v", want["b/keep"], want["hard"], want["top"])
 	}
 }

@@ -48,9 +48,9 @@ func (b blobLayer) Uncompressed() (io.ReadCloser, error) {
 // repo is the repository of layer l's image.
 func (l *Layer) repo() string { return "bench/" + l.Name }
 
-// v1Image is a one-layer OCI image of l, with the annotations eStargz
-// converters (nerdctl, ctr-remote) write on the layer descriptor.
-func (l *Layer) v1Image() (v1.Image, error) {
+// v1Image is an OCI image of layers (base first), with the annotations
+// eStargz converters (nerdctl, ctr-remote) write on each layer descriptor.
+func v1Image(layers []*Layer) (v1.Image, error) {
 	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
 	base, err := mutate.ConfigFile(base, &v1.ConfigFile{
@@ -62,26 +62,37 @@ func (l *Layer) v1Image() (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return mutate.Append(base, mutate.Addendum{
-		Layer: blobLayer{l},
-		Annotations: map[string]string{
-			estargz.TOCJSONDigestAnnotation:         l.TOCDigest,
-			estargz.StoreUncompressedSizeAnnotation: strconv.FormatInt(l.UncompressedSize, 10),
-		},
-		MediaType: mediaTypeLayer,
-		History:   v1.History{Created: v1.Time{Time: modTime}, CreatedBy: "stargz-get bench " + l.Name},
-	})
+	var adds []mutate.Addendum
+	for _, l := range layers {
+		adds = append(adds, mutate.Addendum{
+			Layer: blobLayer{l},
+			Annotations: map[string]string{
+				estargz.TOCJSONDigestAnnotation:         l.TOCDigest,
+				estargz.StoreUncompressedSizeAnnotation: strconv.FormatInt(l.UncompressedSize, 10),
+			},
+			MediaType: mediaTypeLayer,
+			History:   v1.History{Created: v1.Time{Time: modTime}, CreatedBy: "stargz-get bench " + l.Name},
+		})
+	}
+	return mutate.Append(base, adds...)
 }
 
-// push uploads l's image to the registry at host as bench/NAME:v1.
+// push uploads l's one-layer image to the registry at host as
+// bench/NAME:v1.
 func (l *Layer) push(ctx context.Context, host string) error {
-	ref, err := name.ParseReference(host+"/"+l.repo()+":v1", name.Insecure)
+	return pushImage(ctx, host, l.repo(), []*Layer{l})
+}
+
+// pushImage uploads the image of layers to the registry at host as
+// REPO:v1.
+func pushImage(ctx context.Context, host, repo string, layers []*Layer) error {
+	ref, err := name.ParseReference(host+"/"+repo+":v1", name.Insecure)
 	if err != nil {
 		return err
 	}
-	img, err := l.v1Image()
+	img, err := v1Image(layers)
 	if err != nil {
-		return fmt.Errorf("image of layer %s: %w", l.Name, err)
+		return fmt.Errorf("image %s: %w", repo, err)
 	}
 	if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
 		return fmt.Errorf("pushing %s: %w", ref, err)

@@ -52,12 +52,46 @@ type tree struct {
 	prefix string // name of src in the layer
 }
 
-// layerSpec says what goes into one benchmark layer.
+// layerSpec says what goes into one benchmark layer: trees, then ops.
 type layerSpec struct {
 	name  string
 	about string
 	trees []tree
+	ops   []op
 }
+
+// op is one step of building a layer of the W4 image (see w4.go).
+type op struct {
+	kind string // opTree, opFile, opWhiteout, opOpaque, opSymlink, opHardlink, opDir
+	name string // name in the layer (for opOpaque, the directory)
+	src  string // GOROOT-relative source, slash-separated (opTree, opFile)
+	mode int64  // opFile: 0 means 0644, or 0755 when the source is executable
+	link string // opSymlink, opHardlink: the target
+}
+
+const (
+	opTree     = "tree"
+	opFile     = "file"
+	opWhiteout = "whiteout" // name is the deleted path; the entry is DIR/.wh.BASE
+	opOpaque   = "opaque"
+	opSymlink  = "symlink"
+	opHardlink = "hardlink"
+	opDir      = "dir"
+)
+
+// group is a set of layers built and cached together: the single-layer
+// images of W1-W3, or the layers of the W4 image.
+type group struct {
+	name  string
+	specs []layerSpec
+	// plan, when set, fills in the specs' ops from GOROOT; it runs only
+	// when the group is built, so version must change whenever it does.
+	plan    func(goroot string) ([]layerSpec, error)
+	version string
+}
+
+// mainGroup is the layers of W1-W3.
+var mainGroup = &group{name: "main", specs: specs}
 
 // specs are the benchmark layers. All content is real files of the Go
 // toolchain (`go env GOROOT`), so the layers are the same on every machine
@@ -83,9 +117,11 @@ var specs = []layerSpec{
 // File is the ground truth of one tar entry.
 type File struct {
 	Name   string `json:"name"`
-	Type   string `json:"type"` // "reg" or "dir"
+	Type   string `json:"type"` // "reg", "dir", "symlink" or "hardlink"
 	Size   int64  `json:"size,omitempty"`
 	Digest string `json:"digest,omitempty"`
+	Mode   int64  `json:"mode,omitempty"` // permission bits (not recorded in sets built before W4)
+	Link   string `json:"link,omitempty"` // symlink or hardlink target
 }
 
 // Layer is one built benchmark layer.
@@ -138,18 +174,18 @@ func (s *Set) Layer(name string) *Layer {
 
 const setJSON = "layers.json"
 
-// buildLayers builds the benchmark layers into cacheDir, or reuses a
-// complete set built there before from the same inputs. A set is built in
-// a temporary directory and renamed into place, so a set that is present
-// is complete.
-func buildLayers(cacheDir string, logf func(string, ...any)) (*Set, error) {
+// buildLayers builds the layers of g into cacheDir, or reuses a complete
+// set built there before from the same inputs. A set is built in a
+// temporary directory and renamed into place, so a set that is present is
+// complete.
+func buildLayers(cacheDir string, g *group, logf func(string, ...any)) (*Set, error) {
 	goroot, err := goRoot()
 	if err != nil {
 		return nil, err
 	}
-	key := layersKey(goroot)
+	key := g.key(goroot)
 	dir := filepath.Join(cacheDir, "set-"+key)
-	if s, err := loadSet(dir, key); err == nil {
+	if s, err := loadSet(dir, key, len(g.specs)); err == nil {
 		s.cached = true
 		return s, nil
 	}
@@ -162,8 +198,17 @@ func buildLayers(cacheDir string, logf func(string, ...any)) (*Set, error) {
 		return nil, fmt.Errorf("creating layer build dir: %w", err)
 	}
 	defer os.RemoveAll(tmp) // a no-op after the rename
+	sps := g.specs
+	if g.plan != nil {
+		if sps, err = g.plan(goroot); err != nil {
+			return nil, fmt.Errorf("planning the %s layers: %w", g.name, err)
+		}
+		if len(sps) != len(g.specs) {
+			return nil, fmt.Errorf("planning the %s layers: %d layers, want %d", g.name, len(sps), len(g.specs))
+		}
+	}
 	s := &Set{Key: key, GoRoot: goroot, dir: tmp}
-	for _, sp := range specs {
+	for _, sp := range sps {
 		start := time.Now()
 		l, err := buildLayer(tmp, goroot, sp)
 		if err != nil {
@@ -187,21 +232,24 @@ func buildLayers(cacheDir string, logf func(string, ...any)) (*Set, error) {
 	if err := os.Rename(tmp, dir); err != nil {
 		return nil, fmt.Errorf("installing layer set: %w", err)
 	}
-	return loadSet(dir, key)
+	return loadSet(dir, key, len(g.specs))
 }
 
-// layersKey names a build's inputs: the layer version, the Go version, the
-// GOROOT and the specs.
-func layersKey(goroot string) string {
+// key names a build's inputs: the layer version, the Go version, the
+// GOROOT and the specs (for a planned group, its version).
+func (g *group) key(goroot string) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n%s\n%d %d\n", layersVersion, runtime.Version(), goroot, chunkSize, buildParallelism)
-	for _, sp := range specs {
+	for _, sp := range g.specs {
 		fmt.Fprintf(h, "%s %v\n", sp.name, sp.trees)
+	}
+	if g.plan != nil {
+		fmt.Fprintf(h, "group %s version %s\n", g.name, g.version)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:6])
 }
 
-func loadSet(dir, key string) (*Set, error) {
+func loadSet(dir, key string, n int) (*Set, error) {
 	b, err := os.ReadFile(filepath.Join(dir, setJSON))
 	if err != nil {
 		return nil, err
@@ -210,7 +258,7 @@ func loadSet(dir, key string) (*Set, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", setJSON, err)
 	}
-	if s.Key != key || len(s.Layers) != len(specs) {
+	if s.Key != key || len(s.Layers) != n {
 		return nil, fmt.Errorf("%s: not a layer set for key %s", dir, key)
 	}
 	s.dir = dir
@@ -270,6 +318,11 @@ func buildLayer(dir, goroot string, sp layerSpec) (*Layer, error) {
 	for _, t := range sp.trees {
 		if err := tw.addTree(filepath.Join(goroot, filepath.FromSlash(t.src)), t.prefix); err != nil {
 			return nil, err
+		}
+	}
+	for _, o := range sp.ops {
+		if err := tw.apply(goroot, o); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", o.kind, o.name, err)
 		}
 	}
 	if err := tw.tw.Close(); err != nil {
@@ -350,13 +403,26 @@ func (t *tarWriter) addDir(name string) error {
 		return fmt.Errorf("writing tar entry %s: %w", name, err)
 	}
 	t.seen[name] = true
-	t.files = append(t.files, File{Name: name, Type: "dir"})
+	t.files = append(t.files, File{Name: name, Type: "dir", Mode: 0o755})
 	return nil
 }
 
 // addFile adds the regular file src as name. Modes are normalized to 0644,
 // or 0755 when any execute bit is set.
 func (t *tarWriter) addFile(name, src string, fi fs.FileInfo) error {
+	return t.addFileMode(name, src, fi, normMode(fi))
+}
+
+// normMode is 0644, or 0755 when any execute bit of fi is set.
+func normMode(fi fs.FileInfo) int64 {
+	if fi.Mode().Perm()&0o111 != 0 {
+		return 0o755
+	}
+	return 0o644
+}
+
+// addFileMode adds the regular file src as name with the given mode.
+func (t *tarWriter) addFileMode(name, src string, fi fs.FileInfo, mode int64) error {
 	if err := t.addDir(path.Dir(name)); err != nil {
 		return err
 	}
@@ -365,10 +431,6 @@ func (t *tarWriter) addFile(name, src string, fi fs.FileInfo) error {
 		return err
 	}
 	defer f.Close()
-	mode := int64(0o644)
-	if fi.Mode().Perm()&0o111 != 0 {
-		mode = 0o755
-	}
 	h := t.header(name, tar.TypeReg, mode)
 	h.Size = fi.Size()
 	if err := t.tw.WriteHeader(h); err != nil {
@@ -379,8 +441,72 @@ func (t *tarWriter) addFile(name, src string, fi fs.FileInfo) error {
 		return fmt.Errorf("writing tar entry %s: %w", name, err)
 	}
 	t.seen[name] = true
-	t.files = append(t.files, File{Name: name, Type: "reg", Size: fi.Size(), Digest: "sha256:" + hex.EncodeToString(d.Sum(nil))})
+	t.files = append(t.files, File{Name: name, Type: "reg", Size: fi.Size(), Digest: "sha256:" + hex.EncodeToString(d.Sum(nil)), Mode: mode})
 	return nil
+}
+
+// emptyDigest is the sha256 of no bytes.
+const emptyDigest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+// addEmpty adds an empty regular file (a whiteout).
+func (t *tarWriter) addEmpty(name string) error {
+	if err := t.addDir(path.Dir(name)); err != nil {
+		return err
+	}
+	if err := t.tw.WriteHeader(t.header(name, tar.TypeReg, 0o644)); err != nil {
+		return fmt.Errorf("writing tar entry %s: %w", name, err)
+	}
+	t.files = append(t.files, File{Name: name, Type: "reg", Digest: emptyDigest, Mode: 0o644})
+	return nil
+}
+
+// addLink adds a symlink (typ tar.TypeSymlink) or hardlink (tar.TypeLink)
+// name pointing at target.
+func (t *tarWriter) addLink(name, target string, typ byte) error {
+	if err := t.addDir(path.Dir(name)); err != nil {
+		return err
+	}
+	mode, kind := int64(0o777), "symlink"
+	if typ == tar.TypeLink {
+		mode, kind = 0o644, "hardlink"
+	}
+	h := t.header(name, typ, mode)
+	h.Linkname = target
+	if err := t.tw.WriteHeader(h); err != nil {
+		return fmt.Errorf("writing tar entry %s: %w", name, err)
+	}
+	t.files = append(t.files, File{Name: name, Type: kind, Link: target})
+	return nil
+}
+
+// apply performs one op of a W4 layer.
+func (t *tarWriter) apply(goroot string, o op) error {
+	src := filepath.Join(goroot, filepath.FromSlash(o.src))
+	switch o.kind {
+	case opTree:
+		return t.addTree(src, o.name)
+	case opFile:
+		fi, err := os.Stat(src)
+		if err != nil {
+			return err
+		}
+		mode := o.mode
+		if mode == 0 {
+			mode = normMode(fi)
+		}
+		return t.addFileMode(o.name, src, fi, mode)
+	case opWhiteout:
+		return t.addEmpty(path.Join(path.Dir(o.name), whiteoutPrefix+path.Base(o.name)))
+	case opOpaque:
+		return t.addEmpty(path.Join(o.name, opaqueWhiteout))
+	case opSymlink:
+		return t.addLink(o.name, o.link, tar.TypeSymlink)
+	case opHardlink:
+		return t.addLink(o.name, o.link, tar.TypeLink)
+	case opDir:
+		return t.addDir(o.name)
+	}
+	return fmt.Errorf("unknown op %q", o.kind)
 }
 
 // addTree adds root recursively under prefix, in lexical order. Only

@@ -6,12 +6,15 @@
 //	go run ./internal/bench                 # full run: 0 ms and 20 ms RTT, 25 MB/s per connection, 3 runs
 //	go run ./internal/bench -quick          # 0 ms only, one run
 //	go run ./internal/bench -only W1,W2 -rtt 50ms -bw 10MB -runs 5
+//	go run ./internal/bench -only W4        # a 3-layer image with whiteouts, flattened
 //
 // It builds sg-fetch and sg-ls, builds (once, cached under the temp dir)
-// three eStargz layers from the Go toolchain's own files, pushes them to a
-// registry on a loopback port, and runs every workload and mode as a
-// separate process so that its peak RSS can be read. Every run's output is
-// checked against the sha256 of the source files.
+// three eStargz layers from the Go toolchain's own files, and the three
+// layers of an image whose upper layers delete and replace files, pushes
+// them to a registry on a loopback port, and runs every workload and mode
+// as a separate process so that its peak RSS can be read. Every run's
+// output is checked against the sha256 of the source files (W4: against
+// the baseline's unpacked tree).
 package main
 
 import (
@@ -79,8 +82,10 @@ of the distribution registry, and prints a table and the issue's targets.
 
 Workloads: W1 (one large file of the big layer), W2 (100 scattered small
 files of the many-files layer), W3 (the whole big layer), W3-small (the
-whole small layer); W3-many (the whole many-files layer) when named in
--only.
+whole small layer), W4 (a three-layer image with whiteouts and
+replacements, flattened and fetched whole: sg-fetch IMAGE / against
+pulling and unpacking every layer in order); W3-many (the whole
+many-files layer) when named in -only.
 
 Options:
 `
@@ -95,7 +100,7 @@ func parseFlags(args []string) (*config, error) {
 	rtt := fs.String("rtt", "0ms,20ms", "comma-separated round-trip times added per request")
 	bw := fs.String("bw", "25MB", "bandwidth cap per connection, per second (25MB, 100MiB; 0 for none)")
 	runs := fs.Int("runs", 3, "runs per workload, RTT and mode; the table shows medians")
-	only := fs.String("only", "", "comma-separated workloads to run (W1,W2,W3,W3-small; W3-many only when named); default all but W3-many")
+	only := fs.String("only", "", "comma-separated workloads to run (W1,W2,W3,W3-small,W4; W3-many only when named); default all but W3-many")
 	extra := fs.String("extra-j", "", "comma-separated extra sg-fetch -j values to measure besides the default and 1")
 	out := fs.String("out", defaultOut(), "directory under which each run's output directory is created; /dev/shm (tmpfs) when writable, so that the disk is not what is measured")
 	cache := fs.String("cache", filepath.Join(os.TempDir(), "stargz-get-bench"), "layer cache directory")
@@ -139,7 +144,7 @@ func parseFlags(args []string) (*config, error) {
 		for _, w := range strings.Split(*only, ",") {
 			w = strings.TrimSpace(w)
 			if !knownWorkload(w) {
-				return nil, fmt.Errorf("-only: unknown workload %q (want W1, W2, W3, W3-small, W3-many)", w)
+				return nil, fmt.Errorf("-only: unknown workload %q (want W1, W2, W3, W3-small, W3-many, W4)", w)
 			}
 			c.only[w] = true
 		}

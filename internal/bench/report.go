@@ -39,19 +39,25 @@ func (b *bench) report(w io.Writer, workloads []*workload, rows []*row) {
 	fmt.Fprintln(tw, "layer\tentries\tregular files\tuncompressed\tblob\tfooter+TOC\ttoc.Read local\tsg-ls blob req\tsg-ls blob bytes\tbuild")
 	seen := map[*Layer]bool{}
 	for _, wl := range workloads {
-		l := wl.layer
-		if seen[l] {
-			continue
+		for _, l := range wl.imageLayers() {
+			if seen[l] {
+				continue
+			}
+			seen[l] = true
+			c := b.lsCost[l.Name]
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%dms\t%d\t%s\t%.1fs\n", l.Name, len(l.Files), len(l.Regular()),
+				mib(l.UncompressedSize), mib(l.Size), kib(l.Size-l.toc.Offset), l.tocTime.Milliseconds(), c.BlobReqs, kib(c.BlobBytes), l.BuildSeconds)
 		}
-		seen[l] = true
-		c := b.lsCost[l.Name]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%dms\t%d\t%s\t%.1fs\n", l.Name, len(l.Files), len(l.Regular()),
-			mib(l.UncompressedSize), mib(l.Size), kib(l.Size-l.toc.Offset), l.tocTime.Milliseconds(), c.BlobReqs, kib(c.BlobBytes), l.BuildSeconds)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
 	for _, wl := range workloads {
 		fmt.Fprintf(w, "%s: %s", wl.name, wl.what)
+		if wl.flat != nil {
+			c := wl.flat.lsFlat
+			fmt.Fprintf(w, "\n    sg-ls --flatten: %d blob requests, %s\n    every run's output must equal the baseline's unpacked tree (names, types, modes, contents, link targets), checked first against a model of the layers\n", c.BlobReqs, kib(c.BlobBytes))
+			continue
+		}
 		if wl.needed > 0 {
 			fmt.Fprintf(w, "; needed %s (%d gzip members + footer/TOC)", mb(wl.needed), wl.members)
 		}
@@ -64,7 +70,7 @@ func (b *bench) report(w io.Writer, workloads []*workload, rows []*row) {
 	fmt.Fprintln(w)
 
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tRTT\tmode\twall\tCPU\tpeak RSS\tblob bytes\tall bytes\tblob req\tall req\tsrv/req\tsrv CPU\tother\tspeed-up\tbytes/needed\t")
+	fmt.Fprintln(tw, "workload\tRTT\tmode\twall\tCPU\tpeak RSS\tblob bytes\tall bytes\tblob req\tall req\tsrv/req\tsrv CPU\tother\tspeed-up\tbytes/needed\tbytes/full\t")
 	for _, r := range rows {
 		m := median(r.samples)
 		speed := "-"
@@ -88,9 +94,10 @@ func (b *bench) report(w io.Writer, workloads []*workload, rows []*row) {
 				break
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2fs\t%s\t%s\t%s\t%d\t%d\t%s\t%.2fs\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2fs\t%s\t%s\t%s\t%d\t%d\t%s\t%.2fs\t%s\t%s\t%s\t%.3f\t\n",
 			r.w.name, r.rtt, r.m.name, wall(r.samples), m.cpu.Seconds(), mib(m.rss),
-			mb(m.c.BlobBytes), mb(m.c.Bytes), m.c.BlobReqs, m.c.Reqs, srv, m.env.Seconds(), other, speed, ratio)
+			mb(m.c.BlobBytes), mb(m.c.Bytes), m.c.BlobReqs, m.c.Reqs, srv, m.env.Seconds(), other, speed, ratio,
+			float64(m.c.BlobBytes)/float64(r.w.full()))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, `
@@ -101,10 +108,12 @@ response headers per blob GET, not counting the added RTT; srv CPU: CPU seconds 
 proxy during the run, on the same cores. other: cores kept busy by processes outside the
 benchmark (median; ! = a run stayed above %.2f after %d repeats). speed-up: baseline wall /
 this wall, same workload and RTT. bytes/needed: blob bytes / (compressed bytes of the needed
-gzip members + footer + TOC); * = / the whole blob.
+gzip members + footer + TOC; for W4, of the visible regular files' members in the layer that
+provides each + every layer's footer and TOC); * = / the whole blob. bytes/full: blob bytes /
+all layer blobs of the workload's image (what the baseline downloads).
 `, mib(b.floor), b.cfg.maxNoise, b.cfg.retries)
 
-	fmt.Fprintln(w, "\ntargets (issue 3), judged on sg-fetch at its default -j:")
+	fmt.Fprintln(w, "\ntargets (issue 3), judged on sg-fetch at its default -j; W4 (issue 6) has no numeric target:")
 	for _, t := range b.targets(rows) {
 		fmt.Fprintf(w, "  %-12s %s: %s\n", t.verdict, t.name, t.detail)
 	}
@@ -210,14 +219,62 @@ func (b *bench) targets(rows []*row) []verdict {
 		parts = append(parts, fmt.Sprintf("%s (%s layer): max %s", w, mib(layer.UncompressedSize), mib(peak)))
 	}
 	out = append(out, judge("whole-layer peak RSS < 100 MiB, any sg-fetch mode", any, met, strings.Join(parts, ", ")))
+	out = append(out, b.flatInfo(rows)...)
 	var ls []string
-	for _, l := range b.set.Layers {
-		if c, ok := b.lsCost[l.Name]; ok {
-			ls = append(ls, fmt.Sprintf("%s: %d (TOC %s)", l.Name, c.BlobReqs, kib(l.Size-l.toc.Offset)))
+	for _, set := range []*Set{b.set, b.w4} {
+		if set == nil {
+			continue
+		}
+		for _, l := range set.Layers {
+			if c, ok := b.lsCost[l.Name]; ok {
+				ls = append(ls, fmt.Sprintf("%s: %d (TOC %s)", l.Name, c.BlobReqs, kib(l.Size-l.toc.Offset)))
+			}
 		}
 	}
 	out = append(out, verdict{"(info)", "sg-ls blob requests per layer", strings.Join(ls, ", ")})
 	return out
+}
+
+// flatInfo reports W4's ratios per RTT and mode: bytes against the full
+// pull and against the visible content, speed-up, peak RSS.
+func (b *bench) flatInfo(rows []*row) []verdict {
+	var bytesFull, bytesVis, speed, rss []string
+	measured := false
+	for _, rtt := range b.cfg.rtts {
+		base := b.find(rows, wFlatten, rtt, "baseline")
+		for _, r := range rows {
+			if r.w.name != wFlatten || r.rtt != rtt {
+				continue
+			}
+			measured = true
+			m := median(r.samples)
+			var peak int64 = -1
+			for _, s := range r.samples {
+				peak = max(peak, s.rss)
+			}
+			rss = append(rss, fmt.Sprintf("%s %s: %s", rtt, r.m.name, mib(peak)))
+			if r.m.baseline {
+				continue
+			}
+			bytesFull = append(bytesFull, fmt.Sprintf("%s %s: %.3fx", rtt, r.m.name, float64(m.c.BlobBytes)/float64(r.w.full())))
+			withDefaults := r.w.needed + r.w.flat.tailExtra + r.w.flat.gapExtra
+			bytesVis = append(bytesVis, fmt.Sprintf("%s %s: %.3fx (%.3fx of visible + tail reads + merged gaps)", rtt, r.m.name,
+				float64(m.c.BlobBytes)/float64(r.w.needed), float64(m.c.BlobBytes)/float64(withDefaults)))
+			if base != nil {
+				speed = append(speed, fmt.Sprintf("%s %s: %.1fx", rtt, r.m.name, float64(median(base.samples).wall)/float64(m.wall)))
+			}
+		}
+	}
+	if !measured {
+		return []verdict{{"NOT MEASURED", "W4 flatten (issue 6)", "(workload not in this run)"}}
+	}
+	return []verdict{
+		{"(info)", "W4 bytes vs full pull", strings.Join(bytesFull, ", ")},
+		{"(info)", "W4 bytes vs visible content", strings.Join(bytesVis, ", ")},
+		{"(info)", "W4 speed-up vs full pull", strings.Join(speed, ", ")},
+		{"(info)", "W4 peak RSS (max of runs)", strings.Join(rss, ", ")},
+		{"(info)", "W4 tree", "every run's output equals the baseline's unpacked tree"},
+	}
 }
 
 func judge(name string, measured, met bool, detail string) verdict {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,15 +30,20 @@ const (
 	// wWholeMany is the many-files layer whole; run only when named in
 	// -only, to show how peak RSS grows with the number of entries.
 	wWholeMany = "W3-many"
+	// wFlatten is the W4 image flattened and fetched whole (issue 6).
+	wFlatten = "W4"
 )
 
 func knownWorkload(w string) bool {
 	switch w {
-	case wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany:
+	case wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wFlatten:
 		return true
 	}
 	return false
 }
+
+// w4Repo is the repository of the W4 image.
+const w4Repo = "bench/w4"
 
 // w2Files and w2MaxSize define W2: that many regular files of the many
 // layer, each smaller than w2MaxSize, picked evenly spread in layer order.
@@ -50,7 +56,12 @@ const (
 type workload struct {
 	name  string
 	what  string
-	layer *Layer
+	layer *Layer // the layer of a single-layer workload (W1-W3)
+	// For W4: the image's repository and layers, base first, and what is
+	// known about its flattened view.
+	repo   string
+	layers []*Layer
+	flat   *flatInfo
 	// entriesPath holds the sg-ls lines to feed sg-fetch, naming the
 	// image through the proxy.
 	entriesPath string
@@ -64,6 +75,23 @@ type workload struct {
 	// mergeExtra is, for W2, the unwanted bytes gap merging alone would
 	// download to bring the requests down to a quarter of the files.
 	mergeExtra int64
+}
+
+// imageLayers are the layers of the workload's image, base first.
+func (w *workload) imageLayers() []*Layer {
+	if w.layers != nil {
+		return w.layers
+	}
+	return []*Layer{w.layer}
+}
+
+// full is what the baseline downloads: every layer blob of the image.
+func (w *workload) full() int64 {
+	var n int64
+	for _, l := range w.imageLayers() {
+		n += l.Size
+	}
+	return n
 }
 
 // mode is one way of running a workload.
@@ -101,7 +129,8 @@ type bench struct {
 	work    string // temp dir of this run
 	bin     string // sg-fetch, sg-ls
 	self    string // this binary, for the baseline subcommand
-	set     *Set
+	set     *Set   // the layers of W1-W3; nil when none of them runs
+	w4      *Set   // the layers of W4; nil when it does not run
 	reg     *testenv.Registry
 	proxy   *shaper
 	lsCost  map[string]counts // sg-ls through the proxy, per layer
@@ -142,18 +171,32 @@ func run(ctx context.Context, args []string) error {
 
 	t = time.Now()
 	say("building the benchmark layers (cached in %s after the first run)", cfg.cacheDir)
-	if b.set, err = buildLayers(cfg.cacheDir, say); err != nil {
-		return err
+	cached := true
+	for _, g := range []struct {
+		set   **Set
+		group *group
+		names []string
+	}{
+		{&b.set, mainGroup, []string{wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany}},
+		{&b.w4, w4Group, []string{wFlatten}},
+	} {
+		if !slices.ContainsFunc(g.names, b.wants) {
+			continue
+		}
+		if *g.set, err = buildLayers(cfg.cacheDir, g.group, say); err != nil {
+			return err
+		}
+		cached = cached && (*g.set).cached
+		for _, l := range (*g.set).Layers {
+			if _, err := l.readTOC(ctx); err != nil {
+				return err
+			}
+		}
 	}
-	if b.set.cached {
+	if cached {
 		b.timing("layers (cached)", t)
 	} else {
 		b.timing("build layers", t)
-	}
-	for _, l := range b.set.Layers {
-		if _, err := l.readTOC(ctx); err != nil {
-			return err
-		}
 	}
 
 	t = time.Now()
@@ -170,7 +213,16 @@ func run(ctx context.Context, args []string) error {
 	workloads := b.selected()
 	pushed := map[*Layer]bool{}
 	for _, w := range workloads {
-		if !pushed[w.layer] {
+		switch {
+		case w.layers != nil && !pushed[w.layers[0]]:
+			say("pushing image %s (%d layers, %s)", w.repo, len(w.layers), mib(w.full()))
+			if err := pushImage(ctx, b.reg.Host, w.repo, w.layers); err != nil {
+				return err
+			}
+			for _, l := range w.layers {
+				pushed[l] = true
+			}
+		case w.layers == nil && !pushed[w.layer]:
 			say("pushing layer %s (%s)", w.layer.Name, mib(w.layer.Size))
 			if err := w.layer.push(ctx, b.reg.Host); err != nil {
 				return err
@@ -186,12 +238,28 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("preparing %s: %w", w.name, err)
 		}
 	}
-	for l := range pushed {
-		c, err := b.lsCost1(ctx, l)
-		if err != nil {
-			return err
+	for _, w := range workloads {
+		for i, l := range w.imageLayers() {
+			if _, ok := b.lsCost[l.Name]; ok {
+				continue
+			}
+			ref, blob := b.proxyRef(l), "0"
+			if w.layers != nil {
+				ref, blob = b.proxyImageRef(w.repo), fmt.Sprint(i)
+			}
+			c, err := b.lsCost1(ctx, ref, blob)
+			if err != nil {
+				return err
+			}
+			b.lsCost[l.Name] = c
 		}
-		b.lsCost[l.Name] = c
+		if w.flat != nil {
+			c, err := b.lsCost1(ctx, "--flatten", b.proxyImageRef(w.repo))
+			if err != nil {
+				return err
+			}
+			w.flat.lsFlat = c
+		}
 	}
 	b.timing("prepare entries", t)
 	if cfg.serve {
@@ -249,6 +317,10 @@ func (b *bench) serveOnly(ctx context.Context, workloads []*workload) error {
 	b.proxy.set(rtt, b.cfg.bw)
 	fmt.Printf("registry: %s\nproxy:    %s (RTT %s, %s)\nbin:      %s\n", b.reg.Host, b.proxy.Host, rtt, b.cfg.bwText, b.bin)
 	for _, w := range workloads {
+		if w.layers != nil {
+			fmt.Printf("%-9s sg-fetch -o DIR %s /   (or < %s; %d entries; baseline: bench baseline -image %s DIR)\n", w.name, b.proxyImageRef(w.repo), w.entriesPath, w.nEntries, b.proxyImageRef(w.repo))
+			continue
+		}
 		fmt.Printf("%-9s sg-fetch -o DIR < %s   (%d entries; baseline ref %s/%s@%s)\n", w.name, w.entriesPath, w.nEntries, b.proxy.Host, w.layer.repo(), w.layer.Digest)
 	}
 	fmt.Println("waiting for Ctrl-C")
@@ -280,19 +352,31 @@ func buildTools(ctx context.Context, work string) (string, error) {
 	return bin, nil
 }
 
+// wants reports whether the flags ask for workload w: the ones named in
+// -only, or all but W3-many.
+func (b *bench) wants(w string) bool {
+	return (b.cfg.only == nil && w != wWholeMany) || b.cfg.only[w]
+}
+
 // selected returns the workloads the flags ask for, without entries yet.
 func (b *bench) selected() []*workload {
-	big, many, small := b.set.Layer("big"), b.set.Layer("many"), b.set.Layer("small")
-	all := []*workload{
-		{name: wOneLarge, layer: big},
-		{name: wSmallFiles, layer: many},
-		{name: wWhole, layer: big},
-		{name: wWholeSmall, layer: small},
-		{name: wWholeMany, layer: many},
+	var all []*workload
+	if b.set != nil {
+		big, many, small := b.set.Layer("big"), b.set.Layer("many"), b.set.Layer("small")
+		all = append(all,
+			&workload{name: wOneLarge, layer: big},
+			&workload{name: wSmallFiles, layer: many},
+			&workload{name: wWhole, layer: big},
+			&workload{name: wWholeSmall, layer: small},
+			&workload{name: wWholeMany, layer: many},
+		)
+	}
+	if b.w4 != nil {
+		all = append(all, &workload{name: wFlatten, repo: w4Repo, layers: b.w4.Layers, flat: &flatInfo{}})
 	}
 	var ws []*workload
 	for _, w := range all {
-		if (b.cfg.only == nil && w.name != wWholeMany) || b.cfg.only[w.name] {
+		if b.wants(w.name) {
 			ws = append(ws, w)
 		}
 	}
@@ -302,17 +386,19 @@ func (b *bench) selected() []*workload {
 func (b *bench) registryRef(l *Layer) string { return b.reg.Host + "/" + l.repo() + ":v1" }
 func (b *bench) proxyRef(l *Layer) string    { return b.proxy.Host + "/" + l.repo() + ":v1" }
 
+func (b *bench) registryImageRef(repo string) string { return b.reg.Host + "/" + repo + ":v1" }
+func (b *bench) proxyImageRef(repo string) string    { return b.proxy.Host + "/" + repo + ":v1" }
+
 // prepare lists the workload's layer with sg-ls straight from the registry
 // (untimed), picks the wanted entries and points them at the proxy.
 func (b *bench) prepare(ctx context.Context, w *workload) error {
+	if w.flat != nil {
+		return b.prepareFlat(ctx, w)
+	}
 	l := w.layer
-	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "sg-ls"), b.registryRef(l), "0")
-	cmd.Env = childEnv()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := b.sgls(ctx, b.registryRef(l), "0")
 	if err != nil {
-		return fmt.Errorf("sg-ls %s: %w\n%s", b.registryRef(l), err, stderr.String())
+		return err
 	}
 	var want map[string]bool // nil: every entry
 	regs := l.Regular()
@@ -376,51 +462,83 @@ func (b *bench) prepare(ctx context.Context, w *workload) error {
 			}
 		}
 	}
-	refJSON, _ := json.Marshal(b.proxyRef(l))
-	var buf bytes.Buffer
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var e map[string]json.RawMessage
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			return fmt.Errorf("sg-ls output: %w", err)
-		}
-		var name string
-		if err := json.Unmarshal(e["name"], &name); err != nil {
-			return fmt.Errorf("sg-ls output without name: %s", sc.Bytes())
-		}
-		if want != nil && !want[name] {
-			continue
-		}
-		e["ref"] = refJSON
-		line, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		buf.Write(line)
-		buf.WriteByte('\n')
-		w.nEntries++
-	}
-	if err := sc.Err(); err != nil {
+	if _, err := b.writeEntries(w, out, b.proxyRef(l), want); err != nil {
 		return err
 	}
 	if want != nil && w.nEntries != len(want) {
 		return fmt.Errorf("sg-ls listed %d of the %d wanted files", w.nEntries, len(want))
 	}
-	w.entriesPath = filepath.Join(b.work, w.name+".ndjson")
-	return os.WriteFile(w.entriesPath, buf.Bytes(), 0o644)
+	return nil
 }
 
-// lsCost1 runs sg-ls on layer l through the proxy with no added RTT, to
-// count what listing a layer costs.
-func (b *bench) lsCost1(ctx context.Context, l *Layer) (counts, error) {
+// sgls runs sg-ls with args (untimed) and returns its output.
+func (b *bench) sgls(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "sg-ls"), args...)
+	cmd.Env = childEnv()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("sg-ls %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out, nil
+}
+
+// lsEntry is what the benchmark reads of an sg-ls line.
+type lsEntry struct {
+	Name  string `json:"name"`
+	Layer string `json:"layer"`
+	Type  string `json:"type"`
+}
+
+// writeEntries writes the entries of sg-ls output out that are in want
+// (nil: all) to the workload's entries file, naming ref (the image through
+// the proxy), and returns them.
+func (b *bench) writeEntries(w *workload, out []byte, ref string, want map[string]bool) ([]lsEntry, error) {
+	refJSON, _ := json.Marshal(ref)
+	var buf bytes.Buffer
+	var ents []lsEntry
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var e map[string]json.RawMessage
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return nil, fmt.Errorf("sg-ls output: %w", err)
+		}
+		var le lsEntry
+		if err := json.Unmarshal(sc.Bytes(), &le); err != nil || le.Name == "" {
+			return nil, fmt.Errorf("sg-ls output without name: %s", sc.Bytes())
+		}
+		if want != nil && !want[le.Name] {
+			continue
+		}
+		e["ref"] = refJSON
+		line, err := json.Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		buf.Write(line)
+		buf.WriteByte('\n')
+		ents = append(ents, le)
+		w.nEntries++
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	w.entriesPath = filepath.Join(b.work, w.name+".ndjson")
+	return ents, os.WriteFile(w.entriesPath, buf.Bytes(), 0o644)
+}
+
+// lsCost1 runs sg-ls with args through the proxy with no added RTT, to
+// count what listing costs.
+func (b *bench) lsCost1(ctx context.Context, args ...string) (counts, error) {
 	b.proxy.set(0, b.cfg.bw)
-	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "sg-ls"), b.proxyRef(l), "0")
+	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "sg-ls"), args...)
 	cmd.Env = childEnv()
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
 	if err := cmd.Run(); err != nil {
-		return counts{}, fmt.Errorf("sg-ls %s: %w\n%s", b.proxyRef(l), err, stderr.String())
+		return counts{}, fmt.Errorf("sg-ls %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return b.proxy.counts(), nil
 }
@@ -463,10 +581,21 @@ func (b *bench) runOnce(ctx context.Context, r *row) (sample, error) {
 	result := filepath.Join(b.work, "measured.json")
 	args := []string{"measure", result}
 	var stdin io.Reader
-	if r.m.baseline {
+	switch {
+	case r.m.baseline && r.w.layers != nil:
+		args = append(args, b.self, "baseline", "-image", b.proxyImageRef(r.w.repo), out)
+	case r.m.baseline:
 		ref := b.proxy.Host + "/" + r.w.layer.repo() + "@" + r.w.layer.Digest
 		args = append(args, b.self, "baseline", ref, out)
-	} else {
+	case r.w.layers != nil:
+		// The image's flattened view, whole: sg-fetch reads the layers'
+		// TOCs and flattens them itself.
+		args = append(args, filepath.Join(b.bin, "sg-fetch"), "-o", out, "--progress", "never")
+		if r.m.jobs > 0 {
+			args = append(args, "-j", fmt.Sprint(r.m.jobs))
+		}
+		args = append(args, b.proxyImageRef(r.w.repo), "/")
+	default:
 		args = append(args, filepath.Join(b.bin, "sg-fetch"), "-o", out, "--progress", "never")
 		if r.m.jobs > 0 {
 			args = append(args, "-j", fmt.Sprint(r.m.jobs))
@@ -507,6 +636,15 @@ func (b *bench) runOnce(ctx context.Context, r *row) (sample, error) {
 	}
 	if err := verifyFiles(out, r.w.check); err != nil {
 		return s, fmt.Errorf("output differs from the source files: %w", err)
+	}
+	if r.w.flat != nil {
+		got, err := readTree(out)
+		if err != nil {
+			return s, err
+		}
+		if err := diffTrees(r.w.flat.ref, got, "the baseline's unpacked tree", r.m.name+"'s tree"); err != nil {
+			return s, err
+		}
 	}
 	return s, nil
 }
