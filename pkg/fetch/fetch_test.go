@@ -349,3 +349,33 @@ func TestIdenticalContentsDownloadedOnce(t *testing.T) {
 		t.Errorf("%d requests for two files with the same contents, want 1", got)
 	}
 }
+
+func TestChunksInTheTOCTailAreNotDownloadedAgain(t *testing.T) {
+	b := open(t, fixtures.GoTree.Layers[0])
+	l := readTOC(t, b)
+	// The last files before the TOC were read along with it.
+	var ws []*fetch.Want
+	for _, e := range l.TOC.Entries {
+		if e.Type == wire.TypeReg && len(e.Chunks) > 0 && e.Chunks[0].Offset >= l.TOC.TailStart {
+			ws = append(ws, &fetch.Want{Layer: l, Entry: e})
+		}
+	}
+	if len(ws) == 0 {
+		t.Fatal("fixture changed: no file lies in the TOC tail")
+	}
+	dir := t.TempDir()
+	out := run(t, context.Background(), dir, ws, fetch.Options{})
+	var names []string
+	for p, o := range out {
+		if o.Status != wire.StatusFetched {
+			t.Errorf("%s: %s: %v", p, o.Status, o.Err)
+		}
+		names = append(names, p)
+	}
+	if err := testenv.CheckTree(dir, fixtures.GoTree.Layers[0].Files, names); err != nil {
+		t.Error(err)
+	}
+	if got := b.requests.Load(); got != 0 {
+		t.Errorf("%d requests for %d files in the tail already read, want 0", got, len(ws))
+	}
+}

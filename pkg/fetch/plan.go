@@ -26,6 +26,7 @@ type request struct {
 	layer      *Layer
 	start, end int64
 	members    []*member
+	local      bool // served from the tail read with the TOC
 }
 
 // plan groups the chunks of targets by member and merges members into
@@ -72,12 +73,15 @@ func plan(targets []*target, maxGap, maxReq int64) []*request {
 		var cur *request
 		for _, m := range ms {
 			sort.Slice(m.segments, func(i, j int) bool { return m.segments[i].chunk.InnerOffset < m.segments[j].chunk.InnerOffset })
-			if cur != nil && m.offset-cur.end <= maxGap && m.end-cur.start <= maxReq {
+			// Members in the tail read with the TOC are served from memory,
+			// in requests of their own.
+			local := l.TOC.Tail != nil && m.offset >= l.TOC.TailStart
+			if cur != nil && m.offset-cur.end <= maxGap && m.end-cur.start <= maxReq && local == cur.local {
 				cur.members = append(cur.members, m)
 				cur.end = m.end
 				continue
 			}
-			cur = &request{layer: l, start: m.offset, end: m.end, members: []*member{m}}
+			cur = &request{layer: l, start: m.offset, end: m.end, members: []*member{m}, local: local}
 			reqs = append(reqs, cur)
 		}
 	}

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -41,6 +42,8 @@ func (e *engine) do(ctx context.Context, r *request) {
 			}
 			return
 		}
+		// The tail read with the TOC may be what was bad: download again.
+		r.local = false
 		wait := backoff(attempt)
 		e.logf("bytes %d-%d of %s: %v; retrying in %s", r.members[next].offset, r.end-1, r.layer.Blob, err, wait.Round(time.Millisecond))
 		select {
@@ -60,9 +63,15 @@ func backoff(attempt int) time.Duration {
 // stream reads members r.members[*next:] in one range request.
 func (e *engine) stream(ctx context.Context, r *request, next *int, buf []byte, zr *gzip.Reader) error {
 	start := r.members[*next].offset
-	body, err := r.layer.Blob.ReadRange(ctx, start, r.end-start)
-	if err != nil {
-		return err
+	var body io.ReadCloser
+	if r.local {
+		t := r.layer.TOC
+		body = io.NopCloser(bytes.NewReader(t.Tail[start-t.TailStart : r.end-t.TailStart]))
+	} else {
+		var err error
+		if body, err = r.layer.Blob.ReadRange(ctx, start, r.end-start); err != nil {
+			return err
+		}
 	}
 	defer body.Close()
 	cr := &countingReader{r: body, e: e}

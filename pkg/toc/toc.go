@@ -69,6 +69,10 @@ type TOC struct {
 	// Full is set for a listing made by reading a whole non-eStargz layer
 	// (FromTar): its entries have no chunks.
 	Full bool
+	// Tail holds the blob's bytes from TailStart to the TOC, read along
+	// with the TOC, so that chunks in it need not be downloaded again.
+	Tail      []byte
+	TailStart int64
 
 	byName map[string]*Entry
 }
@@ -211,6 +215,9 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 		return nil, fmt.Errorf("TOC has %d entries, over the limit of %d (raise it with --max-toc-entries)", n, maxEntries)
 	}
 	t.Format, t.Offset, t.Digest = f.format, f.tocOffset, dgst
+	if tailStart < f.tocOffset {
+		t.Tail, t.TailStart = tail[:f.tocOffset-tailStart], tailStart
+	}
 	if err := t.build(jtoc); err != nil {
 		return nil, err
 	}
