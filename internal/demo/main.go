@@ -75,6 +75,11 @@ func run() error {
 		`find $OUT -type f | wc -l; du -sh $OUT`,
 		`sg-ls $IMAGE 0 | grep -c . ; sg-layers $IMAGE | jq -r '"layer of \(.size) compressed bytes, format \(.format)"'`,
 		`sg-layers ` + fx.Gzip.Ref(reg.Host) + ` | sg-ls; echo "exit status $?"`,
+		// A three-layer image whose upper layers delete and replace files:
+		// its flattened view, and its root filesystem fetched lazily.
+		`sg-layers $LAYERED | jq -c '{index, size, format}'`,
+		`sg-ls --flatten $LAYERED | jq -r 'select(.name | startswith("etc/") or startswith("opaque/")) | "\(.name)  from layer \(.layer[7:19])"'`,
+		`sg-fetch -o $ROOTFS $LAYERED / | jq -s '{entries: length, fetched: map(select(.status == "fetched")) | length, compressedBytes: map(.compressedBytes // 0) | add}'; cat $ROOTFS/etc/remove-me`,
 	}
 	if _, err := exec.LookPath("jq"); err != nil {
 		say("jq is not installed: skipping the steps that use it (apt-get install jq)")
@@ -86,8 +91,11 @@ func run() error {
 		}
 		steps = kept
 	}
-	env := append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"), "IMAGE="+image, "OUT="+out)
-	fmt.Printf("\nIMAGE=%s\nOUT=%s\n", image, out)
+	layered := fx.Layered.Ref(reg.Host)
+	rootfs := filepath.Join(work, "rootfs")
+	env := append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"IMAGE="+image, "OUT="+out, "LAYERED="+layered, "ROOTFS="+rootfs)
+	fmt.Printf("\nIMAGE=%s\nOUT=%s\nLAYERED=%s\nROOTFS=%s\n", image, out, layered, rootfs)
 	for _, s := range steps {
 		fmt.Printf("\n$ %s\n", s)
 		cmd := exec.CommandContext(ctx, "bash", "-o", "pipefail", "-c", s)
