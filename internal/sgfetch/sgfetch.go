@@ -253,6 +253,14 @@ func (it *item) result(out, status string, err error) *wire.Result {
 // fromStdin reads file entries and resolves each to its layer's TOC entry.
 func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*item, error) {
 	var items []*item
+	interned := map[string]string{}
+	intern := func(s string) string {
+		if v, ok := interned[s]; ok {
+			return v
+		}
+		interned[s] = s
+		return s
+	}
 	for {
 		var e wire.Entry
 		err := dec.Decode(&e)
@@ -262,7 +270,10 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 		if err != nil {
 			return nil, cli.WithHint(err, "sg-fetch reads the file entries sg-ls prints, one JSON object per line")
 		}
-		items = append(items, &item{in: e})
+		// Keep only what is used, and one copy of the strings every line of
+		// a layer repeats: tens of thousands of entries stay small.
+		slim := wire.Entry{Ref: intern(e.Ref), Manifest: intern(e.Manifest), Layer: intern(e.Layer), Name: e.Name, Type: intern(e.Type)}
+		items = append(items, &item{in: slim})
 	}
 	// Open each distinct layer once, several at a time.
 	type layerKey struct{ ref, manifest, layer string }
