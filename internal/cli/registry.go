@@ -9,6 +9,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/stargz-get/stargz-get/internal/source"
 	"github.com/stargz-get/stargz-get/pkg/registry"
 )
 
@@ -172,6 +173,8 @@ func (f *RegistryFlags) credential() (user, pass, given string, err error) {
 // Hint adds what to do about common registry errors.
 func Hint(err error) error {
 	switch {
+	case errors.Is(err, source.ErrNotLazy):
+		return WithHint(err, source.NotLazyHint)
 	case errors.Is(err, registry.ErrAuth):
 		return WithHint(err, "check the user name and password given with --credential (or SG_CREDENTIAL, or --username and --password-stdin), or log in with 'docker login' or 'podman login'")
 	case errors.Is(err, registry.ErrTLS):

@@ -4,7 +4,6 @@ package sgfetch
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -340,27 +339,17 @@ func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths
 	rec := source.Record(img, l, "")
 	layer, err := src.Open(ctx, img.Ref.Context(), rec)
 	if err != nil {
-		if errors.Is(err, source.ErrNotLazy) {
-			return nil, cli.WithHint(err, source.NotLazyHint)
-		}
 		return nil, cli.Hint(err)
 	}
-	var items []*item
-	for _, p := range paths {
-		name := toc.CleanName(p)
-		n := len(items)
-		for _, e := range layer.TOC.Entries {
-			if !toc.Under(e.Name, name) || toc.Landmark(e.Name) {
-				continue
-			}
-			in := wire.Entry{Ref: rec.Ref, Manifest: rec.Manifest, Layer: rec.Digest, Name: e.Name, Type: e.Type}
-			items = append(items, &item{in: in, layer: layer, tocEntry: e})
-		}
-		if len(items) == n {
-			return nil, cli.WithHint(fmt.Errorf("%q is not in layer %d (%s) of %s", p, l.Index, l.Digest, img.Ref), fmt.Sprintf("list the layer's files with: sg-ls %s %s", image, blob))
+	var entries []source.FlatEntry
+	for _, e := range layer.TOC.Entries {
+		if !toc.Landmark(e.Name) {
+			entries = append(entries, source.FlatEntry{Rec: rec, Layer: layer, Entry: e})
 		}
 	}
-	return items, nil
+	return selectPaths(entries, paths, func(p string) error {
+		return cli.WithHint(fmt.Errorf("%q is not in layer %d (%s) of %s", p, l.Index, l.Digest, img.Ref), fmt.Sprintf("list the layer's files with: sg-ls %s %s", image, blob))
+	})
 }
 
 // fromFlattened selects PATHs from the flattened view of an image.
@@ -375,11 +364,16 @@ func fromFlattened(ctx context.Context, src *source.Source, image string, paths 
 	}
 	entries, err := src.Flatten(ctx, recs)
 	if err != nil {
-		if errors.Is(err, source.ErrNotLazy) {
-			return nil, cli.WithHint(err, source.NotLazyHint)
-		}
 		return nil, cli.Hint(err)
 	}
+	return selectPaths(entries, paths, func(p string) error {
+		return cli.WithHint(fmt.Errorf("%q is not in the filesystem of %s (its %d layers flattened)", p, img.Ref, len(recs)), fmt.Sprintf("list it with: sg-ls --flatten %s", image))
+	})
+}
+
+// selectPaths picks the entries at or under each path; a path that
+// matches nothing is the error notFound makes.
+func selectPaths(entries []source.FlatEntry, paths []string, notFound func(path string) error) ([]*item, error) {
 	var items []*item
 	for _, p := range paths {
 		name := toc.CleanName(p)
@@ -392,7 +386,7 @@ func fromFlattened(ctx context.Context, src *source.Source, image string, paths 
 			items = append(items, &item{in: in, layer: fe.Layer, tocEntry: fe.Entry})
 		}
 		if len(items) == n {
-			return nil, cli.WithHint(fmt.Errorf("%q is not in the filesystem of %s (its %d layers flattened)", p, img.Ref, len(recs)), fmt.Sprintf("list it with: sg-ls --flatten %s", image))
+			return nil, notFound(p)
 		}
 	}
 	return items, nil

@@ -114,7 +114,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if err != nil {
 			return cli.Hint(err)
 		}
-		return hint(l.list(ctx, source.Record(img, layer, format)))
+		return cli.Hint(l.list(ctx, source.Record(img, layer, format)))
 	}
 
 	// Layers are read concurrently and printed in input order.
@@ -174,13 +174,6 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cli.Failedf("%d of %d layers could not be listed", failed, total)
 	}
 	return nil
-}
-
-func hint(err error) error {
-	if errors.Is(err, source.ErrNotLazy) {
-		return cli.WithHint(err, source.NotLazyHint)
-	}
-	return cli.Hint(err)
 }
 
 type lister struct {
@@ -280,7 +273,7 @@ func (l *lister) flattened(ctx context.Context, pos []string, dec *wire.Decoder)
 		}
 		entries, err := l.src.Flatten(ctx, recs)
 		if err != nil {
-			return hint(err)
+			return cli.Hint(err)
 		}
 		for _, fe := range entries {
 			if err := l.enc.Encode(EntryRecord(fe.Rec, fe.Entry)); err != nil {
