@@ -163,12 +163,13 @@ func TestScripts(t *testing.T) {
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"checktree": w.checktree,
-			"checklist": w.checklist,
-			"notemp":    notemp,
-			"expand":    expand,
-			"checkflat": w.checkflat,
-			"checkroot": w.checkroot,
+			"checktree":    w.checktree,
+			"checklist":    w.checklist,
+			"notemp":       notemp,
+			"expand":       expand,
+			"checkflat":    w.checkflat,
+			"checkpresent": w.checkpresent,
+			"checkroot":    w.checkroot,
 		},
 	})
 }
@@ -419,6 +420,30 @@ func (w *world) checkroot(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("usage: checkroot DIR layered")
 	}
 	if err := testenv.CompareTrees(w.rootfs, ts.MkAbs(args[0])); err != nil {
+		ts.Fatalf("%v", err)
+	}
+}
+
+// checkpresent DIR FIXTURE: every file and link under DIR (whatever a run
+// that was cut short left) equals the fixture's entry of that name.
+func (w *world) checkpresent(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: checkpresent DIR FIXTURE")
+	}
+	dir := ts.MkAbs(args[0])
+	truth, _ := w.groundTruth(ts, args[1])
+	var names []string
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			names = append(names, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if len(names) == 0 {
+		ts.Fatalf("%s holds no files", dir)
+	}
+	if err := testenv.CheckTree(dir, truth, names); err != nil {
 		ts.Fatalf("%v", err)
 	}
 }
