@@ -271,7 +271,7 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 		}
 		// Keep only what is used, and one copy of the strings every line of
 		// a layer repeats: tens of thousands of entries stay small.
-		slim := wire.Entry{Ref: intern(e.Ref), Manifest: intern(e.Manifest), Layer: intern(e.Layer), Name: e.Name, Type: intern(e.Type)}
+		slim := wire.Entry{Ref: intern(e.Ref), Manifest: intern(e.Manifest), Layer: intern(e.Layer), LayerSize: e.LayerSize, Name: e.Name, Type: intern(e.Type)}
 		items = append(items, &item{in: slim})
 	}
 	// Open each distinct layer once, several at a time.
@@ -288,7 +288,7 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 		}
 		seen[k] = true
 		p.Go(func() {
-			l, err := openLayer(ctx, src, k.ref, k.manifest, k.layer)
+			l, err := openLayer(ctx, src, k.ref, k.manifest, k.layer, it.in.LayerSize)
 			mu.Lock()
 			opened[k], errs[k] = l, err
 			mu.Unlock()
@@ -312,16 +312,41 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 }
 
 // openLayer resolves the image an entry names and reads the layer's TOC,
-// pinned to the manifest's annotation.
-func openLayer(ctx context.Context, src *source.Source, ref, manifest, layer string) (*fetch.Layer, error) {
+// pinned to the manifest's annotation. When the entry gives the layer's
+// size and the manifest's digest, the TOC is read while the manifest is
+// fetched, saving a round trip; the manifest then decides whether that
+// read counts.
+func openLayer(ctx context.Context, src *source.Source, ref, manifest, layer string, size int64) (*fetch.Layer, error) {
+	type early struct {
+		blob *registry.Blob
+		toc  *toc.TOC
+		err  error
+	}
+	var ch chan early
+	if r, err := src.Client.ParseReference(ref); err == nil && size > 0 && manifest != "" {
+		ch = make(chan early, 1)
+		go func() {
+			blob, t, err := src.ReadEarly(ctx, r.Context(), layer, size)
+			ch <- early{blob, t, err}
+		}()
+	}
 	img, err := src.Image(ctx, ref, manifest)
+	var got early
+	if ch != nil {
+		got = <-ch
+	}
 	if err != nil {
 		return nil, err
 	}
 	for _, l := range img.Layers {
-		if l.Digest.String() == layer {
-			return src.Open(ctx, img.Ref.Context(), source.Record(img, l, ""))
+		if l.Digest.String() != layer {
+			continue
 		}
+		rec := source.Record(img, l, "")
+		if got.err == nil && got.toc != nil && l.Size == size {
+			return src.Adopt(img.Ref.Context(), rec, got.blob, got.toc)
+		}
+		return src.Open(ctx, img.Ref.Context(), rec)
 	}
 	return nil, fmt.Errorf("%w: layer %s is not in %s (manifest %s)", registry.ErrNotFound, layer, ref, img.Manifest)
 }

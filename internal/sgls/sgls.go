@@ -220,6 +220,7 @@ func EntryRecord(rec wire.Layer, e *toc.Entry) wire.Entry {
 		Ref:       rec.Ref,
 		Manifest:  rec.Manifest,
 		Layer:     rec.Digest,
+		LayerSize: rec.Size,
 		Name:      e.Name,
 		Type:      e.Type,
 		Size:      e.Size,

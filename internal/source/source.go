@@ -225,10 +225,16 @@ func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer)
 	case err != nil:
 		return nil, fmt.Errorf("reading TOC of %s: %w", what, err)
 	}
+	return s.pin(&fetch.Layer{Blob: blob, TOC: t}, rec, what)
+}
+
+// pin checks a TOC read from the layer rec describes against the TOC
+// digest annotation rec carries.
+func (s *Source) pin(l *fetch.Layer, rec wire.Layer, what string) (*fetch.Layer, error) {
+	t := l.TOC
 	if s.Logf != nil {
 		s.Logf("%s: TOC of %d entries at offset %d, read in %d request(s), %d bytes", what, len(t.Entries), t.Offset, t.Requests, t.BytesRead)
 	}
-	l := &fetch.Layer{Blob: blob, TOC: t}
 	if rec.TOCDigest != "" {
 		if t.Digest.String() != rec.TOCDigest {
 			return nil, fmt.Errorf("%s: TOC digest %s does not match the manifest's annotation %s: the layer is corrupt or was tampered with", what, t.Digest, rec.TOCDigest)
@@ -238,6 +244,42 @@ func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer)
 		s.Logf("%s has no TOC digest annotation: chunk digests are checked against an unpinned TOC", what)
 	}
 	return l, nil
+}
+
+// Adopt takes a TOC read before the manifest was at hand (see ReadEarly)
+// as the layer rec describes, pinning it to rec's TOC digest annotation,
+// unless the layer was opened already.
+func (s *Source) Adopt(repo name.Repository, rec wire.Layer, blob *registry.Blob, t *toc.TOC) (*fetch.Layer, error) {
+	key := repo.String() + "@" + rec.Digest
+	s.mu.Lock()
+	if s.layers == nil {
+		s.layers = map[string]*onceLayer{}
+	}
+	ol, ok := s.layers[key]
+	if !ok {
+		ol = &onceLayer{}
+		s.layers[key] = ol
+	}
+	s.mu.Unlock()
+	what := fmt.Sprintf("layer %d (%s) of %s", rec.Index, rec.Digest, rec.Ref)
+	ol.once.Do(func() { ol.layer, ol.err = s.pin(&fetch.Layer{Blob: blob, TOC: t}, rec, what) })
+	return ol.layer, ol.err
+}
+
+// ReadEarly reads the TOC of blob dgst of size bytes in repo without its
+// manifest, so that it can go on while the manifest is fetched; the
+// caller checks size against the manifest and pins the TOC with Adopt.
+func (s *Source) ReadEarly(ctx context.Context, repo name.Repository, dgst string, size int64) (*registry.Blob, *toc.TOC, error) {
+	h, err := v1.NewHash(dgst)
+	if err != nil {
+		return nil, nil, err
+	}
+	blob, err := s.Client.Blob(ctx, repo, h, size)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := toc.Read(ctx, blob, s.TOC)
+	return blob, t, err
 }
 
 // NotLazyHint is what to tell a user whose layer is not eStargz.

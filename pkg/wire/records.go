@@ -91,6 +91,10 @@ type Entry struct {
 	Manifest string `json:"manifest,omitempty"`
 	// Layer is the digest of the layer blob holding the entry.
 	Layer string `json:"layer"`
+	// LayerSize is the size of that blob in bytes. With it, sg-fetch reads
+	// the layer's TOC while it fetches the manifest, saving a round trip;
+	// the manifest still decides (a wrong size only costs that saving).
+	LayerSize int64 `json:"layerSize,omitempty"`
 	// Name is the entry's path inside the layer, without a leading "./" or
 	// "/" and without a trailing "/".
 	Name string `json:"name"`
