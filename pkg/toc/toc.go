@@ -195,19 +195,23 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 		return nil, fmt.Errorf("TOC is %d bytes compressed, over the limit of %d (raise it with --max-toc-bytes)", n, maxTOC)
 	}
 	tailStart := size - tailBytes
-	var tocBytes []byte
+	var tocStream io.Reader
 	if f.tocOffset >= tailStart {
-		tocBytes = tail[f.tocOffset-tailStart : f.tocEnd-tailStart]
+		tocStream = bytes.NewReader(tail[f.tocOffset-tailStart : f.tocEnd-tailStart])
 	} else {
-		head, err := readRange(ctx, r, f.tocOffset, tailStart-f.tocOffset)
+		// The TOC starts before the tail: its head is parsed as it streams
+		// in, so decoding overlaps the download.
+		n := tailStart - f.tocOffset
+		head, err := r.ReadRange(ctx, f.tocOffset, n)
 		if err != nil {
 			return nil, fmt.Errorf("reading TOC: %w", err)
 		}
+		defer head.Close()
 		t.Requests++
-		t.BytesRead += int64(len(head))
-		tocBytes = append(head, tail[:f.tocEnd-tailStart]...)
+		t.BytesRead += n
+		tocStream = io.MultiReader(&exactReader{r: head, n: n}, bytes.NewReader(tail[:f.tocEnd-tailStart]))
 	}
-	jtoc, dgst, err := parseTOC(tocBytes, maxJSON)
+	jtoc, dgst, err := parseTOC(tocStream, maxJSON)
 	if err != nil {
 		return nil, err
 	}
@@ -224,24 +228,55 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 	return t, nil
 }
 
-func parseTOC(b []byte, maxJSON int64) (*estargz.JTOC, digest.Digest, error) {
-	jr, err := (&estargz.GzipDecompressor{}).DecompressTOC(bytes.NewReader(b))
+// parseTOC decodes the TOC's gzip member as it streams, digesting every
+// byte of the JSON (as estargz's writer digests it).
+func parseTOC(r io.Reader, maxJSON int64) (*estargz.JTOC, digest.Digest, error) {
+	jr, err := (&estargz.GzipDecompressor{}).DecompressTOC(r)
 	if err != nil {
 		return nil, "", fmt.Errorf("reading TOC: %w", err)
 	}
 	defer jr.Close()
-	raw, err := io.ReadAll(io.LimitReader(jr, maxJSON+1))
-	if err != nil {
-		return nil, "", fmt.Errorf("decompressing TOC: %w", err)
-	}
-	if int64(len(raw)) > maxJSON {
-		return nil, "", fmt.Errorf("TOC JSON is over the limit of %d bytes decompressed (raise it with --max-toc-json-bytes)", maxJSON)
+	lim := &io.LimitedReader{R: jr, N: maxJSON + 1}
+	d := digest.Canonical.Digester()
+	tee := io.TeeReader(lim, d.Hash())
+	overLimit := func() error {
+		return fmt.Errorf("TOC JSON is over the limit of %d bytes decompressed (raise it with --max-toc-json-bytes)", maxJSON)
 	}
 	var j estargz.JTOC
-	if err := json.Unmarshal(raw, &j); err != nil {
+	if err := json.NewDecoder(tee).Decode(&j); err != nil {
+		if lim.N <= 0 {
+			return nil, "", overLimit()
+		}
 		return nil, "", fmt.Errorf("parsing TOC JSON: %w", err)
 	}
-	return &j, digest.FromBytes(raw), nil
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return nil, "", fmt.Errorf("decompressing TOC: %w", err)
+	}
+	if lim.N <= 0 {
+		return nil, "", overLimit()
+	}
+	return &j, d.Digest(), nil
+}
+
+// exactReader reads exactly n bytes from r: an early EOF is an error.
+type exactReader struct {
+	r io.Reader
+	n int64
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.n {
+		p = p[:e.n]
+	}
+	n, err := e.r.Read(p)
+	e.n -= int64(n)
+	if err == io.EOF && e.n > 0 {
+		err = fmt.Errorf("reading TOC: %w", io.ErrUnexpectedEOF)
+	}
+	return n, err
 }
 
 // build folds chunks into files and computes chunk extents.
