@@ -181,8 +181,21 @@ func descriptorFormat(mt string, annotations map[string]string) string {
 // Open reads the TOC of the layer rec describes, once per layer. The TOC
 // is pinned when it matches rec.TOCDigest.
 func (s *Source) Open(ctx context.Context, repo name.Repository, rec wire.Layer) (*fetch.Layer, error) {
-	key := repo.String() + "@" + rec.Digest
+	ol := s.layerOnce(repo, rec.Digest)
+	ol.once.Do(func() { ol.layer, ol.err = s.open(ctx, repo, rec) })
+	return ol.layer, ol.err
+}
+
+// describe names a layer in messages.
+func describe(rec wire.Layer) string {
+	return fmt.Sprintf("layer %d (%s) of %s", rec.Index, rec.Digest, rec.Ref)
+}
+
+// layerOnce returns the cache slot of a layer, so each is opened once.
+func (s *Source) layerOnce(repo name.Repository, digest string) *onceLayer {
+	key := repo.String() + "@" + digest
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.layers == nil {
 		s.layers = map[string]*onceLayer{}
 	}
@@ -191,13 +204,11 @@ func (s *Source) Open(ctx context.Context, repo name.Repository, rec wire.Layer)
 		ol = &onceLayer{}
 		s.layers[key] = ol
 	}
-	s.mu.Unlock()
-	ol.once.Do(func() { ol.layer, ol.err = s.open(ctx, repo, rec) })
-	return ol.layer, ol.err
+	return ol
 }
 
 func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer) (*fetch.Layer, error) {
-	what := fmt.Sprintf("layer %d (%s) of %s", rec.Index, rec.Digest, rec.Ref)
+	what := describe(rec)
 	if rec.Format == "" && rec.MediaType != "" {
 		rec.Format = descriptorFormat(rec.MediaType, nil)
 	}
@@ -250,18 +261,8 @@ func (s *Source) pin(l *fetch.Layer, rec wire.Layer, what string) (*fetch.Layer,
 // as the layer rec describes, pinning it to rec's TOC digest annotation,
 // unless the layer was opened already.
 func (s *Source) Adopt(repo name.Repository, rec wire.Layer, blob *registry.Blob, t *toc.TOC) (*fetch.Layer, error) {
-	key := repo.String() + "@" + rec.Digest
-	s.mu.Lock()
-	if s.layers == nil {
-		s.layers = map[string]*onceLayer{}
-	}
-	ol, ok := s.layers[key]
-	if !ok {
-		ol = &onceLayer{}
-		s.layers[key] = ol
-	}
-	s.mu.Unlock()
-	what := fmt.Sprintf("layer %d (%s) of %s", rec.Index, rec.Digest, rec.Ref)
+	ol := s.layerOnce(repo, rec.Digest)
+	what := describe(rec)
 	ol.once.Do(func() { ol.layer, ol.err = s.pin(&fetch.Layer{Blob: blob, TOC: t}, rec, what) })
 	return ol.layer, ol.err
 }
