@@ -50,6 +50,11 @@ Options:
   -o, --output DIR          directory to write into, created if missing
                             (required)                          SG_OUTPUT
   -j, --jobs N              parallel range downloads (default 16) SG_JOBS
+  --max-ranges N            most byte ranges asked for in one request
+                            (default 64); scattered chunks are fetched
+                            with multi-range requests, and servers that
+                            do not answer them are asked range by range;
+                            1 turns them off                SG_MAX_RANGES
   --progress auto|always|never  progress bar on stderr; auto shows it when
                             stderr is a terminal (default auto) SG_PROGRESS
   --allow-full-layers       fetch from layers that are not eStargz by
@@ -109,6 +114,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	allowFull := fs.Bool("allow-full-layers", false, "read non-eStargz layers whole")
 	requireVerified := fs.Bool("require-verified", false, "refuse unpinned layers")
 	var opts fetch.Options
+	fs.IntVar(&opts.MaxRanges, "max-ranges", fetch.DefaultMaxRanges, "most ranges in one request")
 	fs.BoolVar(&opts.Refetch, "refetch", false, "download identical files again")
 	fs.BoolVar(&opts.PreservePermissions, "preserve-permissions", false, "keep setuid/setgid/sticky")
 	fs.BoolVar(&opts.SameOwner, "same-owner", false, "apply uid/gid as root")
@@ -131,6 +137,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cli.Usagef("missing PATH after IMAGE BLOB (use / for the whole layer)")
 	case jobs < 1:
 		return cli.Usagef("-j must be at least 1, got %d", jobs)
+	case opts.MaxRanges < 1:
+		return cli.Usagef("--max-ranges must be at least 1, got %d", opts.MaxRanges)
 	case *progress != "auto" && *progress != "always" && *progress != "never":
 		return cli.Usagef("--progress must be auto, always or never, got %q", *progress)
 	}

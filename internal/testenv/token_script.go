@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -41,6 +42,8 @@ const slowRate = 2_500_000
 //	                requests carrying Authorization)
 //	NORANGEGOTREE   GOTREE through a proxy that drops Range headers
 //	RANGE416GOTREE  GOTREE through a proxy answering 416 to ranged blob GETs
+//	NOMULTIGOTREE   GOTREE through a proxy that answers requests for
+//	                several ranges with the whole blob, as object stores do
 //
 // Each proxy's faults are used up by the requests that come first, so
 // each proxy serves one script.
@@ -115,6 +118,10 @@ func StartScriptRegistries(ctx context.Context, fx *Fixtures, anon string) (_ *S
 		return nil, err
 	}
 	if _, err := proxy("RANGE416GOTREE", anon, Rule{Match: MatchAll(MatchBlobs, MatchRanged), Fault: Fault{Status: http.StatusRequestedRangeNotSatisfiable}}); err != nil {
+		return nil, err
+	}
+	multiRange := func(r *http.Request) bool { return strings.Contains(r.Header.Get("Range"), ",") }
+	if _, err := proxy("NOMULTIGOTREE", anon, Rule{Match: MatchAll(MatchBlobs, multiRange), Fault: Fault{IgnoreRange: true}}); err != nil {
 		return nil, err
 	}
 	return s, nil

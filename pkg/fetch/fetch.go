@@ -33,6 +33,12 @@ const (
 	// DefaultMaxRequestBytes caps one range request, so a whole-layer fetch
 	// is spread over all downloaders.
 	DefaultMaxRequestBytes = 8 << 20
+	// DefaultMaxRanges caps the byte ranges one request asks for. Runs of
+	// wanted members too far apart to join are asked for together in
+	// multi-range requests (answered with multipart/byteranges), so 100
+	// scattered small files cost a few requests, not 100; a server that
+	// does not answer them is asked range by range.
+	DefaultMaxRanges = 64
 	// minRequestBytes keeps small fetches from being split needlessly.
 	minRequestBytes = 256 << 10
 	// DefaultTries is how often a range request is tried before the files
@@ -90,6 +96,9 @@ type Options struct {
 	MaxGap          int64 // 0 means DefaultMaxGap; negative means never merge across a gap
 	MaxRequestBytes int64 // 0 means DefaultMaxRequestBytes
 	Tries           int   // 0 means DefaultTries
+	// MaxRanges caps the byte ranges of one request; 0 means
+	// DefaultMaxRanges, 1 turns multi-range requests off.
+	MaxRanges int
 	// Progress, when set, is called (from any goroutine, serialized) as
 	// bytes arrive and files finish.
 	Progress func(Progress)
@@ -177,6 +186,9 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 	}
 	if opts.Tries <= 0 {
 		opts.Tries = DefaultTries
+	}
+	if opts.MaxRanges <= 0 {
+		opts.MaxRanges = DefaultMaxRanges
 	}
 	e := &engine{root: root, opts: opts, emit: emit, dirs: map[string]*dirHandle{}}
 
@@ -349,9 +361,9 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 		}
 	}
 	maxReq := requestCap(total, e.opts.Jobs, e.opts.MaxRequestBytes, minRequestBytes)
-	reqs := plan(targets, e.opts.MaxGap, maxReq)
+	reqs := plan(targets, e.opts.MaxGap, maxReq, e.opts.Jobs, e.opts.MaxRanges)
 	for _, r := range reqs {
-		e.bytesTotal += r.end - r.start
+		e.bytesTotal += r.bytes()
 	}
 	// Files without contents are finished now; the others as their last
 	// chunk verifies.

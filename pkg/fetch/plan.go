@@ -21,19 +21,37 @@ type member struct {
 	segments    []*segment // sorted by InnerOffset
 }
 
-// request is one HTTP Range request: consecutive members of one layer.
+// request is one HTTP request: one or more runs of consecutive members of
+// one layer (several runs are asked for with one multi-range request).
 type request struct {
-	layer      *Layer
-	start, end int64
-	members    []*member
-	local      bool // served from the tail read with the TOC
+	layer   *Layer
+	members []*member // of all runs, by offset
+	runs    []run
+	local   bool // served from the tail read with the TOC
 }
 
-// plan groups the chunks of targets by member and merges members into
-// requests. maxGap is the largest gap of unwanted bytes worth downloading to
-// save a request; maxReq caps a request's size (a single larger member is a
-// request of its own).
-func plan(targets []*target, maxGap, maxReq int64) []*request {
+// run is a stretch of a layer blob downloaded in one piece: the members
+// [first, last) of its request and the gaps between them.
+type run struct {
+	start, end  int64
+	first, last int
+}
+
+// bytes returns how many compressed bytes the request downloads.
+func (r *request) bytes() int64 {
+	var n int64
+	for _, x := range r.runs {
+		n += x.end - x.start
+	}
+	return n
+}
+
+// plan groups the chunks of targets by member, merges neighbouring
+// members into runs and runs into requests. maxGap is the largest gap of
+// unwanted bytes worth downloading to save a run; maxReq caps a request's
+// size (a single larger member is a request of its own). Runs are spread
+// over the jobs, at least 4 and at most maxRuns to a request.
+func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request {
 	type key struct {
 		layer  *Layer
 		offset int64
@@ -66,23 +84,46 @@ func plan(targets []*target, maxGap, maxReq int64) []*request {
 			t.pending++
 		}
 	}
-	var reqs []*request
+	runsOf := map[*Layer][]*request{}
+	nruns := 0
 	for _, l := range layers {
 		ms := byLayer[l]
 		sort.Slice(ms, func(i, j int) bool { return ms[i].offset < ms[j].offset })
+		// Runs first: members joined across small gaps.
+		var runs []*request
 		var cur *request
 		for _, m := range ms {
 			sort.Slice(m.segments, func(i, j int) bool { return m.segments[i].chunk.InnerOffset < m.segments[j].chunk.InnerOffset })
 			// Members in the tail read with the TOC are served from memory,
-			// in requests of their own.
+			// in runs of their own.
 			local := l.TOC.Tail != nil && m.offset >= l.TOC.TailStart
-			if cur != nil && m.offset-cur.end <= maxGap && m.end-cur.start <= maxReq && local == cur.local {
+			if cur != nil && m.offset-cur.runs[0].end <= maxGap && m.end-cur.runs[0].start <= maxReq && local == cur.local {
 				cur.members = append(cur.members, m)
-				cur.end = m.end
+				cur.runs[0].end = m.end
+				cur.runs[0].last++
 				continue
 			}
-			cur = &request{layer: l, start: m.offset, end: m.end, members: []*member{m}, local: local}
-			reqs = append(reqs, cur)
+			cur = &request{layer: l, members: []*member{m}, runs: []run{{start: m.offset, end: m.end, last: 1}}, local: local}
+			runs = append(runs, cur)
+		}
+		runsOf[l] = runs
+		nruns += len(runs)
+	}
+	// Then runs joined into multi-range requests, up to the caps.
+	runsPerReq := min(max((nruns+jobs-1)/jobs, 4), maxRuns)
+	var reqs []*request
+	for _, l := range layers {
+		var req *request
+		for _, x := range runsOf[l] {
+			if req != nil && !x.local && !req.local && len(req.runs) < runsPerReq && req.bytes()+x.bytes() <= maxReq {
+				x.runs[0].first += len(req.members)
+				x.runs[0].last += len(req.members)
+				req.runs = append(req.runs, x.runs[0])
+				req.members = append(req.members, x.members...)
+				continue
+			}
+			req = x
+			reqs = append(reqs, req)
 		}
 	}
 	for _, r := range reqs {

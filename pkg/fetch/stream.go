@@ -12,9 +12,12 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"os"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/stargz-get/stargz-get/pkg/registry"
 )
 
 // do runs one request, retrying from the first member not yet finished.
@@ -45,7 +48,7 @@ func (e *engine) do(ctx context.Context, r *request) {
 		// The tail read with the TOC may be what was bad: download again.
 		r.local = false
 		wait := backoff(attempt)
-		e.logf("bytes %d-%d of %s: %v; retrying in %s", r.members[next].offset, r.end-1, r.layer.Blob, err, wait.Round(time.Millisecond))
+		e.logf("bytes %d-%d of %s: %v; retrying in %s", r.members[next].offset, r.runs[len(r.runs)-1].end-1, r.layer.Blob, err, wait.Round(time.Millisecond))
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -60,25 +63,73 @@ func backoff(attempt int) time.Duration {
 	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
 }
 
-// stream reads members r.members[*next:] in one range request.
+// multiRanger is a blob that reads several ranges in one request
+// (registry.Blob).
+type multiRanger interface {
+	ReadSpans(ctx context.Context, spans []registry.Span) (*registry.SpanReader, error)
+}
+
+// stream reads members r.members[*next:] in one request.
 func (e *engine) stream(ctx context.Context, r *request, next *int, buf []byte, zr *gzip.Reader) error {
-	start := r.members[*next].offset
-	var body io.ReadCloser
-	if r.local {
+	// The runs left, the first starting at the first member not finished.
+	i := sort.Search(len(r.runs), func(i int) bool { return r.runs[i].last > *next })
+	runs := slices.Clone(r.runs[i:])
+	runs[0].start = r.members[*next].offset
+	var open func(x run) (io.Reader, error)
+	switch mr, ok := r.layer.Blob.(multiRanger); {
+	case r.local:
 		t := r.layer.TOC
-		body = io.NopCloser(bytes.NewReader(t.Tail[start-t.TailStart : r.end-t.TailStart]))
-	} else {
-		var err error
-		if body, err = r.layer.Blob.ReadRange(ctx, start, r.end-start); err != nil {
+		open = func(x run) (io.Reader, error) {
+			return bytes.NewReader(t.Tail[x.start-t.TailStart : x.end-t.TailStart]), nil
+		}
+	case ok && len(runs) > 1:
+		spans := make([]registry.Span, len(runs))
+		for i, x := range runs {
+			spans[i] = registry.Span{Off: x.start, N: x.end - x.start}
+		}
+		sr, err := mr.ReadSpans(ctx, spans)
+		if err != nil {
+			return err
+		}
+		defer sr.Close()
+		open = func(run) (io.Reader, error) { return sr.Next() }
+	default:
+		var body io.ReadCloser
+		defer func() {
+			if body != nil {
+				body.Close()
+			}
+		}()
+		open = func(x run) (io.Reader, error) {
+			if body != nil {
+				body.Close()
+			}
+			var err error
+			body, err = r.layer.Blob.ReadRange(ctx, x.start, x.end-x.start)
+			return body, err
+		}
+	}
+	br := bufio.NewReaderSize(nil, 64<<10)
+	for _, x := range runs {
+		body, err := open(x)
+		if err != nil {
+			return err
+		}
+		if err := e.streamRun(r, x, body, br, next, buf, zr); err != nil {
 			return err
 		}
 	}
-	defer body.Close()
+	return nil
+}
+
+// streamRun reads the members of run x up to its last from body, which
+// starts at x.start.
+func (e *engine) streamRun(r *request, x run, body io.Reader, br *bufio.Reader, next *int, buf []byte, zr *gzip.Reader) error {
 	cr := &countingReader{r: body, e: e}
-	br := bufio.NewReaderSize(cr, 64<<10)
+	br.Reset(cr)
 	// pos is the blob offset of the next byte br hands out.
-	pos := func() int64 { return start + cr.n - int64(br.Buffered()) }
-	for ; *next < len(r.members); *next++ {
+	pos := func() int64 { return x.start + cr.n - int64(br.Buffered()) }
+	for ; *next < x.last; *next++ {
 		m := r.members[*next]
 		if _, err := br.Discard(int(m.offset - pos())); err != nil {
 			return fmt.Errorf("skipping to member at %d: %w", m.offset, err)

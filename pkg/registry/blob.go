@@ -29,6 +29,9 @@ type Blob struct {
 	// noRange is set once the registry answered 416 to a valid range:
 	// later reads ask for the whole blob straight away.
 	noRange atomic.Bool
+	// noMulti is set once a server did not answer a request for several
+	// ranges with them: later ReadSpans calls ask for one range at a time.
+	noMulti atomic.Bool
 
 	mu sync.Mutex
 	// resolved is where the registry last redirected this blob to (blob
@@ -182,14 +185,23 @@ func hostOf(u string) string {
 }
 
 func (b *Blob) do(ctx context.Context, client *http.Client, u string, ranged bool, off, n int64) (*http.Response, error) {
+	rng := ""
+	if ranged {
+		// Always a closed range: some registries answer 416 to open-ended
+		// ones.
+		rng = fmt.Sprintf("bytes=%d-%d", off, off+n-1)
+	}
+	return b.send(ctx, client, u, rng)
+}
+
+// send GETs u with the Range header rng ("" for none).
+func (b *Blob) send(ctx context.Context, client *http.Client, u, rng string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
 	}
-	if ranged {
-		// Always a closed range: some registries answer 416 to open-ended
-		// ones.
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+	if rng != "" {
+		req.Header.Set("Range", rng)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -1,0 +1,312 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// Span is a stretch of a blob: N bytes at Off.
+type Span struct {
+	Off, N int64
+}
+
+// maxRangeHeader caps the Range header of one request; servers commonly
+// refuse request headers of more than 8 KiB.
+const maxRangeHeader = 4 << 10
+
+// spanLimit returns how many of spans (from the first) fit into the Range
+// header of one request; at least 1.
+func spanLimit(spans []Span) int {
+	size := len("bytes=")
+	for i, s := range spans {
+		size += len(strconv.FormatInt(s.Off, 10)) + len(strconv.FormatInt(s.Off+s.N-1, 10)) + 2
+		if size > maxRangeHeader {
+			return max(i, 1)
+		}
+	}
+	return len(spans)
+}
+
+// ReadSpans reads several stretches of the blob, sorted by offset and not
+// overlapping, in one request when it can: a multi-range request answered
+// with multipart/byteranges, as registries serving blobs themselves do.
+// Servers that answer such a request with the whole blob (object stores
+// behind a redirect, typically) or with fewer parts than asked are left at
+// once, and the spans not received are read one range request after
+// another, as are all later ReadSpans calls for this blob. The caller must
+// close the SpanReader.
+func (b *Blob) ReadSpans(ctx context.Context, spans []Span) (*SpanReader, error) {
+	for i, s := range spans {
+		if s.Off < 0 || s.N <= 0 || (b.size > 0 && s.Off+s.N > b.size) {
+			return nil, fmt.Errorf("reading blob %s: range %d+%d outside blob of %d bytes", b.digest, s.Off, s.N, b.size)
+		}
+		if i > 0 && s.Off < spans[i-1].Off+spans[i-1].N {
+			return nil, fmt.Errorf("reading blob %s: ranges %d+%d and %d+%d are not sorted apart", b.digest, spans[i-1].Off, spans[i-1].N, s.Off, s.N)
+		}
+	}
+	sr := &SpanReader{b: b, ctx: ctx, spans: spans}
+	if err := sr.request(); err != nil {
+		return nil, err
+	}
+	return sr, nil
+}
+
+// request asks for the spans from r.next on: as many as fit in one
+// multi-range request, or none when the blob is read range by range.
+func (r *SpanReader) request() error {
+	b, spans := r.b, r.spans[r.next:]
+	n := spanLimit(spans)
+	r.batchEnd = r.next + n
+	if n < 2 || b.noMulti.Load() || b.noRange.Load() {
+		r.batchEnd = len(r.spans)
+		return nil
+	}
+	var rng strings.Builder
+	rng.WriteString("bytes=")
+	for i, s := range spans[:n] {
+		if i > 0 {
+			rng.WriteByte(',')
+		}
+		fmt.Fprintf(&rng, "%d-%d", s.Off, s.Off+s.N-1)
+	}
+	resp, err := b.sendRanges(r.ctx, rng.String())
+	if err != nil {
+		return err
+	}
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		r.body = resp.Body
+		mt, params, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+		if mt == "multipart/byteranges" && params["boundary"] != "" {
+			r.parts = multipart.NewReader(resp.Body, params["boundary"])
+			return nil
+		}
+		// One range for all: the server joined them.
+		off, end, err := contentRange(resp.Header.Get("Content-Range"))
+		if err != nil {
+			resp.Body.Close()
+			r.body = nil
+			return fmt.Errorf("reading blob %s: %w", b.digest, err)
+		}
+		r.part, r.partPos, r.partEnd = resp.Body, off, end
+		return nil
+	case http.StatusOK, http.StatusRequestedRangeNotSatisfiable:
+		// Closed at once: most of the blob is not wanted.
+		resp.Body.Close()
+		b.noMulti.Store(true)
+		b.c.logf("blob %s: server answered %s to a request for %d ranges; asking for one range at a time", b.digest, resp.Status, n)
+		r.batchEnd = len(r.spans)
+		return nil
+	}
+	defer drain(resp.Body)
+	err = transport.CheckError(resp, http.StatusOK, http.StatusPartialContent)
+	return fmt.Errorf("reading blob %s: %w", b.digest, classify(b.repo.RegistryStr(), err))
+}
+
+// sendRanges sends a request with the Range header rng to the blob's
+// redirect target when one is known and still answers, else to the
+// registry, remembering where it redirects to.
+func (b *Blob) sendRanges(ctx context.Context, rng string) (*http.Response, error) {
+	b.mu.Lock()
+	resolved := b.resolved
+	b.mu.Unlock()
+	if resolved != "" {
+		resp, err := b.send(ctx, &http.Client{Transport: b.c.base}, resolved, rng)
+		if err == nil && (resp.StatusCode == http.StatusPartialContent || resp.StatusCode == http.StatusOK) {
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		why := fmt.Sprint(err)
+		if err == nil {
+			why = resp.Status
+			drain(resp.Body)
+		}
+		b.c.logf("blob %s: redirect target stopped working (%s); asking the registry again", b.digest, why)
+		b.mu.Lock()
+		if b.resolved == resolved {
+			b.resolved = ""
+		}
+		b.mu.Unlock()
+	}
+	resp, err := b.send(ctx, b.client, b.url, rng)
+	if err != nil {
+		return nil, err
+	}
+	if final := resp.Request.URL; (resp.StatusCode == http.StatusPartialContent || resp.StatusCode == http.StatusOK) && final.Host != hostOf(b.url) {
+		b.mu.Lock()
+		b.resolved = final.String()
+		b.mu.Unlock()
+	}
+	return resp, nil
+}
+
+// SpanReader hands out the spans of one ReadSpans call in order.
+type SpanReader struct {
+	b     *Blob
+	ctx   context.Context
+	spans []Span
+	next  int // index of the next span Next returns
+	// batchEnd ends the spans of the current request.
+	batchEnd int
+
+	body  io.ReadCloser     // the multi-range response, nil when reading range by range
+	parts *multipart.Reader // nil for a single joined range
+	// part is the current part of body; partPos is the blob offset of its
+	// next byte and partEnd the offset after its last.
+	part             io.Reader
+	partPos, partEnd int64
+
+	single io.ReadCloser // the current span's own range read
+}
+
+// Next returns a reader of the next span's bytes, valid until the next
+// call; io.EOF after the last span. A span not read to its end is skipped.
+func (r *SpanReader) Next() (io.Reader, error) {
+	if r.single != nil {
+		r.single.Close()
+		r.single = nil
+	}
+	if r.next == len(r.spans) {
+		return nil, io.EOF
+	}
+	if r.next == r.batchEnd {
+		if r.body != nil {
+			r.body.Close()
+			r.body, r.parts, r.part = nil, nil, nil
+		}
+		if err := r.request(); err != nil {
+			return nil, err
+		}
+	}
+	s := r.spans[r.next]
+	r.next++
+	if r.body != nil {
+		rd, err := r.fromParts(s)
+		if rd != nil || err != nil {
+			return rd, err
+		}
+		// The server sent fewer or other ranges than asked: the rest is
+		// read range by range.
+		r.body.Close()
+		r.body, r.parts, r.part = nil, nil, nil
+		r.batchEnd = len(r.spans)
+		r.b.noMulti.Store(true)
+		r.b.c.logf("blob %s: the answer to a multi-range request lacks bytes %d-%d; asking for one range at a time", r.b.digest, s.Off, s.Off+s.N-1)
+	}
+	rc, err := r.b.ReadRange(r.ctx, s.Off, s.N)
+	if err != nil {
+		return nil, err
+	}
+	r.single = rc
+	return rc, nil
+}
+
+// fromParts finds span s in the multipart answer. It returns nil, nil when
+// the answer does not hold s.
+func (r *SpanReader) fromParts(s Span) (io.Reader, error) {
+	for {
+		if r.part != nil && r.partPos <= s.Off && s.Off+s.N <= r.partEnd {
+			if _, err := io.CopyN(io.Discard, r.part, s.Off-r.partPos); err != nil {
+				return nil, fmt.Errorf("reading blob %s at byte %d: %w", r.b.digest, r.partPos, unexpected(err))
+			}
+			r.partPos = s.Off
+			return &partReader{r: r, left: s.N}, nil
+		}
+		if r.part != nil && r.partEnd > s.Off {
+			return nil, nil // the part begins past s, or ends inside it
+		}
+		if r.parts == nil {
+			return nil, nil
+		}
+		p, err := r.parts.NextPart()
+		if err == io.EOF {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading blob %s: multi-range answer: %w", r.b.digest, err)
+		}
+		off, end, err := contentRange(p.Header.Get("Content-Range"))
+		if err != nil {
+			return nil, fmt.Errorf("reading blob %s: multi-range answer: %w", r.b.digest, err)
+		}
+		r.part, r.partPos, r.partEnd = p, off, end
+	}
+}
+
+// Close ends the request.
+func (r *SpanReader) Close() error {
+	if r.single != nil {
+		r.single.Close()
+	}
+	if r.body != nil {
+		return r.body.Close()
+	}
+	return nil
+}
+
+// partReader reads one span out of the current part.
+type partReader struct {
+	r    *SpanReader
+	left int64
+}
+
+func (p *partReader) Read(b []byte) (int, error) {
+	if p.left == 0 {
+		return 0, io.EOF
+	}
+	if int64(len(b)) > p.left {
+		b = b[:p.left]
+	}
+	n, err := p.r.part.Read(b)
+	p.left -= int64(n)
+	p.r.partPos += int64(n)
+	if err == io.EOF {
+		if p.left > 0 {
+			return n, fmt.Errorf("reading blob %s at byte %d: %w", p.r.b.digest, p.r.partPos, io.ErrUnexpectedEOF)
+		}
+		err = nil
+	}
+	if err != nil {
+		err = fmt.Errorf("reading blob %s at byte %d: %w", p.r.b.digest, p.r.partPos, err)
+	}
+	return n, err
+}
+
+// contentRange parses "bytes FIRST-LAST/SIZE" into the offsets of the
+// first byte and after the last.
+func contentRange(cr string) (off, end int64, err error) {
+	spec, ok := strings.CutPrefix(cr, "bytes ")
+	if ok {
+		spec, _, ok = strings.Cut(spec, "/")
+	}
+	var first, last string
+	if ok {
+		first, last, ok = strings.Cut(spec, "-")
+	}
+	if ok {
+		a, err1 := strconv.ParseInt(first, 10, 64)
+		z, err2 := strconv.ParseInt(last, 10, 64)
+		if err1 == nil && err2 == nil && a >= 0 && z >= a {
+			return a, z + 1, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("invalid Content-Range %q", cr)
+}
+
+func unexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
