@@ -279,7 +279,7 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 		}
 		// Keep only what is used, and one copy of the strings every line of
 		// a layer repeats: tens of thousands of entries stay small.
-		slim := wire.Entry{Ref: intern(e.Ref), Manifest: intern(e.Manifest), Layer: intern(e.Layer), LayerSize: e.LayerSize, Name: e.Name, Type: intern(e.Type)}
+		slim := wire.Entry{Ref: intern(e.Ref), Manifest: intern(e.Manifest), Layer: intern(e.Layer), LayerSize: e.LayerSize, TOCOffset: e.TOCOffset, Name: e.Name, Type: intern(e.Type)}
 		items = append(items, &item{in: slim})
 	}
 	// Open each distinct layer once, several at a time.
@@ -296,7 +296,7 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 		}
 		seen[k] = true
 		p.Go(func() {
-			l, err := openLayer(ctx, src, k.ref, k.manifest, k.layer, it.in.LayerSize)
+			l, err := openLayer(ctx, src, k.ref, k.manifest, k.layer, it.in.LayerSize, it.in.TOCOffset)
 			mu.Lock()
 			opened[k], errs[k] = l, err
 			mu.Unlock()
@@ -324,7 +324,7 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 // size and the manifest's digest, the TOC is read while the manifest is
 // fetched, saving a round trip; the manifest then decides whether that
 // read counts.
-func openLayer(ctx context.Context, src *source.Source, ref, manifest, layer string, size int64) (*fetch.Layer, error) {
+func openLayer(ctx context.Context, src *source.Source, ref, manifest, layer string, size, tocOffset int64) (*fetch.Layer, error) {
 	type early struct {
 		blob *registry.Blob
 		toc  *toc.TOC
@@ -334,7 +334,7 @@ func openLayer(ctx context.Context, src *source.Source, ref, manifest, layer str
 	if r, err := src.Client.ParseReference(ref); err == nil && size > 0 && manifest != "" {
 		ch = make(chan early, 1)
 		go func() {
-			blob, t, err := src.ReadEarly(ctx, r.Context(), layer, size)
+			blob, t, err := src.ReadEarly(ctx, r.Context(), layer, size, tocOffset)
 			ch <- early{blob, t, err}
 		}()
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stargz-get/stargz-get/internal/cli"
 	"github.com/stargz-get/stargz-get/internal/source"
+	"github.com/stargz-get/stargz-get/pkg/fetch"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 	"github.com/stargz-get/stargz-get/pkg/wire"
 )
@@ -140,13 +141,13 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		total++
 		s.Go(func() stream.Callback {
-			entries, err := l.entries(ctx, rec)
+			layer, err := l.layer(ctx, rec)
 			return func() {
 				if fatal != nil {
 					return
 				}
 				if err == nil {
-					err = l.print(rec, entries)
+					err = l.print(rec, layer.TOC)
 				}
 				switch {
 				case err == nil:
@@ -183,44 +184,46 @@ type lister struct {
 }
 
 func (l *lister) list(ctx context.Context, rec wire.Layer) error {
-	entries, err := l.entries(ctx, rec)
+	layer, err := l.layer(ctx, rec)
 	if err != nil {
 		return err
 	}
-	return l.print(rec, entries)
+	return l.print(rec, layer.TOC)
 }
 
-func (l *lister) entries(ctx context.Context, rec wire.Layer) ([]*toc.Entry, error) {
+func (l *lister) layer(ctx context.Context, rec wire.Layer) (*fetch.Layer, error) {
 	ref, err := l.src.Client.ParseReference(rec.Ref)
 	if err != nil {
 		return nil, err
 	}
-	layer, err := l.src.Open(ctx, ref.Context(), rec)
-	if err != nil {
-		return nil, err
-	}
-	return layer.TOC.Entries, nil
+	return l.src.Open(ctx, ref.Context(), rec)
 }
 
-func (l *lister) print(rec wire.Layer, entries []*toc.Entry) error {
-	for _, e := range entries {
+func (l *lister) print(rec wire.Layer, t *toc.TOC) error {
+	for _, e := range t.Entries {
 		if !l.all && toc.Landmark(e.Name) {
 			continue
 		}
-		if err := l.enc.Encode(EntryRecord(rec, e)); err != nil {
+		if err := l.enc.Encode(EntryRecord(rec, t, e)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// EntryRecord describes TOC entry e of the layer rec as a wire record.
-func EntryRecord(rec wire.Layer, e *toc.Entry) wire.Entry {
+// EntryRecord describes entry e of the TOC t of the layer rec as a wire
+// record.
+func EntryRecord(rec wire.Layer, t *toc.TOC, e *toc.Entry) wire.Entry {
+	var tocOffset int64
+	if !t.Full {
+		tocOffset = t.Offset
+	}
 	return wire.Entry{
 		Ref:       rec.Ref,
 		Manifest:  rec.Manifest,
 		Layer:     rec.Digest,
 		LayerSize: rec.Size,
+		TOCOffset: tocOffset,
 		Name:      e.Name,
 		Type:      e.Type,
 		Size:      e.Size,
@@ -277,7 +280,7 @@ func (l *lister) flattened(ctx context.Context, pos []string, dec *wire.Decoder)
 			return cli.Hint(err)
 		}
 		for _, fe := range entries {
-			if err := l.enc.Encode(EntryRecord(fe.Rec, fe.Entry)); err != nil {
+			if err := l.enc.Encode(EntryRecord(fe.Rec, fe.Layer.TOC, fe.Entry)); err != nil {
 				return err
 			}
 		}

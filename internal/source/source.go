@@ -270,7 +270,9 @@ func (s *Source) Adopt(repo name.Repository, rec wire.Layer, blob *registry.Blob
 // ReadEarly reads the TOC of blob dgst of size bytes in repo without its
 // manifest, so that it can go on while the manifest is fetched; the
 // caller checks size against the manifest and pins the TOC with Adopt.
-func (s *Source) ReadEarly(ctx context.Context, repo name.Repository, dgst string, size int64) (*registry.Blob, *toc.TOC, error) {
+// tocOffset, when known (entries from sg-ls carry it), lets the whole TOC
+// be read at once.
+func (s *Source) ReadEarly(ctx context.Context, repo name.Repository, dgst string, size, tocOffset int64) (*registry.Blob, *toc.TOC, error) {
 	h, err := v1.NewHash(dgst)
 	if err != nil {
 		return nil, nil, err
@@ -279,7 +281,9 @@ func (s *Source) ReadEarly(ctx context.Context, repo name.Repository, dgst strin
 	if err != nil {
 		return nil, nil, err
 	}
-	t, err := toc.Read(ctx, blob, s.TOC)
+	opts := s.TOC
+	opts.TOCOffset = tocOffset
+	t, err := toc.Read(ctx, blob, opts)
 	return blob, t, err
 }
 

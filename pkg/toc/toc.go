@@ -47,6 +47,10 @@ type Options struct {
 	MaxTOCBytes     int64 // 0 means DefaultMaxTOCBytes
 	MaxTOCJSONBytes int64 // 0 means DefaultMaxTOCJSONBytes
 	MaxEntries      int64 // 0 means DefaultMaxEntries
+	// TOCOffset, when known (from an earlier listing), is where the TOC
+	// starts: the whole TOC and footer are then read at once, in parallel
+	// pieces. The footer must agree, else the TOC is read as without it.
+	TOCOffset int64
 }
 
 // TOC is a layer's parsed table of contents.
@@ -182,34 +186,55 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 	size := r.Size()
 	tailBytes = min(tailBytes, size)
 	t := &TOC{}
-	tail, err := readRange(ctx, r, size-tailBytes, tailBytes)
-	if err != nil {
-		return nil, err
+	var (
+		f         footer
+		tocStream io.Reader
+		tail      []byte
+		tailStart int64
+	)
+	// A TOC offset known from an earlier listing is only used when the
+	// TOC is too big for the tail read anyway, and within the limit.
+	if h := opts.TOCOffset; h > 0 && size-h > tailBytes && size-h <= maxTOC+int64(estargz.FooterSize) {
+		p := readPieces(ctx, r, h, size-h)
+		defer p.Close()
+		last, err := p.last(estargz.FooterSize)
+		if err != nil {
+			return nil, err
+		}
+		if f, err = parseFooter(last, size); err == nil && f.tocOffset == h {
+			tocStream = io.LimitReader(p, f.tocEnd-h)
+			t.Requests, t.BytesRead = p.requests(), size-h
+		} else {
+			p.Close()
+		}
 	}
-	t.Requests, t.BytesRead = 1, tailBytes
-	f, err := parseFooter(tail, size)
-	if err != nil {
-		return nil, err
+	if tocStream == nil {
+		tailStart = size - tailBytes
+		var err error
+		if tail, err = readRange(ctx, r, tailStart, tailBytes); err != nil {
+			return nil, err
+		}
+		t.Requests, t.BytesRead = t.Requests+1, t.BytesRead+tailBytes
+		if f, err = parseFooter(tail, size); err != nil {
+			return nil, err
+		}
 	}
 	if n := f.tocEnd - f.tocOffset; n > maxTOC {
 		return nil, fmt.Errorf("TOC is %d bytes compressed, over the limit of %d (raise it with --max-toc-bytes)", n, maxTOC)
 	}
-	tailStart := size - tailBytes
-	var tocStream io.Reader
-	if f.tocOffset >= tailStart {
+	switch {
+	case tocStream != nil:
+	case f.tocOffset >= tailStart:
 		tocStream = bytes.NewReader(tail[f.tocOffset-tailStart : f.tocEnd-tailStart])
-	} else {
-		// The TOC starts before the tail: its head is parsed as it streams
-		// in, so decoding overlaps the download.
+	default:
+		// The TOC starts before the tail: its head comes in parallel
+		// pieces, parsed as they arrive, so decoding overlaps the download.
 		n := tailStart - f.tocOffset
-		head, err := r.ReadRange(ctx, f.tocOffset, n)
-		if err != nil {
-			return nil, fmt.Errorf("reading TOC: %w", err)
-		}
-		defer head.Close()
-		t.Requests++
+		p := readPieces(ctx, r, f.tocOffset, n)
+		defer p.Close()
+		t.Requests += p.requests()
 		t.BytesRead += n
-		tocStream = io.MultiReader(&exactReader{r: head, n: n}, bytes.NewReader(tail[:f.tocEnd-tailStart]))
+		tocStream = io.MultiReader(p, bytes.NewReader(tail[:f.tocEnd-tailStart]))
 	}
 	jtoc, dgst, err := parseTOC(tocStream, maxJSON)
 	if err != nil {
@@ -219,7 +244,7 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 		return nil, fmt.Errorf("TOC has %d entries, over the limit of %d (raise it with --max-toc-entries)", n, maxEntries)
 	}
 	t.Format, t.Offset, t.Digest = f.format, f.tocOffset, dgst
-	if tailStart < f.tocOffset {
+	if tail != nil && tailStart < f.tocOffset {
 		t.Tail, t.TailStart = tail[:f.tocOffset-tailStart], tailStart
 	}
 	if err := t.build(jtoc); err != nil {
@@ -256,27 +281,6 @@ func parseTOC(r io.Reader, maxJSON int64) (*estargz.JTOC, digest.Digest, error) 
 		return nil, "", overLimit()
 	}
 	return &j, d.Digest(), nil
-}
-
-// exactReader reads exactly n bytes from r: an early EOF is an error.
-type exactReader struct {
-	r io.Reader
-	n int64
-}
-
-func (e *exactReader) Read(p []byte) (int, error) {
-	if e.n <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > e.n {
-		p = p[:e.n]
-	}
-	n, err := e.r.Read(p)
-	e.n -= int64(n)
-	if err == io.EOF && e.n > 0 {
-		err = fmt.Errorf("reading TOC: %w", io.ErrUnexpectedEOF)
-	}
-	return n, err
 }
 
 // build folds chunks into files and computes chunk extents.

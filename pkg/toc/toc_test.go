@@ -168,3 +168,101 @@ func TestHostileFooterAndTOC(t *testing.T) {
 		}
 	}
 }
+
+// failingBlob fails range requests starting between after and before.
+type failingBlob struct {
+	*blob
+	after, before int64
+}
+
+func (b *failingBlob) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	if off > b.after && off < b.before {
+		b.requests.Add(1)
+		return nil, errors.New("connection reset by test")
+	}
+	return b.blob.ReadRange(ctx, off, n)
+}
+
+// A TOC bigger than the tail read comes in parallel pieces; with its
+// offset known from an earlier listing, it comes in pieces at once, with
+// no tail read. Either way the TOC is the same, and a wrong offset only
+// costs requests.
+func TestReadInPieces(t *testing.T) {
+	b := load(t, fixtures.GoTree.Layers[0])
+	ctx := context.Background()
+	want, err := toc.Read(ctx, b, toc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, tocLen := b.Size(), b.Size()-want.Offset
+	same := func(t *testing.T, got *toc.TOC) {
+		t.Helper()
+		if got.Digest != want.Digest || got.Offset != want.Offset || len(got.Entries) != len(want.Entries) {
+			t.Fatalf("TOC %s at %d with %d entries, want %s at %d with %d", got.Digest, got.Offset, len(got.Entries), want.Digest, want.Offset, len(want.Entries))
+		}
+		for i, e := range got.Entries {
+			if w := want.Entries[i]; e.Name != w.Name || e.Digest != w.Digest || fmt.Sprint(e.Chunks) != fmt.Sprint(w.Chunks) {
+				t.Fatalf("entry %d: %s %s %v, want %s %s %v", i, e.Name, e.Digest, e.Chunks, w.Name, w.Digest, w.Chunks)
+			}
+		}
+	}
+	const tail = 4096
+	for _, piece := range []int64{256 << 10, 16 << 10, 5000} {
+		t.Run(fmt.Sprintf("pieces of %d", piece), func(t *testing.T) {
+			defer toc.SetPieceBytes(piece)()
+			head := size - tail - want.Offset // TOC bytes before the tail
+			k := min((head+piece-1)/piece, 8)
+			b.requests.Store(0)
+			got, err := toc.Read(ctx, b, toc.Options{TailBytes: tail})
+			if err != nil {
+				t.Fatal(err)
+			}
+			same(t, got)
+			if n := b.requests.Load(); n != 1+k || got.Requests != int(n) {
+				t.Errorf("tail then head: %d requests (TOC says %d), want 1 + %d pieces", n, got.Requests, k)
+			}
+
+			k = min((tocLen+piece-1)/piece, 8)
+			b.requests.Store(0)
+			got, err = toc.Read(ctx, b, toc.Options{TailBytes: tail, TOCOffset: want.Offset})
+			if err != nil {
+				t.Fatal(err)
+			}
+			same(t, got)
+			if n := b.requests.Load(); n != k || got.Requests != int(n) || got.BytesRead != tocLen {
+				t.Errorf("known offset: %d requests (TOC says %d) for %d bytes, want %d pieces for %d", n, got.Requests, got.BytesRead, k, tocLen)
+			}
+			if got.Tail != nil {
+				t.Errorf("known offset: %d bytes of tail, want none", len(got.Tail))
+			}
+		})
+	}
+	for _, h := range []int64{want.Offset + 1, want.Offset - 100, 1, size - estargz.FooterSize - 1} {
+		t.Run(fmt.Sprintf("wrong offset %d", h), func(t *testing.T) {
+			got, err := toc.Read(ctx, b, toc.Options{TailBytes: tail, TOCOffset: h})
+			if err != nil {
+				t.Fatal(err)
+			}
+			same(t, got)
+		})
+	}
+	t.Run("offset over the limit", func(t *testing.T) {
+		b.requests.Store(0)
+		_, err := toc.Read(ctx, b, toc.Options{TailBytes: tail, TOCOffset: want.Offset, MaxTOCBytes: 1000})
+		if err == nil || !strings.Contains(err.Error(), "--max-toc-bytes") {
+			t.Errorf("Read = %v, want an error naming --max-toc-bytes", err)
+		}
+		if n := b.requests.Load(); n != 1 {
+			t.Errorf("%d requests, want only the tail read", n)
+		}
+	})
+	t.Run("a piece fails", func(t *testing.T) {
+		defer toc.SetPieceBytes(16 << 10)()
+		for _, opts := range []toc.Options{{TailBytes: tail}, {TailBytes: tail, TOCOffset: want.Offset}} {
+			fb := &failingBlob{blob: b, after: want.Offset, before: size - tail}
+			if _, err := toc.Read(ctx, fb, opts); err == nil || !strings.Contains(err.Error(), "connection reset by test") {
+				t.Errorf("Read(%+v) = %v, want the piece's error", opts, err)
+			}
+		}
+	})
+}
