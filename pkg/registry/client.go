@@ -240,6 +240,12 @@ func (c *Client) transport(ctx context.Context, repo name.Repository) (http.Roun
 	if err != nil {
 		return nil, err
 	}
+	if auth == authn.Anonymous {
+		if rc.rt, err = newAnonFirst(ctx, c, repo); err != nil {
+			return nil, err
+		}
+		return rc.rt, nil
+	}
 	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, c.base, []string{repo.Scope(transport.PullScope)})
 	if err != nil {
 		return nil, classify(repo.RegistryStr(), err)

@@ -10,7 +10,10 @@
 // the ping and token exchange happen once per repository and every ranged
 // blob GET goes through the same authorized, connection-reusing transport;
 // a token that expires (401) is renewed by that transport and the request
-// sent again.
+// sent again. Without credentials, requests do not wait for the handshake:
+// they go out anonymously while it runs, and only those the registry
+// refuses (401, 403, 404, 400) are sent again through its transport, so a
+// registry that needs no token costs no round trip for it.
 //
 // What this package adds, for registries as they are in the wild:
 //
