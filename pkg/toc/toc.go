@@ -3,7 +3,6 @@ package toc
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -254,9 +253,10 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 }
 
 // parseTOC decodes the TOC's gzip member as it streams, digesting every
-// byte of the JSON (as estargz's writer digests it).
+// byte of the JSON (as estargz's writer digests it). The JSON is decoded
+// as encoding/json decodes it, by decodeTOC.
 func parseTOC(r io.Reader, maxJSON int64) (*estargz.JTOC, digest.Digest, error) {
-	jr, err := (&estargz.GzipDecompressor{}).DecompressTOC(r)
+	jr, err := decompressTOC(r)
 	if err != nil {
 		return nil, "", fmt.Errorf("reading TOC: %w", err)
 	}
@@ -267,8 +267,8 @@ func parseTOC(r io.Reader, maxJSON int64) (*estargz.JTOC, digest.Digest, error) 
 	overLimit := func() error {
 		return fmt.Errorf("TOC JSON is over the limit of %d bytes decompressed (raise it with --max-toc-json-bytes)", maxJSON)
 	}
-	var j estargz.JTOC
-	if err := json.NewDecoder(tee).Decode(&j); err != nil {
+	j, err := decodeTOC(tee)
+	if err != nil {
 		if lim.N <= 0 {
 			return nil, "", overLimit()
 		}
@@ -280,7 +280,7 @@ func parseTOC(r io.Reader, maxJSON int64) (*estargz.JTOC, digest.Digest, error) 
 	if lim.N <= 0 {
 		return nil, "", overLimit()
 	}
-	return &j, d.Digest(), nil
+	return j, d.Digest(), nil
 }
 
 // build folds chunks into files and computes chunk extents.
