@@ -288,7 +288,10 @@ func (t *TOC) build(j *estargz.JTOC) error {
 	t.byName = make(map[string]*Entry, len(j.Entries))
 	// Distinct member starts, to find where each member ends.
 	var starts []int64
-	for _, e := range j.Entries {
+	for i, e := range j.Entries {
+		if e == nil {
+			return fmt.Errorf("TOC entry %d is null", i)
+		}
 		if (e.Type == "reg" && e.Size > 0) || e.Type == "chunk" {
 			if e.Offset <= 0 || e.Offset >= t.Offset {
 				return fmt.Errorf("TOC entry %q: chunk offset %d outside the layer's data (0-%d)", e.Name, e.Offset, t.Offset)
