@@ -3,6 +3,7 @@
 package sgfetch
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -179,7 +180,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	em := &emitter{enc: wire.NewEncoder(stdout), cancel: cancel}
+	em := newEmitter(stdout, cancel)
+	defer em.close()
 	var wants []*fetch.Want
 	warned := map[*fetch.Layer]bool{}
 	for _, it := range items {
@@ -219,8 +221,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	})
 	bar.finish()
 	log.Logf("%d entries, %d compressed bytes of chunks, in %s", entries, compressed, time.Since(start).Round(time.Millisecond))
-	if em.err != nil {
-		return em.err
+	if err := em.close(); err != nil {
+		return err
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -258,6 +260,8 @@ func (it *item) result(out, status string, err error) *wire.Result {
 }
 
 // fromStdin reads file entries and resolves each to its layer's TOC entry.
+// Each layer is opened (several at a time) as soon as its first entry is
+// read, while the rest of the input is still coming.
 func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*item, error) {
 	var items []*item
 	interned := map[string]string{}
@@ -268,6 +272,12 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 		interned[s] = s
 		return s
 	}
+	type layerKey struct{ ref, manifest, layer string }
+	opened := map[layerKey]*fetch.Layer{}
+	errs := map[layerKey]error{}
+	var mu sync.Mutex
+	p := pool.New().WithMaxGoroutines(4)
+	seen := map[layerKey]bool{}
 	for {
 		var e wire.Entry
 		err := dec.Decode(&e)
@@ -275,32 +285,22 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 			break
 		}
 		if err != nil {
+			p.Wait()
 			return nil, cli.WithHint(err, "sg-fetch reads the file entries sg-ls prints, one JSON object per line")
 		}
 		// Keep only what is used, and one copy of the strings every line of
 		// a layer repeats: tens of thousands of entries stay small.
 		slim := wire.Entry{Ref: intern(e.Ref), Manifest: intern(e.Manifest), Layer: intern(e.Layer), LayerSize: e.LayerSize, TOCOffset: e.TOCOffset, Name: e.Name, Type: intern(e.Type)}
 		items = append(items, &item{in: slim})
-	}
-	// Open each distinct layer once, several at a time.
-	type layerKey struct{ ref, manifest, layer string }
-	opened := map[layerKey]*fetch.Layer{}
-	errs := map[layerKey]error{}
-	var mu sync.Mutex
-	p := pool.New().WithMaxGoroutines(4)
-	seen := map[layerKey]bool{}
-	for _, it := range items {
-		k := layerKey{it.in.Ref, it.in.Manifest, it.in.Layer}
-		if seen[k] {
-			continue
+		if k := (layerKey{slim.Ref, slim.Manifest, slim.Layer}); !seen[k] {
+			seen[k] = true
+			p.Go(func() {
+				l, err := openLayer(ctx, src, k.ref, k.manifest, k.layer, slim.LayerSize, slim.TOCOffset)
+				mu.Lock()
+				opened[k], errs[k] = l, err
+				mu.Unlock()
+			})
 		}
-		seen[k] = true
-		p.Go(func() {
-			l, err := openLayer(ctx, src, k.ref, k.manifest, k.layer, it.in.LayerSize, it.in.TOCOffset)
-			mu.Lock()
-			opened[k], errs[k] = l, err
-			mu.Unlock()
-		})
 	}
 	p.Wait()
 	for _, it := range items {
@@ -430,10 +430,37 @@ func selectPaths(entries []source.FlatEntry, paths []string, notFound func(path 
 // interrupted has printed a result for every file it finished.
 type emitter struct {
 	mu     sync.Mutex
+	w      *bufio.Writer
 	enc    *wire.Encoder
 	failed int
 	err    error
 	cancel context.CancelFunc
+	stop   chan struct{}
+	done   chan struct{}
+	closed sync.Once
+}
+
+// newEmitter prints results to stdout through a buffer flushed every
+// 50 ms (and at the end): a live log without a system call per result.
+func newEmitter(stdout io.Writer, cancel context.CancelFunc) *emitter {
+	w := bufio.NewWriterSize(stdout, 64<<10)
+	em := &emitter{w: w, enc: wire.NewEncoder(w), cancel: cancel, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(em.done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				em.mu.Lock()
+				em.flush()
+				em.mu.Unlock()
+			case <-em.stop:
+				return
+			}
+		}
+	}()
+	return em
 }
 
 func (em *emitter) put(r *wire.Result) {
@@ -446,7 +473,30 @@ func (em *emitter) put(r *wire.Result) {
 		return
 	}
 	if err := em.enc.Encode(r); err != nil {
-		em.err = err
-		em.cancel() // nobody reads the results: stop downloading
+		em.fail(err)
 	}
+}
+
+// flush writes out what is buffered; em.mu is held.
+func (em *emitter) flush() {
+	if em.err == nil && em.w.Buffered() > 0 {
+		if err := em.w.Flush(); err != nil {
+			em.fail(err)
+		}
+	}
+}
+
+func (em *emitter) fail(err error) {
+	em.err = err
+	em.cancel() // nobody reads the results: stop downloading
+}
+
+// close stops the timer and flushes the rest; it may be called again.
+func (em *emitter) close() error {
+	em.closed.Do(func() { close(em.stop) })
+	<-em.done
+	em.mu.Lock()
+	defer em.mu.Unlock()
+	em.flush()
+	return em.err
 }

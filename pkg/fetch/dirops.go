@@ -18,7 +18,6 @@ type dirOps interface {
 	create(name string) (*os.File, error) // exclusively, read-write
 	open(name string) (*os.File, error)   // for reading
 	regularSize(name string) (size int64, regular bool, err error)
-	chtimes(name string, t time.Time) error
 	rename(from, to string) error
 	remove(name string) error
 }
@@ -36,9 +35,8 @@ func (o rootOps) regularSize(name string) (int64, bool, error) {
 	}
 	return fi.Size(), fi.Mode().IsRegular(), nil
 }
-func (o rootOps) chtimes(name string, t time.Time) error { return o.r.Chtimes(name, t, t) }
-func (o rootOps) rename(from, to string) error           { return o.r.Rename(from, to) }
-func (o rootOps) remove(name string) error               { return o.r.Remove(name) }
+func (o rootOps) rename(from, to string) error { return o.r.Rename(from, to) }
+func (o rootOps) remove(name string) error     { return o.r.Remove(name) }
 
 type dirfdOps struct{ dir *os.File }
 
@@ -68,14 +66,6 @@ func (o dirfdOps) regularSize(name string) (int64, bool, error) {
 	return st.Size, st.Mode&unix.S_IFMT == unix.S_IFREG, nil
 }
 
-func (o dirfdOps) chtimes(name string, t time.Time) error {
-	ts := unix.NsecToTimespec(t.UnixNano())
-	if err := unix.UtimesNanoAt(o.fd(), name, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return &os.PathError{Op: "chtimes", Path: name, Err: err}
-	}
-	return nil
-}
-
 func (o dirfdOps) rename(from, to string) error {
 	if err := unix.Renameat(o.fd(), from, o.fd(), to); err != nil {
 		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
@@ -86,6 +76,25 @@ func (o dirfdOps) rename(from, to string) error {
 func (o dirfdOps) remove(name string) error {
 	if err := unix.Unlinkat(o.fd(), name, 0); err != nil {
 		return &os.PathError{Op: "remove", Path: name, Err: err}
+	}
+	return nil
+}
+
+// openDir opens directory base in parent, failing when base is anything
+// else, a symlink to a directory included.
+func openDir(parent *os.File, base string) (*os.File, error) {
+	fd, err := unix.Openat(int(parent.Fd()), base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: base, Err: err}
+	}
+	return os.NewFile(uintptr(fd), base), nil
+}
+
+// setTimes sets the access and modification times of an open file.
+func setTimes(f *os.File, t time.Time) error {
+	tv := unix.NsecToTimeval(t.UnixNano())
+	if err := unix.Futimes(int(f.Fd()), []unix.Timeval{tv, tv}); err != nil {
+		return &os.PathError{Op: "chtimes", Path: f.Name(), Err: err}
 	}
 	return nil
 }

@@ -133,7 +133,8 @@ type target struct {
 
 	// set up by plan, read-only afterwards
 	pending    int
-	requests   map[*request]struct{}
+	requests   int      // how many requests carry its chunks
+	lastReq    *request // the last request counted in requests
 	compressed int64
 
 	// dh is the target's directory (set by prepare); ops and rel are how
@@ -261,8 +262,8 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 
 	made := dirs[:0:0]
 	for _, w := range dirs {
-		if err := e.root.MkdirAll(w.Entry.Name, 0o755); err != nil {
-			e.fail(w, wire.StatusFailed, fmt.Errorf("creating directory: %w", err))
+		if err := e.mkdirEntry(w.Entry.Name); err != nil {
+			e.fail(w, wire.StatusFailed, err)
 			continue
 		}
 		made = append(made, w)
@@ -288,7 +289,7 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 }
 
 func newTarget(w *Want, source *toc.Entry) *target {
-	return &target{want: w, layer: w.Layer, name: w.Entry.Name, source: source, requests: map[*request]struct{}{}}
+	return &target{want: w, layer: w.Layer, name: w.Entry.Name, source: source}
 }
 
 func layerPath(l *Layer, name string) string { return fmt.Sprintf("%p/%s", l, name) }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/stargz-get/stargz-get/pkg/toc"
 	"github.com/stargz-get/stargz-get/pkg/wire"
+	"golang.org/x/sys/unix"
 )
 
 // extractFull writes targets from a whole layer's spool, streaming it
@@ -157,17 +158,52 @@ func (e *engine) dir(dir string) (*dirHandle, error) {
 		h = &dirHandle{dir: dir}
 		e.dirs[dir] = h
 		if dir != "." {
-			_, err := e.root.Lstat(dir)
-			h.fresh = errors.Is(err, fs.ErrNotExist)
-			if err := e.root.MkdirAll(dir, 0o755); err != nil {
-				h.err = fmt.Errorf("creating directory %s: %w", dir, err)
-			}
+			h.fresh, h.err = e.mkdir(dir)
 		}
 		if h.err == nil && !h.fresh {
 			e.removeStaleTemps(dir)
 		}
 	}
 	return h, h.err
+}
+
+// mkdir makes directory name, and its parents when missing, and reports
+// whether this run created it: only then is it known to hold nothing of an
+// earlier run, so that its files need not be looked for (see
+// alreadyThere) and it need not be read for stale temp files.
+func (e *engine) mkdir(name string) (fresh bool, err error) {
+	err = e.root.Mkdir(name, 0o755)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist): // a parent is missing
+		fresh = true
+	case !errors.Is(err, fs.ErrExist):
+		return false, fmt.Errorf("creating directory %s: %w", name, err)
+	}
+	if err := e.root.MkdirAll(name, 0o755); err != nil {
+		return false, fmt.Errorf("creating directory %s: %w", name, err)
+	}
+	return fresh, nil
+}
+
+// mkdirEntry makes the directory of a directory entry, recording whether
+// it is fresh for the files to come.
+func (e *engine) mkdirEntry(name string) error {
+	e.dirMu.Lock()
+	defer e.dirMu.Unlock()
+	if _, ok := e.dirs[name]; ok {
+		return nil
+	}
+	fresh, err := e.mkdir(name)
+	if err != nil {
+		return err
+	}
+	e.dirs[name] = &dirHandle{dir: name, fresh: fresh}
+	if !fresh {
+		e.removeStaleTemps(name)
+	}
+	return nil
 }
 
 // dirHandle is an output directory and, while files in it are being
@@ -284,7 +320,7 @@ func (e *engine) complete(t *target) {
 		return
 	}
 	t.done = true
-	o := &Outcome{Want: t.want, Path: t.name, Size: t.source.Size, CompressedBytes: t.compressed, Requests: len(t.requests)}
+	o := &Outcome{Want: t.want, Path: t.name, Size: t.source.Size, CompressedBytes: t.compressed, Requests: t.requests}
 	if !t.started.IsZero() {
 		o.Duration = time.Since(t.started)
 	}
@@ -319,15 +355,21 @@ func (e *engine) commit(t *target) (dgst, verified string, err error) {
 			return "", "", fmt.Errorf("creating temp file: %w", err)
 		}
 	}
+	chunkDigests := true
+	for _, c := range t.source.Chunks {
+		chunkDigests = chunkDigests && c.Digest != ""
+	}
 	dgst = t.digest
+	if dgst == "" && chunkDigests && len(t.source.Chunks) > 1 && t.source.Digest != "" && t.copyOf == nil {
+		// Every chunk was checked against its digest as it was written,
+		// and the chunks cover the file (toc.Read makes sure): the file is
+		// the one the TOC describes, without reading it again.
+		dgst = t.source.Digest
+	}
 	if dgst == "" {
 		if dgst, err = fileDigest(t.file); err != nil {
 			return "", "", err
 		}
-	}
-	chunkDigests := true
-	for _, c := range t.source.Chunks {
-		chunkDigests = chunkDigests && c.Digest != ""
 	}
 	switch {
 	case t.source.Digest != "" && dgst != t.source.Digest:
@@ -352,13 +394,13 @@ func (e *engine) commit(t *target) (dgst, verified string, err error) {
 			return "", "", fmt.Errorf("setting owner: %w", err)
 		}
 	}
-	if err := t.file.Close(); err != nil {
-		return "", "", fmt.Errorf("writing %s: %w", t.name, err)
-	}
 	if mt := t.want.Entry.ModTime(); !mt.IsZero() {
-		if err := t.ops.chtimes(t.tmpName, mt); err != nil {
+		if err := setTimes(t.file, mt); err != nil {
 			return "", "", err
 		}
+	}
+	if err := t.file.Close(); err != nil {
+		return "", "", fmt.Errorf("writing %s: %w", t.name, err)
 	}
 	if err := t.ops.rename(t.tmpName, t.rel); err != nil {
 		return "", "", fmt.Errorf("renaming into place: %w", err)
@@ -478,20 +520,29 @@ func (e *engine) finishDir(ctx context.Context, w *Want) *Outcome {
 		o.Status, o.Err = wire.StatusFailed, err
 		return o
 	}
-	fi, err := e.root.Lstat(w.Entry.Name)
-	if err != nil || !fi.IsDir() {
-		if err == nil {
+	// Through descriptors: the parent's walk once, then the directory
+	// itself, never through a symlink.
+	parent, err := e.root.Open(path.Dir(w.Entry.Name))
+	if err != nil {
+		o.Status, o.Err = wire.StatusFailed, fmt.Errorf("opening parent directory: %w", err)
+		return o
+	}
+	defer parent.Close()
+	f, err := openDir(parent, path.Base(w.Entry.Name))
+	if err != nil {
+		if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 			err = errors.New("path exists and is not a directory")
 		}
 		o.Status, o.Err = wire.StatusFailed, fmt.Errorf("creating directory: %w", err)
 		return o
 	}
-	if err := e.root.Chmod(w.Entry.Name, e.fileMode(w.Entry.Mode)|0o700); err != nil {
+	defer f.Close()
+	if err := f.Chmod(e.fileMode(w.Entry.Mode) | 0o700); err != nil {
 		o.Status, o.Err = wire.StatusFailed, err
 		return o
 	}
 	if mt := w.Entry.ModTime(); !mt.IsZero() {
-		_ = e.root.Chtimes(w.Entry.Name, mt, mt)
+		_ = setTimes(f, mt)
 	}
 	o.Status = wire.StatusFetched
 	return o

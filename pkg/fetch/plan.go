@@ -130,7 +130,10 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request
 		for _, m := range r.members {
 			for _, s := range m.segments {
 				for _, t := range s.targets {
-					t.requests[r] = struct{}{}
+					if t.lastReq != r {
+						t.lastReq = r
+						t.requests++
+					}
 					t.compressed += m.end - m.offset
 				}
 			}
