@@ -2,7 +2,6 @@ package fetch
 
 import (
 	"os"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -88,13 +87,4 @@ func openDir(parent *os.File, base string) (*os.File, error) {
 		return nil, &os.PathError{Op: "open", Path: base, Err: err}
 	}
 	return os.NewFile(uintptr(fd), base), nil
-}
-
-// setTimes sets the access and modification times of an open file.
-func setTimes(f *os.File, t time.Time) error {
-	tv := unix.NsecToTimeval(t.UnixNano())
-	if err := unix.Futimes(int(f.Fd()), []unix.Timeval{tv, tv}); err != nil {
-		return &os.PathError{Op: "chtimes", Path: f.Name(), Err: err}
-	}
-	return nil
 }

@@ -154,6 +154,20 @@ func TestWholeLayerMatchesTar(t *testing.T) {
 			if err := testenv.CheckTree(dir, tc.layer.Files, nil); err != nil {
 				t.Error(err)
 			}
+			// Files and directories get the TOC's modification time (the
+			// fixtures give every entry testenv.ModTime).
+			for _, f := range tc.layer.Files {
+				if f.Type != "reg" && f.Type != "dir" {
+					continue
+				}
+				fi, err := os.Lstat(filepath.Join(dir, f.Name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !fi.ModTime().Equal(testenv.ModTime) {
+					t.Errorf("%s: modification time %s, want %s", f.Name, fi.ModTime().UTC(), testenv.ModTime)
+				}
+			}
 			noTemp(t, dir)
 			// A whole-layer fetch moves each data byte at most once.
 			if got, max := b.bytes.Load(), l.TOC.Offset; got > max {
