@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -158,6 +159,10 @@ func TestInterruptedRunResumes(t *testing.T) {
 			rerun.Env = append(os.Environ(), runAsTool+"=1")
 			res, err := rerun.Output()
 			if err != nil {
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					t.Logf("re-run stderr:\n%s", ee.Stderr)
+				}
 				t.Fatalf("re-run: %v", err)
 			}
 			status := map[string]string{}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -166,6 +167,7 @@ type engine struct {
 	filesTotal int
 	dirMu      sync.Mutex
 	dirs       map[string]*dirHandle // by directory, see dir
+	ready      chan struct{}         // closed when directories are made, if they are made while downloading
 	openDirs   atomic.Int64
 	progMu     sync.Mutex
 	lastProg   time.Time
@@ -260,16 +262,7 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 		targets = append(targets, newTarget(w, src))
 	}
 
-	made := dirs[:0:0]
-	for _, w := range dirs {
-		if err := e.mkdirEntry(w.Entry.Name); err != nil {
-			e.fail(w, wire.StatusFailed, err)
-			continue
-		}
-		made = append(made, w)
-	}
-	dirs = made
-	e.runTargets(ctx, targets)
+	dirs = e.runTargets(ctx, targets, dirs)
 	for _, w := range specials {
 		e.finish(e.special(ctx, w))
 	}
@@ -310,21 +303,74 @@ func (e *engine) finish(o *Outcome) {
 	e.emit(o)
 }
 
-func (e *engine) runTargets(ctx context.Context, all []*target) {
-	var targets []*target
-	for _, t := range all {
-		if err := e.prepare(t); err != nil {
-			t.fail(err)
-			e.complete(t)
+// makeDirs makes the directories of directory entries, and returns the
+// entries made.
+func (e *engine) makeDirs(dirs []*Want) []*Want {
+	made := dirs[:0:0]
+	for _, w := range dirs {
+		if err := e.mkdirEntry(w.Entry.Name); err != nil {
+			e.fail(w, wire.StatusFailed, err)
 			continue
 		}
-		if !e.opts.Refetch {
-			if o := e.alreadyThere(t); o != nil {
-				e.finish(o)
+		made = append(made, w)
+	}
+	return made
+}
+
+// rootEmpty reports whether the output directory holds nothing.
+func (e *engine) rootEmpty() bool {
+	f, err := e.root.Open(".")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	return len(names) == 0 && errors.Is(err, io.EOF)
+}
+
+// waitReady waits until the directories are made (see runTargets).
+func (e *engine) waitReady() {
+	if e.ready != nil {
+		<-e.ready
+	}
+}
+
+// runTargets makes the directories, fetches the regular files, and returns
+// the directory entries made.
+func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []*Want {
+	var targets []*target
+	if e.rootEmpty() {
+		// Nothing of an earlier run can be there: no file to look for, so
+		// the downloads start at once and the directories (tens of ms for
+		// a whole layer) are made while the first answers are on their
+		// way; writing a file waits for them (see open).
+		targets = all
+		e.ready = make(chan struct{})
+		go func() {
+			defer close(e.ready)
+			dirs = e.makeDirs(dirs)
+			for _, t := range all {
+				if err := e.prepare(t); err != nil {
+					t.fail(err)
+				}
+			}
+		}()
+	} else {
+		dirs = e.makeDirs(dirs)
+		for _, t := range all {
+			if err := e.prepare(t); err != nil {
+				t.fail(err)
+				e.complete(t)
 				continue
 			}
+			if !e.opts.Refetch {
+				if o := e.alreadyThere(t); o != nil {
+					e.finish(o)
+					continue
+				}
+			}
+			targets = append(targets, t)
 		}
-		targets = append(targets, t)
 	}
 	e.filesTotal = len(targets)
 	// Identical contents (same digest and size, in any layer) are
@@ -366,16 +412,21 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 	for _, r := range reqs {
 		e.bytesTotal += r.bytes()
 	}
-	// Files without contents are finished now; the others as their last
-	// chunk verifies.
+	var empty []*target
 	for _, t := range targets {
 		if t.pending == 0 {
-			e.complete(t)
+			empty = append(empty, t)
 		}
 	}
 	p := pool.New().WithMaxGoroutines(e.opts.Jobs)
 	for _, r := range reqs {
 		p.Go(func() { e.do(ctx, r) })
+	}
+	// Files without contents are finished now; the others as their last
+	// chunk verifies.
+	e.waitReady()
+	for _, t := range empty {
+		e.complete(t)
 	}
 	byLayer := map[*Layer][]*target{}
 	for _, t := range full {
@@ -393,11 +444,13 @@ func (e *engine) runTargets(ctx context.Context, all []*target) {
 		}
 		e.complete(t)
 	}
+	return dirs
 }
 
 // open opens the target's temp file on first use. It returns nil, nil when
 // the target has already failed.
 func (e *engine) open(t *target) (*os.File, error) {
+	e.waitReady()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.err != nil || t.done {

@@ -314,6 +314,7 @@ func (e *engine) alreadyThere(t *target) *Outcome {
 // complete finishes a target whose chunks are all accounted for: verify,
 // set mode and time, rename into place, report.
 func (e *engine) complete(t *target) {
+	e.waitReady() // t.dh is set by then
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.done {
