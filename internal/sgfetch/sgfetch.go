@@ -4,17 +4,20 @@ package sgfetch
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/sourcegraph/conc/pool"
+	"github.com/sourcegraph/conc/stream"
 
 	"github.com/stargz-get/stargz-get/internal/cli"
 	"github.com/stargz-get/stargz-get/internal/source"
@@ -259,50 +262,106 @@ func (it *item) result(out, status string, err error) *wire.Result {
 	return r
 }
 
+// stdinBatch is how many input lines one decoding task takes.
+const stdinBatch = 256
+
 // fromStdin reads file entries and resolves each to its layer's TOC entry.
-// Each layer is opened (several at a time) as soon as its first entry is
-// read, while the rest of the input is still coming.
+// Lines are decoded in batches on all cores, and each layer is opened
+// (several at a time) as soon as its first entry is decoded, while the
+// rest of the input is still coming.
 func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*item, error) {
-	var items []*item
-	interned := map[string]string{}
-	intern := func(s string) string {
-		if v, ok := interned[s]; ok {
-			return v
-		}
-		interned[s] = s
-		return s
-	}
 	type layerKey struct{ ref, manifest, layer string }
-	opened := map[layerKey]*fetch.Layer{}
-	errs := map[layerKey]error{}
-	var mu sync.Mutex
+	var (
+		mu     sync.Mutex
+		seen   = map[layerKey]bool{}
+		opened = map[layerKey]*fetch.Layer{}
+		errs   = map[layerKey]error{}
+	)
 	p := pool.New().WithMaxGoroutines(4)
-	seen := map[layerKey]bool{}
+	open := func(e *wire.Entry) {
+		k := layerKey{e.Ref, e.Manifest, e.Layer}
+		mu.Lock()
+		isNew := !seen[k]
+		seen[k] = true
+		mu.Unlock()
+		if !isNew {
+			return
+		}
+		size, tocOffset := e.LayerSize, e.TOCOffset
+		p.Go(func() {
+			l, err := openLayer(ctx, src, k.ref, k.manifest, k.layer, size, tocOffset)
+			mu.Lock()
+			opened[k], errs[k] = l, err
+			mu.Unlock()
+		})
+	}
+	var (
+		items    []*item
+		firstErr error // of the first batch with a bad line
+		readErr  error
+		batch    [][]byte
+		nums     []int
+	)
+	s := stream.New().WithMaxGoroutines(runtime.GOMAXPROCS(0))
+	flush := func() {
+		lines, ns := batch, nums
+		batch, nums = nil, nil
+		s.Go(func() stream.Callback {
+			// Keep only what is used, and one copy of the strings every
+			// line of a layer repeats: tens of thousands of entries stay
+			// small.
+			interned := map[string]string{}
+			intern := func(s string) string {
+				if v, ok := interned[s]; ok {
+					return v
+				}
+				interned[s] = s
+				return s
+			}
+			var got []*item
+			var err error
+			for i, line := range lines {
+				var e wire.Entry
+				if err = dec.DecodeLine(line, ns[i], &e); err != nil {
+					break
+				}
+				open(&e)
+				slim := wire.Entry{Ref: intern(e.Ref), Manifest: intern(e.Manifest), Layer: intern(e.Layer), LayerSize: e.LayerSize, TOCOffset: e.TOCOffset, Name: e.Name, Type: intern(e.Type)}
+				got = append(got, &item{in: slim})
+			}
+			return func() {
+				if firstErr == nil {
+					items, firstErr = append(items, got...), err
+				}
+			}
+		})
+	}
 	for {
-		var e wire.Entry
-		err := dec.Decode(&e)
+		line, n, err := dec.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			p.Wait()
-			return nil, cli.WithHint(err, "sg-fetch reads the file entries sg-ls prints, one JSON object per line")
+			readErr = err
+			break
 		}
-		// Keep only what is used, and one copy of the strings every line of
-		// a layer repeats: tens of thousands of entries stay small.
-		slim := wire.Entry{Ref: intern(e.Ref), Manifest: intern(e.Manifest), Layer: intern(e.Layer), LayerSize: e.LayerSize, TOCOffset: e.TOCOffset, Name: e.Name, Type: intern(e.Type)}
-		items = append(items, &item{in: slim})
-		if k := (layerKey{slim.Ref, slim.Manifest, slim.Layer}); !seen[k] {
-			seen[k] = true
-			p.Go(func() {
-				l, err := openLayer(ctx, src, k.ref, k.manifest, k.layer, slim.LayerSize, slim.TOCOffset)
-				mu.Lock()
-				opened[k], errs[k] = l, err
-				mu.Unlock()
-			})
+		batch, nums = append(batch, bytes.Clone(line)), append(nums, n)
+		// The first line alone, so that its layer is opened at once.
+		if len(batch) == stdinBatch || n == 1 {
+			flush()
 		}
 	}
+	if len(batch) > 0 {
+		flush()
+	}
+	s.Wait() // every p.Go call is made by then
 	p.Wait()
+	if firstErr == nil {
+		firstErr = readErr // a bad line before it is reported first
+	}
+	if firstErr != nil {
+		return nil, cli.WithHint(firstErr, "sg-fetch reads the file entries sg-ls prints, one JSON object per line")
+	}
 	for _, it := range items {
 		k := layerKey{it.in.Ref, it.in.Manifest, it.in.Layer}
 		if it.err = errs[k]; it.err != nil {

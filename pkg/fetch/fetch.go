@@ -273,12 +273,16 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 	for _, w := range symlinks {
 		e.finish(e.symlink(ctx, w))
 	}
-	// Directory modes and times last, deepest first, so a read-only
-	// directory does not stop its contents from being written.
+	// Directory modes and times last, when nothing more is written into
+	// them; a few at a time (each is a path walk and three system calls,
+	// and whole layers have thousands). Deepest first, though setting one
+	// directory's mode or times changes nothing of its parent's.
 	sort.SliceStable(dirs, func(i, j int) bool { return depth(dirs[i].Entry.Name) > depth(dirs[j].Entry.Name) })
+	p := pool.New().WithMaxGoroutines(4)
 	for _, w := range dirs {
-		e.finish(e.finishDir(ctx, w))
+		p.Go(func() { e.finish(e.finishDir(ctx, w)) })
 	}
+	p.Wait()
 }
 
 func newTarget(w *Want, source *toc.Entry) *target {

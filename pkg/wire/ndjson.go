@@ -85,36 +85,51 @@ func (e *LineError) Unwrap() error { return e.Err }
 // or (when v is a Validator) lacks a required field. Unknown fields are
 // ignored.
 func (d *Decoder) Decode(v any) error {
+	line, n, err := d.Next()
+	if err != nil {
+		return err
+	}
+	return d.DecodeLine(line, n, v)
+}
+
+// Next returns the next line that is not blank, and its number, for
+// callers that decode lines elsewhere (several at once) with DecodeLine.
+// The line is valid until the next call; io.EOF at the end of the input.
+func (d *Decoder) Next() ([]byte, int, error) {
 	for {
 		line, err := d.readLine()
 		if err != nil {
-			return err
+			return nil, d.line, err
 		}
-		line = bytes.TrimSpace(line)
-		if len(line) == 0 {
-			continue
+		if line = bytes.TrimSpace(line); len(line) > 0 {
+			return line, d.line, nil
 		}
-		if line[0] != '{' {
-			return d.errorf("not a JSON object: %q", abbreviate(line))
-		}
-		if err := json.Unmarshal(line, v); err != nil {
-			var syn *json.SyntaxError
-			var typ *json.UnmarshalTypeError
-			switch {
-			case errors.As(err, &syn):
-				return d.errorf("invalid JSON at byte %d: %v", syn.Offset, err)
-			case errors.As(err, &typ):
-				return d.errorf("field %q: cannot use JSON %s as %s", typ.Field, typ.Value, typ.Type)
-			}
-			return d.errorf("%v", err)
-		}
-		if val, ok := v.(Validator); ok {
-			if err := val.Validate(); err != nil {
-				return d.errorf("%v", err)
-			}
-		}
-		return nil
 	}
+}
+
+// DecodeLine decodes line number n (from Next) into v, as Decode does.
+// It is safe to call from several goroutines at once.
+func (d *Decoder) DecodeLine(line []byte, n int, v any) error {
+	if line[0] != '{' {
+		return d.lineErrorf(n, "not a JSON object: %q", abbreviate(line))
+	}
+	if err := json.Unmarshal(line, v); err != nil {
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn):
+			return d.lineErrorf(n, "invalid JSON at byte %d: %v", syn.Offset, err)
+		case errors.As(err, &typ):
+			return d.lineErrorf(n, "field %q: cannot use JSON %s as %s", typ.Field, typ.Value, typ.Type)
+		}
+		return d.lineErrorf(n, "%v", err)
+	}
+	if val, ok := v.(Validator); ok {
+		if err := val.Validate(); err != nil {
+			return d.lineErrorf(n, "%v", err)
+		}
+	}
+	return nil
 }
 
 func (d *Decoder) readLine() ([]byte, error) {
@@ -152,7 +167,11 @@ func (d *Decoder) readLine() ([]byte, error) {
 }
 
 func (d *Decoder) errorf(format string, args ...any) error {
-	return &LineError{Source: d.name, Line: d.line, Err: fmt.Errorf(format, args...)}
+	return d.lineErrorf(d.line, format, args...)
+}
+
+func (d *Decoder) lineErrorf(n int, format string, args ...any) error {
+	return &LineError{Source: d.name, Line: n, Err: fmt.Errorf(format, args...)}
 }
 
 func abbreviate(b []byte) string {
