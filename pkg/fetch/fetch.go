@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -196,7 +195,7 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 	e := &engine{root: root, opts: opts, emit: emit, dirs: map[string]*dirHandle{}}
 
 	// Last want per path wins.
-	lastFor := map[string]int{}
+	lastFor := make(map[string]int, len(wants))
 	for i, w := range wants {
 		lastFor[w.Entry.Name] = i
 	}
@@ -205,7 +204,7 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 		dirs      []*Want
 		specials  []*Want // fifos and devices
 		links     []*Want // symlinks and hardlinks to fetched files, made last
-		targetFor = map[string]*target{}
+		targetFor = map[layerPath]*target{}
 	)
 	for i, w := range wants {
 		if lastFor[w.Entry.Name] != i {
@@ -228,7 +227,7 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 		case wire.TypeReg:
 			t := newTarget(w, w.Entry)
 			targets = append(targets, t)
-			targetFor[layerPath(w.Layer, w.Entry.Name)] = t
+			targetFor[layerPath{w.Layer, w.Entry.Name}] = t
 		case wire.TypeHardlink:
 			src, err := w.Layer.TOC.Source(w.Entry)
 			if err != nil {
@@ -255,7 +254,7 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 			continue
 		}
 		src, _ := w.Layer.TOC.Source(w.Entry)
-		if _, ok := targetFor[layerPath(w.Layer, src.Name)]; ok {
+		if _, ok := targetFor[layerPath{w.Layer, src.Name}]; ok {
 			hardlinks = append(hardlinks, w)
 			continue
 		}
@@ -268,7 +267,7 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 	}
 	for _, w := range hardlinks {
 		src, _ := w.Layer.TOC.Source(w.Entry)
-		e.finish(e.hardlink(ctx, w, targetFor[layerPath(w.Layer, src.Name)]))
+		e.finish(e.hardlink(ctx, w, targetFor[layerPath{w.Layer, src.Name}]))
 	}
 	for _, w := range symlinks {
 		e.finish(e.symlink(ctx, w))
@@ -289,7 +288,11 @@ func newTarget(w *Want, source *toc.Entry) *target {
 	return &target{want: w, layer: w.Layer, name: w.Entry.Name, source: source}
 }
 
-func layerPath(l *Layer, name string) string { return fmt.Sprintf("%p/%s", l, name) }
+// layerPath names an entry of one layer.
+type layerPath struct {
+	layer *Layer
+	name  string
+}
 
 func depth(name string) int { return strings.Count(name, "/") }
 
@@ -380,11 +383,15 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 	// Identical contents (same digest and size, in any layer) are
 	// downloaded once and copied locally.
 	var copies []*target
-	first := map[string]*target{}
+	type contents struct {
+		digest string
+		size   int64
+	}
+	first := map[contents]*target{}
 	unique := targets[:0:0]
 	for _, t := range targets {
 		if t.source.Digest != "" && t.source.Size > 0 {
-			k := t.source.Digest + "/" + strconv.FormatInt(t.source.Size, 10)
+			k := contents{t.source.Digest, t.source.Size}
 			if p, ok := first[k]; ok {
 				t.copyOf = p
 				copies = append(copies, t)

@@ -57,8 +57,12 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request
 		layer  *Layer
 		offset int64
 	}
-	members := map[key]*member{}
-	segs := map[key]map[[2]int64]*segment{}
+	type segKey struct {
+		member            key
+		innerOffset, size int64
+	}
+	members := make(map[key]*member, len(targets))
+	segs := make(map[segKey]*segment, len(targets))
 	byLayer := map[*Layer][]*member{}
 	var layers []*Layer
 	for _, t := range targets {
@@ -68,17 +72,16 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request
 			if !ok {
 				m = &member{offset: c.Offset, end: c.End}
 				members[k] = m
-				segs[k] = map[[2]int64]*segment{}
 				if len(byLayer[t.layer]) == 0 {
 					layers = append(layers, t.layer)
 				}
 				byLayer[t.layer] = append(byLayer[t.layer], m)
 			}
-			sk := [2]int64{c.InnerOffset, c.Size}
-			s, ok := segs[k][sk]
+			sk := segKey{k, c.InnerOffset, c.Size}
+			s, ok := segs[sk]
 			if !ok {
 				s = &segment{chunk: c}
-				segs[k][sk] = s
+				segs[sk] = s
 				m.segments = append(m.segments, s)
 			}
 			s.targets = append(s.targets, t)

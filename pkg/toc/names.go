@@ -48,7 +48,9 @@ func unsafeName(raw string) string {
 	case strings.HasPrefix(raw, "/"):
 		return fmt.Sprintf("%q is absolute", raw)
 	}
-	for _, part := range strings.Split(raw, "/") {
+	for rest := raw; rest != ""; {
+		var part string
+		part, rest, _ = strings.Cut(rest, "/")
 		if part == ".." {
 			return fmt.Sprintf("%q climbs out with ..", raw)
 		}
@@ -60,9 +62,11 @@ func unsafeName(raw string) string {
 // layer itself makes a symlink, if any. Writing an entry whose parent is a
 // symlink would write through the link, so such entries are refused.
 func (t *TOC) SymlinkParent(name string) (string, bool) {
-	for dir := path.Dir(name); dir != "." && dir != "/"; dir = path.Dir(dir) {
-		if e, ok := t.byName[dir]; ok && e.Type == "symlink" {
-			return dir, true
+	// Names are clean (see CleanName): parents are the prefixes up to
+	// each "/".
+	for i := strings.LastIndexByte(name, '/'); i > 0; i = strings.LastIndexByte(name[:i], '/') {
+		if e, ok := t.byName[name[:i]]; ok && e.Type == "symlink" {
+			return name[:i], true
 		}
 	}
 	return "", false

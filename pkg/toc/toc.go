@@ -108,6 +108,9 @@ type Chunk struct {
 
 // Lookup returns the entry named name (cleaned as the TOC's names are).
 func (t *TOC) Lookup(name string) (*Entry, bool) {
+	if e, ok := t.byName[name]; ok { // clean already, as sg-ls prints them
+		return e, ok
+	}
 	e, ok := t.byName[CleanName(name)]
 	return e, ok
 }
