@@ -270,6 +270,8 @@ const stdinBatch = 256
 // (several at a time) as soon as its first entry is decoded, while the
 // rest of the input is still coming.
 func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*item, error) {
+	ctx, cancel := context.WithCancel(ctx) // a bad line stops the opening
+	defer cancel()
 	type layerKey struct{ ref, manifest, layer string }
 	var (
 		mu     sync.Mutex
@@ -355,6 +357,9 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 		flush()
 	}
 	s.Wait() // every p.Go call is made by then
+	if firstErr != nil || readErr != nil {
+		cancel()
+	}
 	p.Wait()
 	if firstErr == nil {
 		firstErr = readErr // a bad line before it is reported first
@@ -484,9 +489,12 @@ func selectPaths(entries []source.FlatEntry, paths []string, notFound func(path 
 	return items, nil
 }
 
-// emitter prints each result as soon as its entry is done (completion
-// order), so the output is a live log of what has landed: a run that is
-// interrupted has printed a result for every file it finished.
+// emitter prints each result within 50 ms of its entry being done
+// (completion order), so the output is a live log of what has landed: a
+// run interrupted by Ctrl-C or SIGTERM has printed a result for every
+// file it finished. A run killed outright (SIGKILL, a second Ctrl-C) may
+// lose the last 50 ms of results, not files: a re-run reports those as
+// skipped.
 type emitter struct {
 	mu     sync.Mutex
 	w      *bufio.Writer

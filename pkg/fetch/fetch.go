@@ -481,10 +481,11 @@ func (e *engine) open(t *target) (*os.File, error) {
 	return f, nil
 }
 
-func (e *engine) segmentDone(t *target, s *segment, dgst string) {
+func (e *engine) segmentDone(w segWrite, s *segment, dgst string) {
+	t := w.t
 	t.mu.Lock()
 	t.pending--
-	if s.chunk.FileOffset == 0 && s.chunk.Size == t.source.Size {
+	if w.off == 0 && s.chunk.Size == t.source.Size {
 		t.digest = dgst
 	}
 	last := t.pending == 0

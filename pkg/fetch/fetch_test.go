@@ -1,9 +1,13 @@
 package fetch_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +19,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/stargz-get/stargz-get/internal/testenv"
 	"github.com/stargz-get/stargz-get/pkg/fetch"
 	"github.com/stargz-get/stargz-get/pkg/toc"
@@ -391,5 +396,80 @@ func TestChunksInTheTOCTailAreNotDownloadedAgain(t *testing.T) {
 	}
 	if got := b.requests.Load(); got != 0 {
 		t.Errorf("%d requests for %d files in the tail already read, want 0", got, len(ws))
+	}
+}
+
+// gzipMember compresses data as one gzip member.
+func gzipMember(t *testing.T, data []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if _, err := zw.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// handmadeBlob lays out members, then a TOC member holding entries, then
+// the eStargz footer; members[i] starts at the returned offsets[i].
+func handmadeBlob(t *testing.T, members [][]byte, entries func(offsets []int64) []*estargz.TOCEntry) []byte {
+	t.Helper()
+	var blob []byte
+	var offsets []int64
+	for _, m := range members {
+		offsets = append(offsets, int64(len(blob)))
+		blob = append(blob, m...)
+	}
+	js, err := json.Marshal(estargz.JTOC{Version: 1, Entries: entries(offsets)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	tw := tar.NewWriter(zw)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: estargz.TOCTarName, Size: int64(len(js)), Mode: 0o444}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write(js)
+	tw.Close()
+	zw.Close()
+	tocOff := len(blob)
+	blob = append(blob, b.Bytes()...)
+	return append(blob, estargz.CreateGzipFooter([]byte(fmt.Sprintf("%016xSTARGZ", tocOff)))...)
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// Two chunks of one file may point at the same compressed bytes (a
+// deduplicating builder could write that): each lands at its own offset.
+func TestChunksSharingAMember(t *testing.T) {
+	part := []byte("the same four KiB, twice over; ")
+	whole := append(bytes.Clone(part), part...)
+	data := handmadeBlob(t, [][]byte{gzipMember(t, []byte("padding")), gzipMember(t, part)}, func(off []int64) []*estargz.TOCEntry {
+		n := int64(len(part))
+		return []*estargz.TOCEntry{
+			{Name: "f", Type: "reg", Size: 2 * n, Mode: 0o644, Offset: off[1], ChunkSize: n, ChunkDigest: sha(part), Digest: sha(whole)},
+			{Name: "f", Type: "chunk", Offset: off[1], ChunkOffset: n, ChunkSize: n, ChunkDigest: sha(part)},
+		}
+	})
+	b := &blobFile{data: data}
+	l := readTOC(t, b)
+	dir := t.TempDir()
+	out := run(t, context.Background(), dir, wantAll(l, ""), fetch.Options{})
+	if o := out["f"]; o == nil || o.Status != wire.StatusFetched || o.Verified != "toc" {
+		t.Fatalf("outcome %+v, want fetched and verified", o)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, whole) {
+		t.Errorf("f holds %q, want %q", got, whole)
 	}
 }

@@ -7,12 +7,19 @@ import (
 )
 
 // segment is one chunk's bytes inside a member, written to one or more
-// targets (several when files share contents, e.g. a hardlink fetched as a
-// copy beside its source).
+// places: several when files share contents (e.g. a hardlink fetched as a
+// copy beside its source), or when chunks of one file share compressed
+// bytes.
 type segment struct {
-	chunk   toc.Chunk
-	targets []*target
-	done    bool // verified and written; a retried request skips the accounting
+	chunk  toc.Chunk
+	writes []segWrite
+	done   bool // verified and written; a retried request skips the accounting
+}
+
+// segWrite is where a segment's bytes go: a target, at an offset.
+type segWrite struct {
+	t   *target
+	off int64
 }
 
 // member is one gzip member of a layer blob and the segments wanted from it.
@@ -84,7 +91,7 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request
 				segs[sk] = s
 				m.segments = append(m.segments, s)
 			}
-			s.targets = append(s.targets, t)
+			s.writes = append(s.writes, segWrite{t, c.FileOffset})
 			t.pending++
 		}
 	}
@@ -137,7 +144,8 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request
 	for _, r := range reqs {
 		for _, m := range r.members {
 			for _, s := range m.segments {
-				for _, t := range s.targets {
+				for _, w := range s.writes {
+					t := w.t
 					if t.lastReq != r {
 						t.lastReq = r
 						t.requests++

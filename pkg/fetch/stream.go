@@ -37,8 +37,8 @@ func (e *engine) do(ctx context.Context, r *request) {
 			for _, m := range r.members[next:] {
 				for _, s := range m.segments {
 					if !s.done {
-						for _, t := range s.targets {
-							e.segmentFailed(t, err)
+						for _, w := range s.writes {
+							e.segmentFailed(w.t, err)
 						}
 					}
 				}
@@ -170,14 +170,14 @@ func (e *engine) member(m *member, br *bufio.Reader, buf []byte, zr *gzip.Reader
 		}
 		h := sha256.New()
 		ws := []io.Writer{h}
-		for _, t := range s.targets {
-			f, err := e.open(t)
+		for _, w := range s.writes {
+			f, err := e.open(w.t)
 			if err != nil {
-				t.fail(err)
+				w.t.fail(err)
 				continue
 			}
 			if f != nil {
-				ws = append(ws, io.NewOffsetWriter(f, s.chunk.FileOffset))
+				ws = append(ws, io.NewOffsetWriter(f, w.off))
 			}
 		}
 		n, err := io.CopyBuffer(io.MultiWriter(ws...), io.LimitReader(zr, s.chunk.Size), buf)
@@ -190,13 +190,13 @@ func (e *engine) member(m *member, br *bufio.Reader, buf []byte, zr *gzip.Reader
 		case errors.As(err, &pe):
 			// A local write failed: the targets fail, and the stream
 			// restarts after this segment (its position is lost).
-			for _, t := range s.targets {
-				t.fail(err)
+			for _, w := range s.writes {
+				w.t.fail(err)
 			}
 			if !s.done {
 				s.done = true
-				for _, t := range s.targets {
-					e.segmentDone(t, s, "")
+				for _, w := range s.writes {
+					e.segmentDone(w, s, "")
 				}
 			}
 			return fmt.Errorf("member at %d: %w", m.offset, err)
@@ -205,14 +205,14 @@ func (e *engine) member(m *member, br *bufio.Reader, buf []byte, zr *gzip.Reader
 		}
 		got := "sha256:" + hex.EncodeToString(h.Sum(nil))
 		if s.chunk.Digest != "" && got != s.chunk.Digest {
-			return fmt.Errorf("chunk at %d of %q: digest %s, TOC says %s", s.chunk.FileOffset, s.targets[0].source.Name, got, s.chunk.Digest)
+			return fmt.Errorf("chunk at %d of %q: digest %s, TOC says %s", s.chunk.FileOffset, s.writes[0].t.source.Name, got, s.chunk.Digest)
 		}
 		if s.done {
 			continue
 		}
 		s.done = true
-		for _, t := range s.targets {
-			e.segmentDone(t, s, got)
+		for _, w := range s.writes {
+			e.segmentDone(w, s, got)
 		}
 	}
 	return nil

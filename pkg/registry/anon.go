@@ -28,8 +28,14 @@ type anonFirst struct {
 	// direct sends anonymous requests, with retries.
 	direct http.RoundTripper
 
-	mu   sync.Mutex
-	done chan struct{} // closed when the handshake in flight ends
+	mu sync.Mutex
+	hs *handshake // the one in flight, or the last one
+}
+
+// handshake is one ping-and-token exchange; rt and err are set before
+// done is closed.
+type handshake struct {
+	done chan struct{}
 	rt   http.RoundTripper
 	err  error
 }
@@ -62,40 +68,37 @@ func (p pingAnswered) RoundTrip(req *http.Request) (*http.Response, error) {
 	}, nil
 }
 
-// handshake starts a handshake unless one is in flight or succeeded, and
-// returns the channel closed when it ends. A failed handshake is tried
-// again by the next request.
-func (a *anonFirst) handshake() chan struct{} {
+// handshake returns the handshake in flight or the last one that
+// succeeded, starting one when there is neither: a failed handshake is
+// tried again by the next request.
+func (a *anonFirst) handshake() *handshake {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.done != nil {
+	if h := a.hs; h != nil {
 		select {
-		case <-a.done:
-			if a.err == nil {
-				return a.done
+		case <-h.done:
+			if h.err == nil {
+				return h
 			}
 		default:
-			return a.done
+			return h
 		}
 	}
-	done := make(chan struct{})
-	a.done, a.rt, a.err = done, nil, nil
+	h := &handshake{done: make(chan struct{})}
+	a.hs = h
 	go func() {
 		// Not the first request's context: its end must not fail the
 		// handshake every later request waits for.
-		rt, err := transport.NewWithContext(context.Background(), a.repo.Registry, authn.Anonymous, a.c.base, []string{a.repo.Scope(transport.PullScope)})
-		a.mu.Lock()
-		a.rt, a.err = rt, err
-		a.mu.Unlock()
-		close(done)
+		h.rt, h.err = transport.NewWithContext(context.Background(), a.repo.Registry, authn.Anonymous, a.c.base, []string{a.repo.Scope(transport.PullScope)})
+		close(h.done)
 	}()
-	return done
+	return h
 }
 
 func (a *anonFirst) RoundTrip(req *http.Request) (*http.Response, error) {
-	done := a.handshake()
+	h := a.handshake()
 	select {
-	case <-done:
+	case <-h.done:
 	default:
 		resp, err := a.direct.RoundTrip(req)
 		var tries *triesError
@@ -105,20 +108,26 @@ func (a *anonFirst) RoundTrip(req *http.Request) (*http.Response, error) {
 		case errors.As(err, &tries):
 			return nil, err // the registry answered, and was retried already
 		}
-		if err == nil {
-			drain(resp.Body)
-		}
 		select {
-		case <-done:
+		case <-h.done:
 		case <-req.Context().Done():
+			if resp != nil {
+				drain(resp.Body)
+			}
 			return nil, req.Context().Err()
 		}
+		if resp != nil {
+			// Without a handshake, a registry's 404 (a tag that is not
+			// there) says more than the failed handshake; a 401, a 403
+			// or a TLS port's 400 to plain HTTP does not.
+			if h.err != nil && resp.StatusCode == http.StatusNotFound {
+				return resp, nil
+			}
+			drain(resp.Body)
+		}
 	}
-	a.mu.Lock()
-	rt, err := a.rt, a.err
-	a.mu.Unlock()
-	if err != nil {
-		return nil, err
+	if h.err != nil {
+		return nil, h.err
 	}
-	return rt.RoundTrip(req)
+	return h.rt.RoundTrip(req)
 }

@@ -1,7 +1,9 @@
 package toc
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -45,5 +47,31 @@ func TestReadNonsenseTOC(t *testing.T) {
 	}
 	if _, err := Read(context.Background(), blobWithTOC(t, `{"version":1,"entries":[{"name":"a","type":"dir"}]}`), Options{}); err != nil {
 		t.Errorf("Read of a sound TOC: %v", err)
+	}
+}
+
+// A TOC whose tar entry is cut short after the JSON is an error, even
+// though the JSON itself decodes.
+func TestReadTruncatedTOCEntry(t *testing.T) {
+	js := []byte(`{"version":1,"entries":[{"name":"a","type":"dir"}]}`)
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	tw := tar.NewWriter(zw)
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: estargz.TOCTarName, Size: int64(len(js)) + 100, Mode: 0o444}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(js); err != nil {
+		t.Fatal(err)
+	}
+	tw.Flush() // reports the 100 bytes never written; the member ends here anyway
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("data before the TOC")
+	off := len(data)
+	data = append(data, b.Bytes()...)
+	data = append(data, estargz.CreateGzipFooter([]byte(fmt.Sprintf("%016xSTARGZ", off)))...)
+	if _, err := Read(context.Background(), memBlob(data), Options{}); err == nil || !strings.Contains(err.Error(), "decompressing TOC") {
+		t.Errorf("Read = %v, want an error decompressing the TOC", err)
 	}
 }

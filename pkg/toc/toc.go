@@ -319,7 +319,15 @@ func inflateAhead(r io.Reader) *aheadReader {
 			default:
 				buf = make([]byte, aheadBlock)
 			}
-			n, err := io.ReadFull(r, buf)
+			// Not io.ReadFull: its io.ErrUnexpectedEOF for a short last
+			// block would hide the same error from a truncated TOC.
+			var n int
+			var err error
+			for n < len(buf) && err == nil {
+				var k int
+				k, err = r.Read(buf[n:])
+				n += k
+			}
 			if n > 0 {
 				select {
 				case a.ch <- buf[:n]:
@@ -328,9 +336,7 @@ func inflateAhead(r io.Reader) *aheadReader {
 				}
 			}
 			if err != nil {
-				if err != io.ErrUnexpectedEOF {
-					a.err = err
-				}
+				a.err = err
 				return
 			}
 		}
