@@ -31,6 +31,10 @@
 //     read through the whole blob; every 206's Content-Range is checked; a
 //     redirect to blob storage is followed without the registry's
 //     credentials and its target reused until it stops answering.
+//   - Several ranges in one request ([Blob.ReadSpans]): multi-range
+//     requests answered with multipart/byteranges, every part checked
+//     against what was asked, and range-by-range reads for servers that
+//     answer otherwise.
 //   - TLS with private CAs ([WithCAFile]) and [ErrTLS] for untrusted
 //     certificates.
 //

@@ -7,10 +7,11 @@
 // start new gzip members at chunk boundaries, followed by a gzip member
 // holding the TOC JSON (stargz.index.json) and a 51-byte footer that
 // records the TOC's offset. Reading the tail of the blob usually yields
-// footer and TOC in one request.
+// footer and TOC in one request; a bigger TOC comes in parallel pieces.
 //
-// The estargz package parses footers and TOC JSON; this package does the
-// I/O, bounds what it reads, and computes each chunk's compressed extent
+// The estargz package parses footers; this package decodes the TOC JSON
+// itself (as encoding/json would, several times faster), does the I/O,
+// bounds what it reads, and computes each chunk's compressed extent
 // itself, because estargz's NextOffset runs the last chunk to the end of
 // the blob (through the TOC), and because blobs built with a minimum chunk
 // size put several files into one gzip member (innerOffset).
