@@ -32,6 +32,11 @@ const (
 	DefaultMaxEntries = 1 << 20
 )
 
+// maxHintedRead caps what Options.TOCOffset makes Read read at once, before
+// the footer can say whether the offset is right. TOCs of layers with up
+// to about 100,000 files are smaller.
+const maxHintedRead = 8 << 20
+
 // ErrNotStargz means a blob has no eStargz or stargz footer.
 var ErrNotStargz = errors.New("no eStargz footer")
 
@@ -48,8 +53,9 @@ type Options struct {
 	MaxTOCJSONBytes int64 // 0 means DefaultMaxTOCJSONBytes
 	MaxEntries      int64 // 0 means DefaultMaxEntries
 	// TOCOffset, when known (from an earlier listing), is where the TOC
-	// starts: the whole TOC and footer are then read at once, in parallel
-	// pieces. The footer must agree, else the TOC is read as without it.
+	// starts: the whole TOC and footer (up to 8 MiB) are then read at once,
+	// in parallel pieces. The footer must agree, else the TOC is read as
+	// without it.
 	TOCOffset int64
 }
 
@@ -196,17 +202,19 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 		tailStart int64
 	)
 	// A TOC offset known from an earlier listing is only used when the
-	// TOC is too big for the tail read anyway, and within the limit.
-	if h := opts.TOCOffset; h > 0 && size-h > tailBytes && size-h <= maxTOC+int64(estargz.FooterSize) {
+	// TOC is too big for the tail read anyway, and within the limit and
+	// maxHintedRead: a wrong offset costs at most that much reading.
+	if h := opts.TOCOffset; h > 0 && size-h > tailBytes && size-h <= min(maxTOC+int64(estargz.FooterSize), maxHintedRead) {
 		p := readPieces(ctx, r, h, size-h)
 		defer p.Close()
 		last, err := p.last(estargz.FooterSize)
 		if err != nil {
 			return nil, err
 		}
+		// Counted either way: a wrong offset costs these requests too.
+		t.Requests, t.BytesRead = p.requests(), size-h
 		if f, err = parseFooter(last, size); err == nil && f.tocOffset == h {
 			tocStream = io.LimitReader(p, f.tocEnd-h)
-			t.Requests, t.BytesRead = p.requests(), size-h
 		} else {
 			p.Close()
 		}

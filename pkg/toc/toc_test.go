@@ -266,3 +266,19 @@ func TestReadInPieces(t *testing.T) {
 		}
 	})
 }
+
+// A wrong TOC offset far from the end is not followed: it would read most
+// of the blob before the footer could say it is wrong.
+func TestReadIgnoresFarOffset(t *testing.T) {
+	b := load(t, fixtures.GoTree.Layers[0])
+	if b.Size() < 9<<20 {
+		t.Skipf("blob of %d bytes is too small", b.Size())
+	}
+	got, err := toc.Read(context.Background(), b, toc.Options{TOCOffset: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.BytesRead > 2<<20 {
+		t.Errorf("read %d bytes for a TOC offset of 1, want no more than the tail and the TOC", got.BytesRead)
+	}
+}

@@ -96,9 +96,9 @@ type Entry struct {
 	// the manifest still decides (a wrong size only costs that saving).
 	LayerSize int64 `json:"layerSize,omitempty"`
 	// TOCOffset is where the layer's TOC starts in the blob. With it (and
-	// LayerSize), sg-fetch reads the whole TOC at once, in parallel pieces,
-	// instead of a tail first; the layer's footer still decides (a wrong
-	// offset only costs that saving).
+	// LayerSize), sg-fetch reads a TOC of up to 8 MiB whole at once, in
+	// parallel pieces, instead of a tail first; the layer's footer still
+	// decides (a wrong offset costs at most that 8 MiB read in vain).
 	TOCOffset int64 `json:"tocOffset,omitempty"`
 	// Name is the entry's path inside the layer, without a leading "./" or
 	// "/" and without a trailing "/".
