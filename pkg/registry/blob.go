@@ -95,18 +95,24 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
 // open starts one read of the n bytes at off: at the redirect target when
 // one is known, else at the registry.
 func (b *Blob) open(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	return atTarget(ctx, b, func(client *http.Client, u string, viaRegistry bool) (io.ReadCloser, error) {
+		return b.get(ctx, client, u, viaRegistry, off, n)
+	})
+}
+
+// atTarget calls try with the blob's redirect target (blob storage, a
+// CDN) when one is known, without the registry's credentials, and else, or
+// when the target fails, with the registry's URL: signed URLs expire, and
+// the registry gives a fresh one.
+func atTarget[T any](ctx context.Context, b *Blob, try func(client *http.Client, u string, viaRegistry bool) (T, error)) (T, error) {
 	b.mu.Lock()
 	resolved := b.resolved
 	b.mu.Unlock()
 	if resolved != "" {
-		body, err := b.get(ctx, &http.Client{Transport: b.c.base}, resolved, false, off, n)
-		if err == nil {
-			return body, nil
+		v, err := try(&http.Client{Transport: b.c.base}, resolved, false)
+		if err == nil || ctx.Err() != nil {
+			return v, err
 		}
-		if ctx.Err() != nil {
-			return nil, err
-		}
-		// Signed URLs expire: go back to the registry for a fresh one.
 		b.c.logf("blob %s: redirect target stopped working (%v); asking the registry again", b.digest, err)
 		b.mu.Lock()
 		if b.resolved == resolved {
@@ -114,7 +120,18 @@ func (b *Blob) open(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 		}
 		b.mu.Unlock()
 	}
-	return b.get(ctx, b.client, b.url, true, off, n)
+	return try(b.client, b.url, true)
+}
+
+// remember keeps where the registry redirected a successful GET of u, for
+// the blob's later reads.
+func (b *Blob) remember(resp *http.Response, u string, viaRegistry bool) {
+	ok := resp.StatusCode == http.StatusPartialContent || resp.StatusCode == http.StatusOK
+	if final := resp.Request.URL; ok && viaRegistry && final.Host != hostOf(u) {
+		b.mu.Lock()
+		b.resolved = final.String()
+		b.mu.Unlock()
+	}
 }
 
 // get GETs the n bytes at off from u. viaRegistry says u is the
@@ -138,14 +155,7 @@ func (b *Blob) get(ctx context.Context, client *http.Client, u string, viaRegist
 			return nil, err
 		}
 	}
-	switch resp.StatusCode {
-	case http.StatusPartialContent, http.StatusOK:
-		if final := resp.Request.URL; viaRegistry && final.Host != hostOf(u) {
-			b.mu.Lock()
-			b.resolved = final.String()
-			b.mu.Unlock()
-		}
-	}
+	b.remember(resp, u, viaRegistry)
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		if err := checkContentRange(resp.Header.Get("Content-Range"), off, n); err != nil {

@@ -1034,6 +1034,13 @@ func TestReadRangeRedirect(t *testing.T) {
 	counts(2, 5) // a 403 from storage, the registry again, storage again
 	read(l.Size-1, 1)
 	counts(2, 6)
+	// Several ranges in one request go the same way: to storage while
+	// the signature holds, to the registry again when it expires.
+	readSpans(t, ctx, b, l, testSpans(l.Size))
+	counts(2, 7)
+	st.expire()
+	readSpans(t, ctx, b, l, testSpans(l.Size))
+	counts(3, 9)
 
 	if st.sawAuth.Load() {
 		t.Error("blob storage received an Authorization header")

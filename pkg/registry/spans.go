@@ -112,43 +112,21 @@ func (r *SpanReader) request() error {
 	return fmt.Errorf("reading blob %s: %w", b.digest, classify(b.repo.RegistryStr(), err))
 }
 
-// sendRanges sends a request with the Range header rng to the blob's
-// redirect target when one is known and still answers, else to the
-// registry, remembering where it redirects to.
+// sendRanges sends a request with the Range header rng, at the redirect
+// target when one is known and still answers (see atTarget).
 func (b *Blob) sendRanges(ctx context.Context, rng string) (*http.Response, error) {
-	b.mu.Lock()
-	resolved := b.resolved
-	b.mu.Unlock()
-	if resolved != "" {
-		resp, err := b.send(ctx, &http.Client{Transport: b.c.base}, resolved, rng)
-		if err == nil && (resp.StatusCode == http.StatusPartialContent || resp.StatusCode == http.StatusOK) {
-			return resp, nil
+	return atTarget(ctx, b, func(client *http.Client, u string, viaRegistry bool) (*http.Response, error) {
+		resp, err := b.send(ctx, client, u, rng)
+		if err != nil {
+			return nil, err
 		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		why := fmt.Sprint(err)
-		if err == nil {
-			why = resp.Status
+		if !viaRegistry && resp.StatusCode != http.StatusPartialContent && resp.StatusCode != http.StatusOK {
 			drain(resp.Body)
+			return nil, errors.New(resp.Status)
 		}
-		b.c.logf("blob %s: redirect target stopped working (%s); asking the registry again", b.digest, why)
-		b.mu.Lock()
-		if b.resolved == resolved {
-			b.resolved = ""
-		}
-		b.mu.Unlock()
-	}
-	resp, err := b.send(ctx, b.client, b.url, rng)
-	if err != nil {
-		return nil, err
-	}
-	if final := resp.Request.URL; (resp.StatusCode == http.StatusPartialContent || resp.StatusCode == http.StatusOK) && final.Host != hostOf(b.url) {
-		b.mu.Lock()
-		b.resolved = final.String()
-		b.mu.Unlock()
-	}
-	return resp, nil
+		b.remember(resp, u, viaRegistry)
+		return resp, nil
+	})
 }
 
 // SpanReader hands out the spans of one ReadSpans call in order.
