@@ -1,11 +1,8 @@
 package main
 
 import (
-	"compress/gzip"
 	"context"
 	"fmt"
-	"io"
-	"os"
 	"strconv"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
@@ -15,35 +12,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/stargz-get/stargz-get/internal/testenv"
 )
-
-// blobLayer is a v1.Layer over a layer blob on disk; go-containerregistry
-// uploads its bytes as they are, so the manifest's digest is the file's.
-type blobLayer struct{ l *Layer }
-
-var _ v1.Layer = blobLayer{}
-
-func (b blobLayer) Digest() (v1.Hash, error)            { return v1.NewHash(b.l.Digest) }
-func (b blobLayer) DiffID() (v1.Hash, error)            { return v1.NewHash(b.l.DiffID) }
-func (b blobLayer) Size() (int64, error)                { return b.l.Size, nil }
-func (b blobLayer) MediaType() (types.MediaType, error) { return mediaTypeLayer, nil }
-func (b blobLayer) Compressed() (io.ReadCloser, error)  { return os.Open(b.l.blobPath) }
-
-func (b blobLayer) Uncompressed() (io.ReadCloser, error) {
-	f, err := os.Open(b.l.blobPath)
-	if err != nil {
-		return nil, err
-	}
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{zr, f}, nil
-}
 
 // repo is the repository of layer l's image.
 func (l *Layer) repo() string { return "bench/" + l.Name }
@@ -65,7 +35,7 @@ func v1Image(layers []*Layer) (v1.Image, error) {
 	var adds []mutate.Addendum
 	for _, l := range layers {
 		adds = append(adds, mutate.Addendum{
-			Layer: blobLayer{l},
+			Layer: testenv.BlobLayer(l.blobPath, l.Digest, l.DiffID, l.Size, mediaTypeLayer),
 			Annotations: map[string]string{
 				estargz.TOCJSONDigestAnnotation:         l.TOCDigest,
 				estargz.StoreUncompressedSizeAnnotation: strconv.FormatInt(l.UncompressedSize, 10),

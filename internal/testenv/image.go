@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -16,21 +17,35 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// blobLayer is a v1.Layer over a fixture blob on disk. go-containerregistry
-// uploads its bytes as they are (no recompression), so the digest in the
-// manifest is the sha256 of the file.
-type blobLayer struct{ l *Layer }
+// BlobLayer is a v1.Layer over the compressed layer blob at path, with
+// the digest, diff ID, size and media type given, for pushing fixture and
+// benchmark layers. go-containerregistry uploads its bytes as they are (no
+// recompression), so the digest in the manifest is the sha256 of the file.
+func BlobLayer(path, digest, diffID string, size int64, mediaType types.MediaType) v1.Layer {
+	return blobLayer{path: path, digest: digest, diffID: diffID, size: size, mediaType: mediaType}
+}
 
-var _ v1.Layer = blobLayer{}
+type blobLayer struct {
+	path, digest, diffID string
+	size                 int64
+	mediaType            types.MediaType
+}
 
-func (b blobLayer) Digest() (v1.Hash, error)            { return v1.NewHash(b.l.Digest) }
-func (b blobLayer) DiffID() (v1.Hash, error)            { return v1.NewHash(b.l.DiffID) }
-func (b blobLayer) Size() (int64, error)                { return b.l.Size, nil }
-func (b blobLayer) MediaType() (types.MediaType, error) { return types.MediaType(b.l.MediaType), nil }
-func (b blobLayer) Compressed() (io.ReadCloser, error)  { return b.l.Open() }
+func (b blobLayer) Digest() (v1.Hash, error)            { return v1.NewHash(b.digest) }
+func (b blobLayer) DiffID() (v1.Hash, error)            { return v1.NewHash(b.diffID) }
+func (b blobLayer) Size() (int64, error)                { return b.size, nil }
+func (b blobLayer) MediaType() (types.MediaType, error) { return b.mediaType, nil }
+
+func (b blobLayer) Compressed() (io.ReadCloser, error) {
+	f, err := os.Open(b.path)
+	if err != nil {
+		return nil, fmt.Errorf("opening layer blob: %w", err)
+	}
+	return f, nil
+}
 
 func (b blobLayer) Uncompressed() (io.ReadCloser, error) {
-	f, err := b.l.Open()
+	f, err := b.Compressed()
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +83,7 @@ func (img *Image) v1Image() (v1.Image, error) {
 	adds := make([]mutate.Addendum, 0, len(img.Layers))
 	for _, l := range img.Layers {
 		adds = append(adds, mutate.Addendum{
-			Layer:       blobLayer{l},
+			Layer:       BlobLayer(l.BlobPath, l.Digest, l.DiffID, l.Size, types.MediaType(l.MediaType)),
 			Annotations: l.Annotations(),
 			MediaType:   types.MediaType(l.MediaType),
 			History: v1.History{
