@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -274,9 +272,9 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 	}
 	// Directory modes and times last, when nothing more is written into
 	// them; a few at a time (each is a path walk and three system calls,
-	// and whole layers have thousands). Deepest first, though setting one
-	// directory's mode or times changes nothing of its parent's.
-	sort.SliceStable(dirs, func(i, j int) bool { return depth(dirs[i].Entry.Name) > depth(dirs[j].Entry.Name) })
+	// and whole layers have thousands), in any order: setting one
+	// directory's mode or times changes nothing of its parent's, and the
+	// owner keeps write permission (see finishDir).
 	p := pool.New().WithMaxGoroutines(4)
 	for _, w := range dirs {
 		p.Go(func() { e.finish(e.finishDir(ctx, w)) })
@@ -293,8 +291,6 @@ type layerPath struct {
 	layer *Layer
 	name  string
 }
-
-func depth(name string) int { return strings.Count(name, "/") }
 
 // fail reports that w was not written, with status failed or skipped.
 func (e *engine) fail(w *Want, status string, err error) {
