@@ -38,10 +38,11 @@ type request struct {
 }
 
 // run is a stretch of a layer blob downloaded in one piece: the members
-// [first, last) of its request and the gaps between them.
+// of its request from the previous run's last up to last (exclusive), and
+// the gaps between them.
 type run struct {
-	start, end  int64
-	first, last int
+	start, end int64
+	last       int
 }
 
 // bytes returns how many compressed bytes the request downloads.
@@ -131,7 +132,6 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request
 		var req *request
 		for _, x := range runsOf[l] {
 			if req != nil && !x.local && !req.local && len(req.runs) < runsPerReq && req.bytes()+x.bytes() <= maxReq {
-				x.runs[0].first += len(req.members)
 				x.runs[0].last += len(req.members)
 				req.runs = append(req.runs, x.runs[0])
 				req.members = append(req.members, x.members...)
