@@ -7,12 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 
+	"github.com/stargz-get/stargz-get/internal/testenv"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 )
 
@@ -179,40 +178,47 @@ const setJSON = "layers.json"
 // temporary directory and renamed into place, so a set that is present is
 // complete.
 func buildLayers(cacheDir string, g *group, logf func(string, ...any)) (*Set, error) {
-	goroot, err := goRoot()
+	goroot, err := testenv.GoRoot()
 	if err != nil {
 		return nil, err
 	}
 	key := g.key(goroot)
-	dir := filepath.Join(cacheDir, "set-"+key)
-	if s, err := loadSet(dir, key, len(g.specs)); err == nil {
-		s.cached = true
-		return s, nil
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return nil, fmt.Errorf("creating layer cache dir: %w", err)
-	}
-	removeStale(cacheDir)
-	tmp, err := os.MkdirTemp(cacheDir, "build-"+key+"-")
+	var s *Set
+	built := false
+	_, err = testenv.CachedSet(cacheDir, key,
+		func(dir string) (err error) {
+			s, err = loadSet(dir, key, len(g.specs))
+			return err
+		},
+		func(dir string) error {
+			built = true
+			return g.build(dir, goroot, key, logf)
+		})
 	if err != nil {
-		return nil, fmt.Errorf("creating layer build dir: %w", err)
+		return nil, err
 	}
-	defer os.RemoveAll(tmp) // a no-op after the rename
+	s.cached = !built
+	return s, nil
+}
+
+// build writes the layers of g and their set file into dir.
+func (g *group) build(dir, goroot, key string, logf func(string, ...any)) error {
 	sps := g.specs
 	if g.plan != nil {
+		var err error
 		if sps, err = g.plan(goroot); err != nil {
-			return nil, fmt.Errorf("planning the %s layers: %w", g.name, err)
+			return fmt.Errorf("planning the %s layers: %w", g.name, err)
 		}
 		if len(sps) != len(g.specs) {
-			return nil, fmt.Errorf("planning the %s layers: %d layers, want %d", g.name, len(sps), len(g.specs))
+			return fmt.Errorf("planning the %s layers: %d layers, want %d", g.name, len(sps), len(g.specs))
 		}
 	}
-	s := &Set{Key: key, GoRoot: goroot, dir: tmp}
+	s := &Set{Key: key, GoRoot: goroot, dir: dir}
 	for _, sp := range sps {
 		start := time.Now()
-		l, err := buildLayer(tmp, goroot, sp)
+		l, err := buildLayer(dir, goroot, sp)
 		if err != nil {
-			return nil, fmt.Errorf("building layer %s: %w", sp.name, err)
+			return fmt.Errorf("building layer %s: %w", sp.name, err)
 		}
 		l.BuildSeconds = time.Since(start).Seconds()
 		logf("built layer %s: %d entries, %s uncompressed, %s compressed, in %.1fs",
@@ -221,18 +227,12 @@ func buildLayers(cacheDir string, g *group, logf func(string, ...any)) (*Set, er
 	}
 	js, err := json.Marshal(s)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := os.WriteFile(filepath.Join(tmp, setJSON), js, 0o644); err != nil {
-		return nil, fmt.Errorf("writing %s: %w", setJSON, err)
+	if err := os.WriteFile(filepath.Join(dir, setJSON), js, 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", setJSON, err)
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, fmt.Errorf("replacing old layer set: %w", err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		return nil, fmt.Errorf("installing layer set: %w", err)
-	}
-	return loadSet(dir, key, len(g.specs))
+	return nil
 }
 
 // key names a build's inputs: the layer version, the Go version, the
@@ -275,34 +275,8 @@ func loadSet(dir, key string, n int) (*Set, error) {
 	return &s, nil
 }
 
-// removeStale removes build directories left behind by killed builds.
-func removeStale(cacheDir string) {
-	ents, _ := os.ReadDir(cacheDir)
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), "build-") {
-			continue
-		}
-		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Hour {
-			os.RemoveAll(filepath.Join(cacheDir, e.Name()))
-		}
-	}
-}
-
 func blobPath(dir, digest string) string {
 	return filepath.Join(dir, "blobs", strings.Replace(digest, ":", "-", 1))
-}
-
-// goRoot asks the go command for GOROOT.
-func goRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOROOT").Output()
-	if err != nil {
-		return "", fmt.Errorf("running go env GOROOT: %w", err)
-	}
-	root := strings.TrimSpace(string(out))
-	if root == "" {
-		return "", errors.New("go env GOROOT is empty")
-	}
-	return root, nil
 }
 
 // buildLayer writes the tar of sp, converts it with estargz.Build and

@@ -12,7 +12,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -262,75 +261,30 @@ func (f *Fixtures) Layers() []*Layer {
 // A set is built in a temporary directory and renamed into place with its
 // fixtures.json, so a set that is present is complete.
 func BuildFixtures(cacheDir string) (*Fixtures, error) {
-	goroot, err := goRoot()
+	goroot, err := GoRoot()
 	if err != nil {
 		return nil, err
 	}
 	key := fixturesKey(goroot)
-	dir := filepath.Join(cacheDir, "set-"+key)
-	if f, err := loadFixtures(dir, key); err == nil {
-		return f, nil
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return nil, fmt.Errorf("creating fixture cache dir: %w", err)
-	}
-	removeStaleBuilds(cacheDir)
-	tmp, err := os.MkdirTemp(cacheDir, "build-"+key+"-")
-	if err != nil {
-		return nil, fmt.Errorf("creating fixture build dir: %w", err)
-	}
-	defer os.RemoveAll(tmp) // a no-op after a successful rename
-	f, err := buildFixtures(tmp, goroot, key)
-	if err != nil {
-		return nil, fmt.Errorf("building fixtures: %w", err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		// Another process won the race, or a broken set is in the way.
-		if f, lerr := loadFixtures(dir, key); lerr == nil {
-			return f, nil
-		}
-		if rerr := os.RemoveAll(dir); rerr != nil {
-			return nil, fmt.Errorf("replacing broken fixture set: %w", rerr)
-		}
-		if err := os.Rename(tmp, dir); err != nil {
-			return nil, fmt.Errorf("installing fixture set: %w", err)
-		}
-	}
-	f.setDir(dir)
-	return f, nil
+	var f *Fixtures
+	_, err = CachedSet(cacheDir, key,
+		func(dir string) (err error) {
+			f, err = loadFixtures(dir, key)
+			return err
+		},
+		func(dir string) error {
+			if _, err := buildFixtures(dir, goroot, key); err != nil {
+				return fmt.Errorf("building fixtures: %w", err)
+			}
+			return nil
+		})
+	return f, err
 }
 
 // fixturesKey names a build's inputs.
 func fixturesKey(goroot string) string {
 	h := sha256.Sum256([]byte(fixturesVersion + "\n" + runtime.Version() + "\n" + goroot))
 	return hex.EncodeToString(h[:6])
-}
-
-// goRoot returns the GOROOT of the go command, else of this binary.
-func goRoot() (string, error) {
-	if goCmd, err := goTool(); err == nil {
-		out, err := exec.Command(goCmd, "env", "GOROOT").Output()
-		if root := strings.TrimSpace(string(out)); err == nil && root != "" {
-			return root, nil
-		}
-	}
-	if root := runtime.GOROOT(); root != "" { //nolint:staticcheck // only a fallback
-		return root, nil
-	}
-	return "", errors.New("finding GOROOT: no go command and no GOROOT")
-}
-
-// removeStaleBuilds removes build directories left by killed builds.
-func removeStaleBuilds(cacheDir string) {
-	ents, _ := os.ReadDir(cacheDir)
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), "build-") {
-			continue
-		}
-		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Hour {
-			os.RemoveAll(filepath.Join(cacheDir, e.Name()))
-		}
-	}
 }
 
 const fixturesJSON = "fixtures.json"
