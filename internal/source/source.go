@@ -218,11 +218,7 @@ func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer)
 		}
 		return nil, fmt.Errorf("%s is %s, not eStargz: %w", what, rec.Format, ErrNotLazy)
 	}
-	dgst, err := v1.NewHash(rec.Digest)
-	if err != nil {
-		return nil, fmt.Errorf("%s: invalid digest: %w", what, err)
-	}
-	blob, err := s.Client.Blob(ctx, repo, dgst, rec.Size)
+	blob, err := s.blob(ctx, repo, rec.Digest, rec.Size, what)
 	if err != nil {
 		return nil, err
 	}
@@ -273,11 +269,7 @@ func (s *Source) Adopt(repo name.Repository, rec wire.Layer, blob *registry.Blob
 // tocOffset, when known (entries from sg-ls carry it), lets the whole TOC
 // be read at once.
 func (s *Source) ReadEarly(ctx context.Context, repo name.Repository, dgst string, size, tocOffset int64) (*registry.Blob, *toc.TOC, error) {
-	h, err := v1.NewHash(dgst)
-	if err != nil {
-		return nil, nil, err
-	}
-	blob, err := s.Client.Blob(ctx, repo, h, size)
+	blob, err := s.blob(ctx, repo, dgst, size, "layer "+dgst)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -285,6 +277,15 @@ func (s *Source) ReadEarly(ctx context.Context, repo name.Repository, dgst strin
 	opts.TOCOffset = tocOffset
 	t, err := toc.Read(ctx, blob, opts)
 	return blob, t, err
+}
+
+// blob opens the blob dgst of size bytes in repo; what names it in errors.
+func (s *Source) blob(ctx context.Context, repo name.Repository, dgst string, size int64, what string) (*registry.Blob, error) {
+	h, err := v1.NewHash(dgst)
+	if err != nil {
+		return nil, fmt.Errorf("%s: invalid digest: %w", what, err)
+	}
+	return s.Client.Blob(ctx, repo, h, size)
 }
 
 // NotLazyHint is what to tell a user whose layer is not eStargz.
@@ -300,11 +301,7 @@ func (s *Source) openFull(ctx context.Context, repo name.Repository, rec wire.La
 	if compression == "" {
 		return nil, fmt.Errorf("%s is %s, which cannot be read: %w", what, rec.Format, ErrNotLazy)
 	}
-	dgst, err := v1.NewHash(rec.Digest)
-	if err != nil {
-		return nil, fmt.Errorf("%s: invalid digest: %w", what, err)
-	}
-	blob, err := s.Client.Blob(ctx, repo, dgst, rec.Size)
+	blob, err := s.blob(ctx, repo, rec.Digest, rec.Size, what)
 	if err != nil {
 		return nil, err
 	}
@@ -329,8 +326,8 @@ func (s *Source) openFull(ctx context.Context, repo name.Repository, rec wire.La
 	if err != nil {
 		return nil, fmt.Errorf("downloading %s: %w", what, err)
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); n != rec.Size || got != dgst.String() {
-		return nil, fmt.Errorf("downloading %s: got %d bytes with digest %s, want %d bytes with %s", what, n, got, rec.Size, dgst)
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); n != rec.Size || got != blob.Digest().String() {
+		return nil, fmt.Errorf("downloading %s: got %d bytes with digest %s, want %d bytes with %s", what, n, got, rec.Size, blob.Digest())
 	}
 	tr, err := toc.Decompress(io.NewSectionReader(spool, 0, n), compression)
 	if err != nil {

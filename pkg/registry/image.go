@@ -53,13 +53,9 @@ type Layer struct {
 // Image resolves ref to an image manifest, choosing platform from an index
 // or manifest list.
 func (c *Client) Image(ctx context.Context, ref name.Reference, platform v1.Platform) (*Image, error) {
-	rt, err := c.transport(ctx, ref.Context())
+	rt, desc, err := c.get(ctx, ref)
 	if err != nil {
-		return nil, fmt.Errorf("resolving %s: %w", ref, err)
-	}
-	desc, err := remote.Get(ref, remote.WithTransport(rt), remote.WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("resolving %s: %w", ref, classify(ref.Context().RegistryStr(), err))
+		return nil, err
 	}
 	if !desc.MediaType.IsIndex() {
 		return imageOf(ref, desc, "")
@@ -75,6 +71,20 @@ func (c *Client) Image(ctx context.Context, ref name.Reference, platform v1.Plat
 	return c.child(ctx, rt, ref, child)
 }
 
+// get fetches the manifest or index ref names, and returns it with the
+// repository's transport.
+func (c *Client) get(ctx context.Context, ref name.Reference) (http.RoundTripper, *remote.Descriptor, error) {
+	rt, err := c.transport(ctx, ref.Context())
+	if err != nil {
+		return nil, nil, fmt.Errorf("resolving %s: %w", ref, err)
+	}
+	desc, err := remote.Get(ref, remote.WithTransport(rt), remote.WithContext(ctx))
+	if err != nil {
+		return nil, nil, fmt.Errorf("resolving %s: %w", ref, classify(ref.Context().RegistryStr(), err))
+	}
+	return rt, desc, nil
+}
+
 // Images resolves ref to every image it names: one per platform of an
 // index or manifest list, in index order (attestation manifests, whose
 // platform is unknown/unknown, and nested indexes are left out), or the one
@@ -82,13 +92,9 @@ func (c *Client) Image(ctx context.Context, ref name.Reference, platform v1.Plat
 // manifest too, from the image's config, so that every image says which
 // platform it is for.
 func (c *Client) Images(ctx context.Context, ref name.Reference) ([]*Image, error) {
-	rt, err := c.transport(ctx, ref.Context())
+	rt, desc, err := c.get(ctx, ref)
 	if err != nil {
-		return nil, fmt.Errorf("resolving %s: %w", ref, err)
-	}
-	desc, err := remote.Get(ref, remote.WithTransport(rt), remote.WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("resolving %s: %w", ref, classify(ref.Context().RegistryStr(), err))
+		return nil, err
 	}
 	if !desc.MediaType.IsIndex() {
 		img, err := imageOf(ref, desc, "")
