@@ -45,6 +45,10 @@ type Fault struct {
 	// so the registry answers 200 with the whole blob, as some registries
 	// and CDNs do.
 	IgnoreRange bool
+	// FirstRange keeps only the first range of a multi-range Range header,
+	// so the registry answers a plain 206 with that range alone, as some
+	// servers do.
+	FirstRange bool
 	// ContentRange rewrites the Content-Range header of a 206 response.
 	ContentRange func(string) string
 	// Flip XORs the response body byte at this offset with 0xff, as a
@@ -105,6 +109,9 @@ type Seen struct {
 	// Status is the status sent to the client (0 when the connection was
 	// cut before the headers).
 	Status int
+	// Start is when the request arrived, Answered when its response
+	// headers (or the cut) went out.
+	Start, Answered time.Time
 }
 
 // FaultProxy is an HTTP proxy in front of a registry that injects the
@@ -197,7 +204,7 @@ func (p *FaultProxy) Close() error {
 func (p *FaultProxy) pick(r *http.Request) (Fault, int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.seen = append(p.seen, Seen{Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization") != ""})
+	p.seen = append(p.seen, Seen{Method: r.Method, Path: r.URL.Path, Range: r.Header.Get("Range"), Auth: r.Header.Get("Authorization") != "", Start: time.Now()})
 	i := len(p.seen) - 1
 	for _, rs := range p.rules {
 		if (rs.Match == nil || rs.Match(r)) && (rs.Times == 0 || rs.used < rs.Times) {
@@ -211,7 +218,7 @@ func (p *FaultProxy) pick(r *http.Request) (Fault, int) {
 func (p *FaultProxy) note(i int, fault string, status int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.seen[i].Fault, p.seen[i].Status = fault, status
+	p.seen[i].Fault, p.seen[i].Status, p.seen[i].Answered = fault, status, time.Now()
 }
 
 func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
@@ -254,6 +261,11 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 	if f.IgnoreRange && out.Header.Get("Range") != "" {
 		applied = append(applied, "ignore Range")
 		out.Header.Del("Range")
+	}
+	if rng := out.Header.Get("Range"); f.FirstRange && strings.Contains(rng, ",") {
+		applied = append(applied, "first range only")
+		first, _, _ := strings.Cut(rng, ",")
+		out.Header.Set("Range", first)
 	}
 	resp, err := p.upstream.RoundTrip(out)
 	if err != nil {
@@ -437,6 +449,16 @@ type BlobStorage struct {
 	gets    int
 	refused []string // why requests were refused
 	sawAuth bool
+	// multiStatus answers requests for several ranges, when not 0.
+	multiStatus int
+}
+
+// RefuseMultiRange makes the storage answer requests for several ranges
+// with status, as GHCR's blob CDN does with 501; 0 serves them.
+func (s *BlobStorage) RefuseMultiRange(status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.multiStatus = status
 }
 
 // StartBlobStorage starts a BlobStorage on a free loopback port. The
@@ -522,6 +544,8 @@ func (s *BlobStorage) serve(w http.ResponseWriter, r *http.Request) {
 		why, status = r.Method+" not signed", http.StatusForbidden
 	case s.sigs[sig] != digest || digest == "":
 		why, status = "signature expired or invalid", http.StatusForbidden
+	case s.multiStatus != 0 && strings.Contains(r.Header.Get("Range"), ","):
+		why, status = "several ranges asked for", s.multiStatus
 	}
 	blob := s.blobs[digest]
 	if why != "" {

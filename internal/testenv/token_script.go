@@ -44,6 +44,14 @@ const slowRate = 2_500_000
 //	RANGE416GOTREE  GOTREE through a proxy answering 416 to ranged blob GETs
 //	NOMULTIGOTREE   GOTREE through a proxy that answers requests for
 //	                several ranges with the whole blob, as object stores do
+//	MULTI400GOTREE  GOTREE through a proxy answering 400 to requests for
+//	                several ranges, as GCR does
+//	MULTI501GOTREE  the same with 501
+//	FIRSTRANGEGOTREE GOTREE through a proxy that serves only the first of
+//	                several ranges, as a plain 206
+//	CDN501GOTREE    GOTREE through a proxy redirecting blob GETs to blob
+//	                storage (CDN501STORAGE) that answers 501 to requests
+//	                for several ranges, as GHCR's blob CDN does
 //
 // Each proxy's faults are used up by the requests that come first, so
 // each proxy serves one script.
@@ -124,6 +132,20 @@ func StartScriptRegistries(ctx context.Context, fx *Fixtures, anon string) (_ *S
 	if _, err := proxy("NOMULTIGOTREE", anon, Rule{Match: MatchAll(MatchBlobs, multiRange), Fault: Fault{IgnoreRange: true}}); err != nil {
 		return nil, err
 	}
+	for _, status := range []int{http.StatusBadRequest, http.StatusNotImplemented} {
+		if _, err := proxy(fmt.Sprintf("MULTI%dGOTREE", status), anon, Rule{Match: MatchAll(MatchBlobs, multiRange), Fault: Fault{Status: status}}); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := proxy("FIRSTRANGEGOTREE", anon, Rule{Match: MatchAll(MatchBlobs, multiRange), Fault: Fault{FirstRange: true}}); err != nil {
+		return nil, err
+	}
+	cdn, err := proxy("CDN501GOTREE", anon, blobs(0, Fault{Redirect: true}))
+	if err != nil {
+		return nil, err
+	}
+	cdn.Storage.RefuseMultiRange(http.StatusNotImplemented)
+	add("CDN501STORAGE", cdn.Storage.Host)
 	return s, nil
 }
 

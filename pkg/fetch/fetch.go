@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sourcegraph/conc"
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/stargz-get/stargz-get/pkg/toc"
@@ -425,10 +426,16 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 			empty = append(empty, t)
 		}
 	}
-	p := pool.New().WithMaxGoroutines(e.opts.Jobs)
-	for _, r := range reqs {
-		p.Go(func() { e.do(ctx, r) })
+	q := newQueue(reqs)
+	var downloaders conc.WaitGroup
+	for range e.opts.Jobs {
+		downloaders.Go(func() {
+			for r := q.take(); r != nil; r = q.take() {
+				q.done(e.do(ctx, r)...)
+			}
+		})
 	}
+	p := pool.New().WithMaxGoroutines(e.opts.Jobs)
 	// Files without contents are finished now; the others as their last
 	// chunk verifies.
 	e.waitReady()
@@ -442,6 +449,7 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 	for l, ts := range byLayer {
 		p.Go(func() { e.extractFull(ctx, l, ts) })
 	}
+	downloaders.Wait()
 	p.Wait()
 	for _, t := range copies {
 		if err := ctx.Err(); err != nil {

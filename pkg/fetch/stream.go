@@ -21,14 +21,19 @@ import (
 )
 
 // do runs one request, retrying from the first member not yet finished.
-func (e *engine) do(ctx context.Context, r *request) {
+// When the server refuses to serve its ranges together, do returns the
+// requests, one per range, that the rest of it is split into.
+func (e *engine) do(ctx context.Context, r *request) []*request {
 	next := 0
 	buf := make([]byte, 128<<10)
 	var zr gzip.Reader
 	for attempt := 1; ; attempt++ {
 		err := e.stream(ctx, r, &next, buf, &zr)
 		if err == nil {
-			return
+			return nil
+		}
+		if errors.Is(err, errSplit) {
+			return e.split(r, next)
 		}
 		if ctx.Err() != nil || attempt >= e.opts.Tries {
 			if ctx.Err() != nil {
@@ -43,7 +48,7 @@ func (e *engine) do(ctx context.Context, r *request) {
 					}
 				}
 			}
-			return
+			return nil
 		}
 		// The tail read with the TOC may be what was bad: download again.
 		r.local = false
@@ -61,6 +66,45 @@ func backoff(attempt int) time.Duration {
 	d := time.Duration(float64(100*time.Millisecond) * math.Pow(2, float64(attempt-1)))
 	d = min(d, 5*time.Second)
 	return d/2 + time.Duration(mrand.Int64N(int64(d/2)+1))
+}
+
+// errSplit stops a multi-range request whose server would send its ranges
+// one request after another: they are faster as requests of their own, in
+// parallel.
+var errSplit = errors.New("multi-range request refused")
+
+// split turns the runs of r from member next on into requests of one run
+// each.
+func (e *engine) split(r *request, next int) []*request {
+	i := sort.Search(len(r.runs), func(i int) bool { return r.runs[i].last > next })
+	var reqs []*request
+	first := next
+	for _, x := range r.runs[i:] {
+		ms := r.members[first:x.last]
+		start := x.start
+		if first == next {
+			start = ms[0].offset
+		}
+		nr := &request{layer: r.layer, members: ms, runs: []run{{start: start, end: x.end, last: len(ms)}}}
+		reqs = append(reqs, nr)
+		first = x.last
+		// Each part is a request of its own for the files it carries.
+		for _, m := range ms {
+			for _, s := range m.segments {
+				for _, w := range s.writes {
+					t := w.t
+					t.mu.Lock()
+					if t.lastReq != nr {
+						t.lastReq = nr
+						t.requests++
+					}
+					t.mu.Unlock()
+				}
+			}
+		}
+	}
+	e.logf("%s: reading %d ranges as parallel requests", r.layer.Blob, len(reqs))
+	return reqs
 }
 
 // multiRanger is a blob that reads several ranges in one request
@@ -92,7 +136,14 @@ func (e *engine) stream(ctx context.Context, r *request, next *int, buf []byte, 
 			return err
 		}
 		defer sr.Close()
-		open = func(run) (io.Reader, error) { return sr.Next() }
+		left := len(runs)
+		open = func(run) (io.Reader, error) {
+			if left > 1 && sr.Single() {
+				return nil, errSplit
+			}
+			left--
+			return sr.Next()
+		}
 	default:
 		var body io.ReadCloser
 		defer func() {

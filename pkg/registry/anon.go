@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -18,10 +19,10 @@ import (
 // that need no token (a local registry, a mirror, a CI cache) answer
 // without it. So while the handshake runs, requests go out anonymously
 // at once (retried as any request is); an answer other than success, a
-// redirect or 416 (a 401 asking for a token, a TLS port answering plain
-// HTTP, a 404 that may mean "not for you") sends the
-// request again through the transport the handshake makes, which all
-// requests use once it is there.
+// redirect, 416 or a refusal to serve several ranges (a 401 asking for a
+// token, a TLS port answering plain HTTP, a 404 that may mean "not for
+// you") sends the request again through the transport the handshake
+// makes, which all requests use once it is there.
 type anonFirst struct {
 	c    *Client
 	repo name.Repository
@@ -103,7 +104,7 @@ func (a *anonFirst) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err := a.direct.RoundTrip(req)
 		var tries *triesError
 		switch {
-		case err == nil && (resp.StatusCode < 400 || resp.StatusCode == http.StatusRequestedRangeNotSatisfiable):
+		case err == nil && (resp.StatusCode < 400 || resp.StatusCode == http.StatusRequestedRangeNotSatisfiable || multiRefusal(req, resp)):
 			return resp, nil
 		case errors.As(err, &tries):
 			return nil, err // the registry answered, and was retried already
@@ -130,4 +131,13 @@ func (a *anonFirst) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, h.err
 	}
 	return h.rt.RoundTrip(req)
+}
+
+// multiRefusal reports whether resp is a registry refusing to serve the
+// several ranges req asks for (GCR answers 400, GHCR's CDN 501): the
+// handshake would not change that answer, and the caller learns from it
+// to ask for one range at a time.
+func multiRefusal(req *http.Request, resp *http.Response) bool {
+	return (resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusNotImplemented) &&
+		strings.Contains(req.Header.Get("Range"), ",")
 }

@@ -29,9 +29,6 @@ type Blob struct {
 	// noRange is set once the registry answered 416 to a valid range:
 	// later reads ask for the whole blob straight away.
 	noRange atomic.Bool
-	// noMulti is set once a server did not answer a request for several
-	// ranges with them: later ReadSpans calls ask for one range at a time.
-	noMulti atomic.Bool
 
 	mu sync.Mutex
 	// resolved is where the registry last redirected this blob to (blob

@@ -149,11 +149,100 @@ type Client struct {
 
 	mu    sync.Mutex
 	repos map[string]*repoConn
+
+	// multi says, per registry (host[:port]), whether it serves requests
+	// for several ranges; see multiTurn.
+	multiMu sync.Mutex
+	multi   map[string]*multiState
+}
+
+// multiState is what a client knows of one registry's multi-range answers.
+type multiState struct {
+	known, served bool
+	// probing is closed when the request finding out is answered.
+	probing chan struct{}
+}
+
+// multiRefused reports whether registry refused a multi-range request
+// before.
+func (c *Client) multiRefused(registry string) bool {
+	c.multiMu.Lock()
+	defer c.multiMu.Unlock()
+	st := c.multi[registry]
+	return st != nil && st.known && !st.served
+}
+
+// multiTurn says whether to ask registry for several ranges in one
+// request. Registries differ (see Blob.ReadSpans), and a refusal is to be
+// learnt once per run: while the first such request to a registry is
+// unanswered, others wait for its answer. When send is true, the caller
+// must call learnt with what the answer said (served, or refused), or
+// with neither when it failed for another reason, so that the next request
+// finds out.
+func (c *Client) multiTurn(ctx context.Context, registry string) (send bool, learnt func(served, refused bool), err error) {
+	for {
+		c.multiMu.Lock()
+		if c.multi == nil {
+			c.multi = map[string]*multiState{}
+		}
+		st := c.multi[registry]
+		if st == nil {
+			st = &multiState{}
+			c.multi[registry] = st
+		}
+		switch {
+		case st.known:
+			c.multiMu.Unlock()
+			return st.served, func(served, refused bool) {
+				if refused {
+					c.refuseMulti(registry)
+				}
+			}, nil
+		case st.probing == nil:
+			ch := make(chan struct{})
+			st.probing = ch
+			c.multiMu.Unlock()
+			return true, func(served, refused bool) {
+				c.multiMu.Lock()
+				if served || refused {
+					st.known, st.served = true, served && !refused
+				}
+				st.probing = nil
+				c.multiMu.Unlock()
+				close(ch)
+			}, nil
+		}
+		ch := st.probing
+		c.multiMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false, nil, ctx.Err()
+		}
+	}
 }
 
 type repoConn struct {
 	mu sync.Mutex // held during the handshake, so it happens once
 	rt http.RoundTripper
+}
+
+// refuseMulti remembers that registry refused a multi-range request; it
+// reports whether that was news.
+func (c *Client) refuseMulti(registry string) bool {
+	c.multiMu.Lock()
+	defer c.multiMu.Unlock()
+	if c.multi == nil {
+		c.multi = map[string]*multiState{}
+	}
+	st := c.multi[registry]
+	if st == nil {
+		st = &multiState{}
+		c.multi[registry] = st
+	}
+	news := !st.known || st.served
+	st.known, st.served = true, false
+	return news
 }
 
 // New returns a Client configured by opts.

@@ -39,11 +39,17 @@ func spanLimit(spans []Span) int {
 // ReadSpans reads several stretches of the blob, sorted by offset and not
 // overlapping, in one request when it can: a multi-range request answered
 // with multipart/byteranges, as registries serving blobs themselves do.
-// Servers that answer such a request with the whole blob (object stores
-// behind a redirect, typically) or with fewer parts than asked are left at
-// once, and the spans not received are read one range request after
-// another, as are all later ReadSpans calls for this blob. The caller must
-// close the SpanReader.
+//
+// Registries differ in how they refuse such a request: GCR answers 400,
+// GHCR's blob CDN 501, zot and object stores 416, S3, MinIO and
+// registries on a proxy-cache miss send the whole blob (200), and some
+// send only the first range (a plain 206). Each is left at once, without
+// reading what was not asked for, and without losing what was received:
+// the spans not received are read one range request after another (see
+// SpanReader.Single for callers that would rather read them in parallel).
+// The registry is then asked for one range at a time by every later
+// ReadSpans call of the client, on any blob. The caller must close the
+// SpanReader.
 func (b *Blob) ReadSpans(ctx context.Context, spans []Span) (*SpanReader, error) {
 	for i, s := range spans {
 		if s.Off < 0 || s.N <= 0 || (b.size > 0 && s.Off+s.N > b.size) {
@@ -66,7 +72,15 @@ func (r *SpanReader) request() error {
 	b, spans := r.b, r.spans[r.next:]
 	n := spanLimit(spans)
 	r.batchEnd = r.next + n
-	if n < 2 || b.noMulti.Load() || b.noRange.Load() {
+	if n < 2 || b.noRange.Load() {
+		r.batchEnd = len(r.spans)
+		return nil
+	}
+	send, learnt, err := b.c.multiTurn(r.ctx, b.repo.RegistryStr())
+	if err != nil {
+		return fmt.Errorf("reading blob %s: %w", b.digest, err)
+	}
+	if !send {
 		r.batchEnd = len(r.spans)
 		return nil
 	}
@@ -80,6 +94,7 @@ func (r *SpanReader) request() error {
 	}
 	resp, err := b.sendRanges(r.ctx, rng.String())
 	if err != nil {
+		learnt(false, false)
 		return err
 	}
 	switch resp.StatusCode {
@@ -87,26 +102,35 @@ func (r *SpanReader) request() error {
 		r.body = resp.Body
 		mt, params, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 		if mt == "multipart/byteranges" && params["boundary"] != "" {
+			learnt(true, false)
 			r.parts = multipart.NewReader(resp.Body, params["boundary"])
 			return nil
 		}
-		// One range for all: the server joined them.
+		// One range: the server joined them, or sent only the first.
 		off, end, err := contentRange(resp.Header.Get("Content-Range"))
 		if err != nil {
+			learnt(false, false)
 			resp.Body.Close()
 			r.body = nil
 			return fmt.Errorf("reading blob %s: %w", b.digest, err)
 		}
+		if last := spans[n-1]; off <= spans[0].Off && last.Off+last.N <= end {
+			learnt(true, false)
+		} else {
+			// What it sent is used; the rest comes range by range.
+			r.refused(fmt.Sprintf("server answered a request for %d ranges with bytes %d-%d only", n, off, end-1))
+			learnt(false, true)
+		}
 		r.part, r.partPos, r.partEnd = resp.Body, off, end
 		return nil
-	case http.StatusOK, http.StatusRequestedRangeNotSatisfiable:
-		// Closed at once: most of the blob is not wanted.
+	case http.StatusOK, http.StatusBadRequest, http.StatusRequestedRangeNotSatisfiable, http.StatusNotImplemented:
+		// Closed at once: most of a whole blob is not wanted.
 		resp.Body.Close()
-		b.noMulti.Store(true)
-		b.c.logf("blob %s: server answered %s to a request for %d ranges; asking for one range at a time", b.digest, resp.Status, n)
-		r.batchEnd = len(r.spans)
+		r.refused(fmt.Sprintf("server answered %s to a request for %d ranges", resp.Status, n))
+		learnt(false, true)
 		return nil
 	}
+	learnt(false, false)
 	defer drain(resp.Body)
 	err = transport.CheckError(resp, http.StatusOK, http.StatusPartialContent)
 	return fmt.Errorf("reading blob %s: %w", b.digest, classify(b.repo.RegistryStr(), err))
@@ -120,13 +144,36 @@ func (b *Blob) sendRanges(ctx context.Context, rng string) (*http.Response, erro
 		if err != nil {
 			return nil, err
 		}
-		if !viaRegistry && resp.StatusCode != http.StatusPartialContent && resp.StatusCode != http.StatusOK {
+		if !viaRegistry && !multiAnswer(resp.StatusCode) {
+			// Most likely a signed URL that expired (403): the registry
+			// gives a fresh one.
 			drain(resp.Body)
 			return nil, errors.New(resp.Status)
 		}
 		b.remember(resp, u, viaRegistry)
 		return resp, nil
 	})
+}
+
+// multiAnswer reports whether status answers a multi-range request:
+// with the ranges (206), or with a refusal to serve several (see
+// ReadSpans).
+func multiAnswer(status int) bool {
+	switch status {
+	case http.StatusPartialContent, http.StatusOK, http.StatusBadRequest,
+		http.StatusRequestedRangeNotSatisfiable, http.StatusNotImplemented:
+		return true
+	}
+	return false
+}
+
+// refused switches the reader, and the client for this registry, to one
+// range at a time.
+func (r *SpanReader) refused(why string) {
+	r.batchEnd = len(r.spans)
+	if r.b.c.refuseMulti(r.b.repo.RegistryStr()) {
+		r.b.c.logf("blob %s: %s; asking %s for one range at a time from now on", r.b.digest, why, r.b.repo.RegistryStr())
+	}
 }
 
 // SpanReader hands out the spans of one ReadSpans call in order.
@@ -178,9 +225,7 @@ func (r *SpanReader) Next() (io.Reader, error) {
 		// read range by range.
 		r.body.Close()
 		r.body, r.parts, r.part = nil, nil, nil
-		r.batchEnd = len(r.spans)
-		r.b.noMulti.Store(true)
-		r.b.c.logf("blob %s: the answer to a multi-range request lacks bytes %d-%d; asking for one range at a time", r.b.digest, s.Off, s.Off+s.N-1)
+		r.refused(fmt.Sprintf("the answer to a multi-range request lacks bytes %d-%d", s.Off, s.Off+s.N-1))
 	}
 	rc, err := r.b.ReadRange(r.ctx, s.Off, s.N)
 	if err != nil {
@@ -189,6 +234,24 @@ func (r *SpanReader) Next() (io.Reader, error) {
 	r.single = rc
 	return rc, nil
 }
+
+// Single reports whether the next span will be read with a range request
+// of its own: the server refused to serve several ranges at once (see
+// ReadSpans), or only one span is left. A caller with spare connections
+// may then read the remaining spans in parallel with Blob.ReadRange
+// instead, and close the SpanReader.
+func (r *SpanReader) Single() bool {
+	if r.next >= len(r.spans) {
+		return false
+	}
+	if r.next < r.batchEnd {
+		return r.body == nil
+	}
+	return r.next == len(r.spans)-1 || r.b.c.multiRefused(r.b.repo.RegistryStr()) || r.b.noRange.Load()
+}
+
+// Received returns how many spans Next has handed out.
+func (r *SpanReader) Received() int { return r.next }
 
 // fromParts finds span s in the multipart answer. It returns nil, nil when
 // the answer does not hold s.

@@ -109,7 +109,7 @@ func TestReadSpansFallbacks(t *testing.T) {
 		log    string // a line of the client's log must contain it
 	}{
 		{name: "whole blob (object storage)", rewrite: func([]string) string { return "" }, log: "answered 200 OK"},
-		{name: "first range only", rewrite: func(r []string) string { return "bytes=" + r[0] }, log: "lacks bytes"},
+		{name: "first range only", rewrite: func(r []string) string { return "bytes=" + r[0] }, log: "with bytes"},
 		{name: "joined into one range", rewrite: func([]string) string {
 			return fmt.Sprintf("bytes=%d-%d", spans[0].Off, spans[len(spans)-1].Off+spans[len(spans)-1].N-1)
 		}},
@@ -123,7 +123,9 @@ func TestReadSpansFallbacks(t *testing.T) {
 		{name: "later ranges first", rewrite: func(r []string) string {
 			return "bytes=" + strings.Join(append(r[1:len(r):len(r)], r[0]), ",")
 		}, log: "lacks bytes"},
-		{name: "416", status: http.StatusRequestedRangeNotSatisfiable, log: "answered 416"},
+		{name: "416 (zot, object stores)", status: http.StatusRequestedRangeNotSatisfiable, log: "answered 416"},
+		{name: "400 (GCR)", status: http.StatusBadRequest, log: "answered 400"},
+		{name: "501 (GHCR's blob CDN)", status: http.StatusNotImplemented, log: "answered 501"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -153,15 +155,28 @@ func TestReadSpansFallbacks(t *testing.T) {
 				return nil
 			})
 			var log logLines
-			b := openBlob(t, ctx, newClient(t, registry.WithLogf(log.logf)), e.fx.GoTree.Ref(p.Listener.Addr().String()), l)
+			c := newClient(t, registry.WithLogf(log.logf))
+			b := openBlob(t, ctx, c, e.fx.GoTree.Ref(p.Listener.Addr().String()), l)
 			readSpans(t, ctx, b, l, spans)
+			sr, err := b.ReadSpans(ctx, spans)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.log != "" && !sr.Single() {
+				t.Errorf("after a refusal, SpanReader.Single() = false, want true")
+			}
+			sr.Close()
 			readSpans(t, ctx, b, l, spans)
+			// Another blob of the same registry, through the same client.
+			l2 := e.fx.Multi.Layers[0]
+			b2 := openBlob(t, ctx, c, e.fx.Multi.Ref(p.Listener.Addr().String()), l2)
+			readSpans(t, ctx, b2, l2, []registry.Span{{Off: 0, N: 1}, {Off: 100, N: 400}, {Off: l2.Size / 2, N: 100}, {Off: l2.Size - 51, N: 51}})
 			if tc.log != "" {
 				if !strings.Contains(strings.Join(log.all(), "\n"), tc.log) {
 					t.Errorf("no log line contains %q; log:\n%s", tc.log, strings.Join(log.all(), "\n"))
 				}
 				if n := multi.Load(); n != 1 {
-					t.Errorf("%d multi-range requests, want 1: the second call must not ask again", n)
+					t.Errorf("%d multi-range requests, want 1: later calls, on any blob of the registry, must not ask again", n)
 				}
 			}
 		})
