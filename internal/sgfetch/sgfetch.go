@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -468,22 +470,53 @@ func fromFlattened(ctx context.Context, src *source.Source, image string, paths 
 	})
 }
 
-// selectPaths picks the entries at or under each path; a path that
-// matches nothing is the error notFound makes.
+// selectPaths picks the entries at or under each path, in the order of
+// entries for each path, path after path; a path that matches nothing is
+// the error notFound makes. Entries are sorted by name once, so each path
+// costs two binary searches plus its matches (the names at or under a
+// path are one run of the sorted order, the path itself and the names
+// starting with path+"/"), not a pass over every entry.
 func selectPaths(entries []source.FlatEntry, paths []string, notFound func(path string) error) ([]*item, error) {
+	order := make([]int, len(entries))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		return strings.Compare(entries[a].Entry.Name, entries[b].Entry.Name)
+	})
+	nameAt := func(i int) string { return entries[order[i]].Entry.Name }
 	var items []*item
+	var picked []int
 	for _, p := range paths {
 		name := toc.CleanName(p)
-		n := len(items)
-		for _, fe := range entries {
-			if !toc.Under(fe.Entry.Name, name) {
-				continue
+		picked = picked[:0]
+		if name == "" { // the root: everything, in order
+			for i := range entries {
+				picked = append(picked, i)
 			}
+		} else {
+			i, _ := slices.BinarySearchFunc(order, name, func(e int, name string) int {
+				return strings.Compare(entries[e].Entry.Name, name)
+			})
+			for ; i < len(order) && nameAt(i) == name; i++ {
+				picked = append(picked, order[i])
+			}
+			dir := name + "/"
+			i, _ = slices.BinarySearchFunc(order, dir, func(e int, dir string) int {
+				return strings.Compare(entries[e].Entry.Name, dir)
+			})
+			for ; i < len(order) && strings.HasPrefix(nameAt(i), dir); i++ {
+				picked = append(picked, order[i])
+			}
+			slices.Sort(picked) // back in the entries' order
+		}
+		if len(picked) == 0 {
+			return nil, notFound(p)
+		}
+		for _, i := range picked {
+			fe := entries[i]
 			in := wire.Entry{Ref: fe.Rec.Ref, Manifest: fe.Rec.Manifest, Layer: fe.Rec.Digest, Name: fe.Entry.Name, Type: fe.Entry.Type}
 			items = append(items, &item{in: in, layer: fe.Layer, tocEntry: fe.Entry})
-		}
-		if len(items) == n {
-			return nil, notFound(p)
 		}
 	}
 	return items, nil
