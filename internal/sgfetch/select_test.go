@@ -185,3 +185,20 @@ func BenchmarkSelectPaths(b *testing.B) {
 		}
 	}
 }
+
+// TestQuoteName: names print as they are unless they could forge or hide
+// a line on stderr.
+func TestQuoteName(t *testing.T) {
+	for name, want := range map[string]string{
+		"etc/passwd":            "etc/passwd",
+		"usr/share/ü.txt":       "usr/share/ü.txt",
+		"a b":                   `"a b"`,
+		"x\nsg-fetch: all good": `"x\nsg-fetch: all good"`,
+		"esc\x1b[2K":            `"esc\x1b[2K"`,
+		"":                      `""`,
+	} {
+		if got := quoteName(name); got != want {
+			t.Errorf("quoteName(%q) = %s, want %s", name, got, want)
+		}
+	}
+}

@@ -205,3 +205,62 @@ func TestStaleTempsRemoved(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusals: every entry of the hostile layer that would break a rule
+// is refused (not failed), with the rule in its error, and an entry of a
+// type no writer knows is refused too; the rest is fetched.
+func TestRefusals(t *testing.T) {
+	b := open(t, fixtures.Hostile.Layers[0])
+	l := readTOC(t, b)
+	dir := t.TempDir()
+	out := run(t, context.Background(), dir, wantAll(l, ""), fetch.Options{})
+	refused := map[string]string{}
+	for _, o := range out {
+		if o.Status == wire.StatusRefused {
+			refused[o.Want.Entry.RawName] = o.Err.Error()
+		}
+	}
+	for name, word := range testenv.HostileEntries {
+		if why, ok := refused[name]; !ok || !strings.Contains(why, word) {
+			t.Errorf("%s: refused %v with %q; want refused with %q", name, ok, why, word)
+		}
+		delete(refused, name)
+	}
+	// Fifos and devices without Options.Devices.
+	for _, name := range []string{"ok/fifo", "ok/null"} {
+		if why, ok := refused[name]; !ok || !strings.Contains(why, "only with --devices") {
+			t.Errorf("%s: refused %v with %q; want refused, created only with --devices", name, ok, why)
+		}
+		delete(refused, name)
+	}
+	if len(refused) > 0 {
+		t.Errorf("refused besides: %v", refused)
+	}
+	for _, f := range fixtures.Hostile.Layers[0].Files {
+		if o := out[f.Name]; o == nil || o.Status != wire.StatusFetched {
+			t.Errorf("%s: %+v, want fetched", f.Name, o)
+		}
+	}
+
+	data := handmadeBlob(t, nil, func([]int64) []*estargz.TOCEntry {
+		return []*estargz.TOCEntry{
+			{Name: "weird", Type: "whiteout-of-the-future", Mode: 0o644},
+			{Name: "loop-a", Type: "hardlink", LinkName: "loop-b"},
+			{Name: "loop-b", Type: "hardlink", LinkName: "loop-a"},
+			{Name: "to-dir", Type: "hardlink", LinkName: "d"},
+			{Name: "d", Type: "dir", Mode: 0o755},
+		}
+	})
+	l = readTOC(t, &blobFile{data: data})
+	out = run(t, context.Background(), t.TempDir(), wantAll(l, ""), fetch.Options{})
+	for name, word := range map[string]string{
+		"weird":  `unknown entry type "whiteout-of-the-future"`,
+		"loop-a": "link cycle",
+		"loop-b": "link cycle",
+		"to-dir": `hardlink to dir "d" is not supported`,
+	} {
+		if o := out[name]; o == nil || o.Status != wire.StatusRefused || !strings.Contains(o.Err.Error(), word) {
+			t.Errorf("%s: %+v; want refused with %q", name, o, word)
+		}
+	}
+}
