@@ -192,6 +192,7 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 	}
 	e := &engine{root: root, opts: opts, emit: emit, dirs: map[string]*dirHandle{}}
 
+	maxName := nameMax(root)
 	// Last want per path wins.
 	lastFor := make(map[string]int, len(wants))
 	for i, w := range wants {
@@ -210,6 +211,10 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 			continue
 		}
 		if why := w.Entry.Unsafe(); why != "" {
+			e.fail(w, wire.StatusRefused, errors.New(why))
+			continue
+		}
+		if why := longComponent(w.Entry.Name, maxName); why != "" {
 			e.fail(w, wire.StatusRefused, errors.New(why))
 			continue
 		}

@@ -159,7 +159,8 @@ const (
 	// would break a rule sg-fetch keeps (its name climbs out of the output
 	// directory or is absolute, it is a link pointing out, its parent is a
 	// symlink, it is a hardlink to nothing in the layer, it is a device or
-	// fifo not asked for with --devices, or its type is unknown);
+	// fifo not asked for with --devices, its type is unknown, or a part of
+	// its name is longer than the output filesystem allows);
 	// Result.Error names the rule.
 	StatusRefused = "refused"
 )
