@@ -21,6 +21,17 @@ type progressBar struct {
 	w   io.Writer
 }
 
+// println writes a line to stderr over the bar, which is drawn again below
+// it on its next refresh.
+func (p *progressBar) println(line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bar != nil {
+		line = "\r\x1b[K" + line
+	}
+	_, _ = io.WriteString(p.w, line+"\n")
+}
+
 // newProgressBar returns a bar for mode ("auto" draws only when stderr is a
 // terminal), or nil.
 func newProgressBar(mode string, stderr io.Writer) *progressBar {

@@ -13,6 +13,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,7 +81,7 @@ Options:
   --same-owner              apply the TOC's uid/gid (only when running as
                             root)                           SG_SAME_OWNER
   --devices                 create fifos, and char/block devices when
-                            running as root (skipped by default) SG_DEVICES
+                            running as root (refused by default) SG_DEVICES
 
 ` + cli.LimitUsage + `
 ` + cli.RegistryUsage + `
@@ -88,8 +91,15 @@ Examples:
   sg-layers IMAGE | sg-ls | jq -c 'select(.name | startswith("etc/"))' | sg-fetch -o out
   sg-ls IMAGE 0 | grep '\.so' | sg-fetch -o out -j 16 | jq -r 'select(.status != "fetched")'
 
-Exit status: 0 when every entry was fetched, 1 when any failed (the others
-are still fetched and reported), 2 on usage errors.
+Entries that would write outside DIR (names with "..", absolute names,
+links pointing out, entries below a symlink of the layer), hardlinks to
+nothing in the layer, entries of unknown type, and fifos and devices
+without --devices are refused: each gets a result with "status":"refused"
+and the rule in "error", and a line on stderr.
+
+Exit status: 0 when every entry was fetched (or skipped), 1 when any failed
+or was refused (the others are still fetched and reported), 2 on usage
+errors.
 `
 
 // Main runs sg-fetch as a process.
@@ -204,6 +214,14 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	bar := newProgressBar(*progress, stderr)
 	opts.Jobs, opts.Logf, opts.RequireVerified = jobs, log.Func(), *requireVerified
+	say := func(format string, args ...any) { // a line on stderr
+		line := fmt.Sprintf(format, args...)
+		if bar != nil {
+			bar.println(line)
+		} else {
+			fmt.Fprintln(stderr, line)
+		}
+	}
 	if bar != nil {
 		opts.Progress = bar.update
 	}
@@ -214,8 +232,14 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		it := o.Want.Tag.(*item)
 		r := it.result(out, o.Status, o.Err)
 		r.Path = filepath.Join(out, filepath.FromSlash(o.Path))
-		if o.Status != wire.StatusFailed {
+		if o.Status == wire.StatusFetched || o.Status == wire.StatusSkipped {
 			r.Size, r.Digest, r.Verified = o.Size, o.Digest, o.Verified
+		}
+		switch {
+		case o.Status == wire.StatusRefused:
+			say("%s: refused %s: %v", tool, quoteName(r.Name), o.Err)
+		case o.Status == wire.StatusFetched && !opts.PreservePermissions && o.Want.Entry.Mode&0o6000 != 0:
+			say("%s: %s: setuid and setgid bits dropped (--preserve-permissions keeps them)", tool, quoteName(r.Name))
 		}
 		r.CompressedBytes, r.Requests, r.DurationMs = o.CompressedBytes, o.Requests, o.Duration.Milliseconds()
 		entries++
@@ -230,10 +254,25 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if em.failed > 0 {
+	switch {
+	case em.failed > 0 && em.refused > 0:
+		return cli.Failedf("%d of %d entries failed and %d were refused (see the results with \"status\":\"failed\" or \"refused\")", em.failed, len(items), em.refused)
+	case em.failed > 0:
 		return cli.Failedf("%d of %d entries failed (see the results with \"status\":\"failed\")", em.failed, len(items))
+	case em.refused > 0:
+		return cli.Failedf("%d of %d entries were refused (see the lines above, and the results with \"status\":\"refused\")", em.refused, len(items))
 	}
 	return nil
+}
+
+// quoteName returns name as it is when it prints as itself on one line,
+// else quoted, so that a name from a hostile TOC cannot forge lines on
+// stderr.
+func quoteName(name string) string {
+	if q := strconv.Quote(name); q[1:len(q)-1] != name || strings.ContainsRune(name, ' ') || name == "" {
+		return q
+	}
+	return name
 }
 
 // item is one requested entry on its way through.
@@ -468,22 +507,53 @@ func fromFlattened(ctx context.Context, src *source.Source, image string, paths 
 	})
 }
 
-// selectPaths picks the entries at or under each path; a path that
-// matches nothing is the error notFound makes.
+// selectPaths picks the entries at or under each path, in the order of
+// entries for each path, path after path; a path that matches nothing is
+// the error notFound makes. Entries are sorted by name once, so each path
+// costs two binary searches plus its matches (the names at or under a
+// path are one run of the sorted order, the path itself and the names
+// starting with path+"/"), not a pass over every entry.
 func selectPaths(entries []source.FlatEntry, paths []string, notFound func(path string) error) ([]*item, error) {
+	order := make([]int, len(entries))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		return strings.Compare(entries[a].Entry.Name, entries[b].Entry.Name)
+	})
+	nameAt := func(i int) string { return entries[order[i]].Entry.Name }
 	var items []*item
+	var picked []int
 	for _, p := range paths {
 		name := toc.CleanName(p)
-		n := len(items)
-		for _, fe := range entries {
-			if !toc.Under(fe.Entry.Name, name) {
-				continue
+		picked = picked[:0]
+		if name == "" { // the root: everything, in order
+			for i := range entries {
+				picked = append(picked, i)
 			}
+		} else {
+			i, _ := slices.BinarySearchFunc(order, name, func(e int, name string) int {
+				return strings.Compare(entries[e].Entry.Name, name)
+			})
+			for ; i < len(order) && nameAt(i) == name; i++ {
+				picked = append(picked, order[i])
+			}
+			dir := name + "/"
+			i, _ = slices.BinarySearchFunc(order, dir, func(e int, dir string) int {
+				return strings.Compare(entries[e].Entry.Name, dir)
+			})
+			for ; i < len(order) && strings.HasPrefix(nameAt(i), dir); i++ {
+				picked = append(picked, order[i])
+			}
+			slices.Sort(picked) // back in the entries' order
+		}
+		if len(picked) == 0 {
+			return nil, notFound(p)
+		}
+		for _, i := range picked {
+			fe := entries[i]
 			in := wire.Entry{Ref: fe.Rec.Ref, Manifest: fe.Rec.Manifest, Layer: fe.Rec.Digest, Name: fe.Entry.Name, Type: fe.Entry.Type}
 			items = append(items, &item{in: in, layer: fe.Layer, tocEntry: fe.Entry})
-		}
-		if len(items) == n {
-			return nil, notFound(p)
 		}
 	}
 	return items, nil
@@ -496,15 +566,16 @@ func selectPaths(entries []source.FlatEntry, paths []string, notFound func(path 
 // lose the last 50 ms of results, not files: a re-run reports those as
 // skipped.
 type emitter struct {
-	mu     sync.Mutex
-	w      *bufio.Writer
-	enc    *wire.Encoder
-	failed int
-	err    error
-	cancel context.CancelFunc
-	stop   chan struct{}
-	done   chan struct{}
-	closed sync.Once
+	mu      sync.Mutex
+	w       *bufio.Writer
+	enc     *wire.Encoder
+	failed  int
+	refused int
+	err     error
+	cancel  context.CancelFunc
+	stop    chan struct{}
+	done    chan struct{}
+	closed  sync.Once
 }
 
 // newEmitter prints results to stdout through a buffer flushed every
@@ -533,8 +604,11 @@ func newEmitter(stdout io.Writer, cancel context.CancelFunc) *emitter {
 func (em *emitter) put(r *wire.Result) {
 	em.mu.Lock()
 	defer em.mu.Unlock()
-	if r.Status == wire.StatusFailed {
+	switch r.Status {
+	case wire.StatusFailed:
 		em.failed++
+	case wire.StatusRefused:
+		em.refused++
 	}
 	if em.err != nil {
 		return

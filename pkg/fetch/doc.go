@@ -20,4 +20,11 @@
 //     its chunk's), the temp file is renamed into place. Every filesystem
 //     operation goes through an os.Root, so no name in a TOC can reach
 //     outside the output directory.
+//
+// Entries that would break a rule (a name climbing out with ".." or
+// absolute, a link pointing out, a symlink parent, a hardlink to nothing,
+// an unknown type, a device not asked for, a name part longer than the
+// output filesystem's NAME_MAX) are refused one by one, with
+// wire.StatusRefused and the rule as the Outcome's error; the others are
+// fetched.
 package fetch

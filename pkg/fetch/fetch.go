@@ -109,7 +109,7 @@ type Options struct {
 	// SameOwner applies the TOC's uid and gid when running as root.
 	SameOwner bool
 	// Devices creates fifos, and char and block devices when running as
-	// root; by default they are skipped.
+	// root; by default they are refused (wire.StatusRefused).
 	Devices bool
 	// RequireVerified fails files that have no digests to check (legacy
 	// stargz); callers refuse unpinned layers themselves.
@@ -193,6 +193,7 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 	}
 	e := &engine{root: root, opts: opts, emit: emit, dirs: map[string]*dirHandle{}}
 
+	maxName := nameMax(root)
 	// Last want per path wins.
 	lastFor := make(map[string]int, len(wants))
 	for i, w := range wants {
@@ -211,11 +212,15 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 			continue
 		}
 		if why := w.Entry.Unsafe(); why != "" {
-			e.fail(w, wire.StatusFailed, fmt.Errorf("refused: %s", why))
+			e.fail(w, wire.StatusRefused, errors.New(why))
+			continue
+		}
+		if why := longComponent(w.Entry.Name, maxName); why != "" {
+			e.fail(w, wire.StatusRefused, errors.New(why))
 			continue
 		}
 		if link, ok := w.Layer.TOC.SymlinkParent(w.Entry.Name); ok {
-			e.fail(w, wire.StatusFailed, fmt.Errorf("refused: its parent %s is a symlink in the layer, and nothing is written through a symlink", link))
+			e.fail(w, wire.StatusRefused, fmt.Errorf("its parent %s is a symlink in the layer, and nothing is written through a symlink", link))
 			continue
 		}
 		switch w.Entry.Type {
@@ -229,19 +234,19 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 			targetFor[layerPath{w.Layer, w.Entry.Name}] = t
 		case wire.TypeHardlink:
 			src, err := w.Layer.TOC.Source(w.Entry)
-			if err != nil {
-				e.fail(w, wire.StatusFailed, err)
+			if err != nil { // a hardlink to nothing, or a cycle
+				e.fail(w, wire.StatusRefused, err)
 				continue
 			}
 			if src.Type != wire.TypeReg {
-				e.fail(w, wire.StatusFailed, fmt.Errorf("hardlink to %s %q is not supported", src.Type, src.Name))
+				e.fail(w, wire.StatusRefused, fmt.Errorf("hardlink to %s %q is not supported", src.Type, src.Name))
 				continue
 			}
 			links = append(links, w)
 		case wire.TypeFifo, wire.TypeChar, wire.TypeBlock:
 			specials = append(specials, w)
 		default:
-			e.fail(w, wire.StatusFailed, fmt.Errorf("refused: unknown entry type %q", w.Entry.Type))
+			e.fail(w, wire.StatusRefused, fmt.Errorf("unknown entry type %q", w.Entry.Type))
 		}
 	}
 	// A hardlink whose source is not fetched becomes a copy of the source.
@@ -293,7 +298,8 @@ type layerPath struct {
 	name  string
 }
 
-// fail reports that w was not written, with status failed or skipped.
+// fail reports that w was not written, with status failed, refused or
+// skipped.
 func (e *engine) fail(w *Want, status string, err error) {
 	e.finish(&Outcome{Want: w, Path: w.Entry.Name, Status: status, Err: err})
 }

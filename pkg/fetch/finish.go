@@ -278,7 +278,10 @@ func (e *engine) removeStaleTemps(dir string) {
 	}
 }
 
-var tempPattern = regexp.MustCompile(`^\.sg-[0-9a-f]{12}-.*\.tmp$`)
+// tempPattern matches the names tempName makes, and those of earlier
+// versions (".sg-<12 hex>-<name>.tmp"), which a killed run of one may have
+// left.
+var tempPattern = regexp.MustCompile(`^\.sg-(?:[0-9a-f]{24}|[0-9a-f]{12}-.*)\.tmp$`)
 
 // alreadyThere returns a skipped outcome when the target's path already
 // holds a regular file with the same size and digest, else nil.
@@ -549,10 +552,13 @@ func (e *engine) finishDir(ctx context.Context, w *Want) *Outcome {
 	return o
 }
 
-// tempName is a hidden name beside name, unique to this process.
+// tempName is a hidden name in name's directory, unique to this process
+// (96 random bits): ".sg-<24 hex>.tmp", 32 bytes whatever the length of
+// name, so a final name of NAME_MAX (255) bytes still has a temp name, and
+// removeStaleTemps knows it after a kill.
 func tempName(name string) string {
-	var b [6]byte
+	var b [12]byte
 	_, _ = rand.Read(b[:])
-	dir, base := path.Split(name)
-	return dir + ".sg-" + hex.EncodeToString(b[:]) + "-" + base + ".tmp"
+	dir, _ := path.Split(name)
+	return dir + ".sg-" + hex.EncodeToString(b[:]) + ".tmp"
 }

@@ -12,7 +12,8 @@ import (
 	"github.com/stargz-get/stargz-get/pkg/wire"
 )
 
-// special creates a fifo or device node when asked for and possible.
+// special creates a fifo or device node when asked for (Options.Devices)
+// and possible (devices as root); otherwise it is refused.
 func (e *engine) special(ctx context.Context, w *Want) *Outcome {
 	o := &Outcome{Want: w, Path: w.Entry.Name}
 	if err := ctx.Err(); err != nil {
@@ -22,10 +23,10 @@ func (e *engine) special(ctx context.Context, w *Want) *Outcome {
 	isDevice := w.Entry.Type != wire.TypeFifo
 	switch {
 	case !e.opts.Devices:
-		o.Status, o.Err = wire.StatusSkipped, fmt.Errorf("%s entries are created only with --devices", w.Entry.Type)
+		o.Status, o.Err = wire.StatusRefused, fmt.Errorf("%s entries are created only with --devices", w.Entry.Type)
 		return o
 	case isDevice && os.Geteuid() != 0:
-		o.Status, o.Err = wire.StatusSkipped, fmt.Errorf("%s devices can only be created as root", w.Entry.Type)
+		o.Status, o.Err = wire.StatusRefused, fmt.Errorf("%s devices can only be created as root", w.Entry.Type)
 		return o
 	}
 	if err := e.prepareLink(w.Entry.Name); err != nil {

@@ -52,7 +52,7 @@ func unsafeName(raw string) string {
 		var part string
 		part, rest, _ = strings.Cut(rest, "/")
 		if part == ".." {
-			return fmt.Sprintf("%q climbs out with ..", raw)
+			return fmt.Sprintf("%q climbs out of the output directory with \"..\"", raw)
 		}
 	}
 	return ""

@@ -155,6 +155,14 @@ const (
 	StatusSkipped = "skipped"
 	// StatusFailed means the entry was not written; Result.Error says why.
 	StatusFailed = "failed"
+	// StatusRefused means the entry was not written because writing it
+	// would break a rule sg-fetch keeps (its name climbs out of the output
+	// directory or is absolute, it is a link pointing out, its parent is a
+	// symlink, it is a hardlink to nothing in the layer, it is a device or
+	// fifo not asked for with --devices, its type is unknown, or a part of
+	// its name is longer than the output filesystem allows);
+	// Result.Error names the rule.
+	StatusRefused = "refused"
 )
 
 // Result reports what sg-fetch did with one entry.
@@ -173,7 +181,7 @@ type Result struct {
 	Digest string `json:"digest,omitempty"`
 	// Status is one of the Status* constants.
 	Status string `json:"status"`
-	// Error says why an entry failed or was skipped.
+	// Error says why an entry failed, was refused or was skipped.
 	Error string `json:"error,omitempty"`
 	// Verified says what the file's bytes were checked against: "toc" when
 	// the chunk and file digests of a TOC that matched the manifest's TOC
