@@ -34,7 +34,7 @@ func TestShaper(t *testing.T) {
 	}
 	defer s.Close()
 	const rtt, bw = 30 * time.Millisecond, 10_000_000 // 1 MB takes 100 ms
-	s.set(rtt, bw)
+	s.set(rtt, bw, 0)
 	get := func(path string) int64 {
 		resp, err := http.Get("http://" + s.Host + path)
 		if err != nil {
@@ -62,7 +62,29 @@ func TestShaper(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("counts (-want +got):\n%s", diff)
 	}
-	s.set(0, 0)
+	// Two bodies at once share a 10 MB/s link: 2 MB take 200 ms, not 100.
+	s.set(0, 0, bw)
+	start = time.Now()
+	done := make(chan error)
+	for range 2 {
+		go func() {
+			resp, err := http.Get("http://" + s.Host + "/v2/repo/blobs/sha256:00")
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			done <- err
+		}()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(start); took < 190*time.Millisecond {
+		t.Errorf("2 MB through a 10 MB/s link took %v, want at least 200 ms", took)
+	}
+	s.set(0, 0, 0)
 	start = time.Now()
 	get("/v2/repo/blobs/sha256:00")
 	if took := time.Since(start); took > 60*time.Millisecond {

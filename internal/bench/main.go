@@ -3,7 +3,7 @@
 // by side, through a link-shaping proxy in front of the real distribution
 // registry. See BENCHMARKS.md.
 //
-//	go run ./internal/bench                 # full run: 0 ms and 20 ms RTT, 25 MB/s per connection, 3 runs
+//	go run ./internal/bench                 # full run: 0 ms and 20 ms RTT, 25 MB/s per connection, 100 MB/s in all, 3 runs
 //	go run ./internal/bench -quick          # 0 ms only, one run
 //	go run ./internal/bench -only W1,W2 -rtt 50ms -bw 10MB -runs 5
 //	go run ./internal/bench -only W4        # a 3-layer image with whiteouts, flattened
@@ -63,6 +63,8 @@ type config struct {
 	rtts      []time.Duration
 	bw        int64
 	bwText    string
+	total     int64
+	totalText string
 	runs      int
 	only      map[string]bool
 	extraJobs []int
@@ -99,6 +101,7 @@ func parseFlags(args []string) (*config, error) {
 	quick := fs.Bool("quick", false, "reduced set: 0 ms RTT only, one run (unless -rtt or -runs are given)")
 	rtt := fs.String("rtt", "0ms,20ms", "comma-separated round-trip times added per request")
 	bw := fs.String("bw", "25MB", "bandwidth cap per connection, per second (25MB, 100MiB; 0 for none)")
+	total := fs.String("total-bw", "100MB", "bandwidth cap of all connections together, per second (the link; 0 for none)")
 	runs := fs.Int("runs", 3, "runs per workload, RTT and mode; the table shows medians")
 	only := fs.String("only", "", "comma-separated workloads to run (W1,W2,W3,W3-small,W4; W3-many only when named); default all but W3-many")
 	extra := fs.String("extra-j", "", "comma-separated extra sg-fetch -j values to measure besides the default and 1")
@@ -116,7 +119,7 @@ func parseFlags(args []string) (*config, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	c := &config{quick: *quick, runs: *runs, outBase: *out, cacheDir: *cache, verbose: *verbose, bwText: *bw, serve: *serve, maxNoise: *maxNoise, retries: *retries}
+	c := &config{quick: *quick, runs: *runs, outBase: *out, cacheDir: *cache, verbose: *verbose, bwText: *bw, totalText: *total, serve: *serve, maxNoise: *maxNoise, retries: *retries}
 	if c.quick {
 		if !set["rtt"] {
 			*rtt = "0ms"
@@ -138,6 +141,9 @@ func parseFlags(args []string) (*config, error) {
 	var err error
 	if c.bw, err = parseBandwidth(*bw); err != nil {
 		return nil, fmt.Errorf("-bw: %w", err)
+	}
+	if c.total, err = parseBandwidth(*total); err != nil {
+		return nil, fmt.Errorf("-total-bw: %w", err)
 	}
 	if *only != "" {
 		c.only = map[string]bool{}

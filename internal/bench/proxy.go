@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -24,15 +25,23 @@ const maxWrite = 64 << 10
 // HTTP/1.1 (one response at a time on a connection) is a cap per
 // connection. It counts requests and response body bytes.
 //
+// All responses together share a total cap as well (the link's
+// capacity): each piece of a body reserves its time on the shared link in
+// the order pieces arrive, so parallel connections split the total.
+//
 // What it does not model: TCP and TLS handshakes (a real new connection
-// costs one or two more round trips), slow start, and a shared bottleneck
-// (parallel connections each get the full cap).
+// costs one or two more round trips) and slow start.
 type shaper struct {
 	Host string // 127.0.0.1:PORT, for image references
 
 	srv *http.Server
 	rtt atomic.Int64 // nanoseconds
 	bw  atomic.Int64 // bytes per second per connection; 0 means no cap
+	// total is the cap of all connections together, bytes per second; 0
+	// means none. linkFree is when the shared link is next free.
+	total    atomic.Int64
+	linkMu   sync.Mutex
+	linkFree time.Time
 
 	reqs, bytes         atomic.Int64 // all requests and response body bytes
 	blobReqs, blobBytes atomic.Int64 // GET .../blobs/... only
@@ -100,10 +109,27 @@ func startShaper(upstream string) (*shaper, error) {
 // Close stops the proxy.
 func (s *shaper) Close() error { return s.srv.Close() }
 
+// reserve books n bytes on the shared link and returns when they have
+// passed it; the zero time when there is no total cap.
+func (s *shaper) reserve(n int) time.Time {
+	total := s.total.Load()
+	if total <= 0 {
+		return time.Time{}
+	}
+	s.linkMu.Lock()
+	defer s.linkMu.Unlock()
+	if now := time.Now(); s.linkFree.Before(now) {
+		s.linkFree = now
+	}
+	s.linkFree = s.linkFree.Add(time.Duration(float64(n) / float64(total) * float64(time.Second)))
+	return s.linkFree
+}
+
 // set sets the link for the next requests and resets the counters.
-func (s *shaper) set(rtt time.Duration, bw int64) {
+func (s *shaper) set(rtt time.Duration, bw, total int64) {
 	s.rtt.Store(int64(rtt))
 	s.bw.Store(bw)
+	s.total.Store(total)
 	s.reqs.Store(0)
 	s.bytes.Store(0)
 	s.blobReqs.Store(0)
@@ -162,11 +188,15 @@ func (b *pacedBody) Read(p []byte) (int, error) {
 		if b.blob {
 			b.s.blobBytes.Add(int64(n))
 		}
+		var due time.Time
 		if b.bw > 0 {
-			due := b.start.Add(time.Duration(float64(b.n) / float64(b.bw) * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				time.Sleep(d)
-			}
+			due = b.start.Add(time.Duration(float64(b.n) / float64(b.bw) * float64(time.Second)))
+		}
+		if link := b.s.reserve(n); link.After(due) {
+			due = link
+		}
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
 		}
 	}
 	return n, err

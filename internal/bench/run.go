@@ -314,8 +314,8 @@ func (b *bench) serveOnly(ctx context.Context, workloads []*workload) error {
 	if len(b.cfg.rtts) > 0 {
 		rtt = b.cfg.rtts[0]
 	}
-	b.proxy.set(rtt, b.cfg.bw)
-	fmt.Printf("registry: %s\nproxy:    %s (RTT %s, %s)\nbin:      %s\n", b.reg.Host, b.proxy.Host, rtt, b.cfg.bwText, b.bin)
+	b.proxy.set(rtt, b.cfg.bw, b.cfg.total)
+	fmt.Printf("registry: %s\nproxy:    %s (RTT %s, %s per connection, %s in all)\nbin:      %s\n", b.reg.Host, b.proxy.Host, rtt, b.cfg.bwText, b.cfg.totalText, b.bin)
 	for _, w := range workloads {
 		if w.layers != nil {
 			fmt.Printf("%-9s sg-fetch -o DIR %s /   (or < %s; %d entries; baseline: bench baseline -image %s DIR)\n", w.name, b.proxyImageRef(w.repo), w.entriesPath, w.nEntries, b.proxyImageRef(w.repo))
@@ -532,7 +532,7 @@ func (b *bench) writeEntries(w *workload, out []byte, ref string, want map[strin
 // lsCost1 runs sg-ls with args through the proxy with no added RTT, to
 // count what listing costs.
 func (b *bench) lsCost1(ctx context.Context, args ...string) (counts, error) {
-	b.proxy.set(0, b.cfg.bw)
+	b.proxy.set(0, b.cfg.bw, b.cfg.total)
 	cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "sg-ls"), args...)
 	cmd.Env = childEnv()
 	var stderr bytes.Buffer
@@ -612,7 +612,7 @@ func (b *bench) runOnce(ctx context.Context, r *row) (sample, error) {
 	cmd.Stdin = stdin
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	b.proxy.set(r.rtt, b.cfg.bw)
+	b.proxy.set(r.rtt, b.cfg.bw, b.cfg.total)
 	before := takeSnap(b.regPID)
 	err = cmd.Run()
 	after := takeSnap(b.regPID)
