@@ -16,3 +16,18 @@
 // the blob (through the TOC), and because blobs built with a minimum chunk
 // size put several files into one gzip member (innerOffset).
 package toc
+
+// # Why a hand-written TOC decoder
+//
+// decode.go decodes the TOC JSON as it streams in, filling
+// estargz.JTOC as encoding/json would, with the TOC-bomb limits checked as
+// it goes. Measured against encoding/json/v2 (Go 1.26 with
+// GOEXPERIMENT=jsonv2, names matched case-insensitively as v1 does, same
+// result checked by TestJSONv2SameTOC) on GOROOT/src's TOC scaled to
+// 20,000 and 100,000 entries (BenchmarkDecodeTOCLibraries, 2 vCPU, medians
+// of 6): 20k entries 13.7 ms against 28.4 ms for v2 and 51.7 ms for v1;
+// 100k entries 104 ms against 206 ms (v2) and 146 ms (v1), on a busy
+// machine. v2 is about 2x slower, outside the 1.3x that would make the
+// library worth its cost, and needs a GOEXPERIMENT on Go 1.26; the
+// decoder stays, with its differential tests and fuzzing against
+// encoding/json (decode_test.go).
