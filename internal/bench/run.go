@@ -99,7 +99,14 @@ type mode struct {
 	name     string
 	jobs     int // sg-fetch -j; 0 means its default
 	baseline bool
+	// args runs sg-fetch IMAGE BLOB PATH... with the workload's files
+	// as arguments instead of entries on stdin (W2 only).
+	args bool
 }
+
+// modeArgs names the args mode.
+const modeArgs = "sg-fetch IMAGE 0 PATH..."
+
 
 // sample is one run's measurement.
 type sample struct {
@@ -270,7 +277,7 @@ func run(ctx context.Context, args []string) error {
 	for _, j := range cfg.extraJobs {
 		modes = append(modes, mode{name: fmt.Sprintf("sg-fetch -j %d", j), jobs: j})
 	}
-	modes = append(modes, mode{name: "baseline", baseline: true})
+	modes = append(modes, mode{name: modeArgs, args: true}, mode{name: "baseline", baseline: true})
 
 	t = time.Now()
 	b.load = append(b.load, loadAvg())
@@ -279,6 +286,9 @@ func run(ctx context.Context, args []string) error {
 		for _, w := range workloads {
 			var rs []*row
 			for _, m := range modes {
+				if m.args && w.name != wSmallFiles {
+					continue
+				}
 				rs = append(rs, &row{w: w, rtt: rtt, m: m})
 			}
 			// Interleave modes so that drift hits them alike.
@@ -595,6 +605,11 @@ func (b *bench) runOnce(ctx context.Context, r *row) (sample, error) {
 			args = append(args, "-j", fmt.Sprint(r.m.jobs))
 		}
 		args = append(args, b.proxyImageRef(r.w.repo), "/")
+	case r.m.args:
+		args = append(args, filepath.Join(b.bin, "sg-fetch"), "-o", out, "--progress", "never", b.proxyRef(r.w.layer), "0")
+		for _, f := range r.w.check {
+			args = append(args, f.Name)
+		}
 	default:
 		args = append(args, filepath.Join(b.bin, "sg-fetch"), "-o", out, "--progress", "never")
 		if r.m.jobs > 0 {
