@@ -107,7 +107,6 @@ type mode struct {
 // modeArgs names the args mode.
 const modeArgs = "sg-fetch IMAGE 0 PATH..."
 
-
 // sample is one run's measurement.
 type sample struct {
 	wall time.Duration
