@@ -106,6 +106,12 @@ func setupWorld() (*world, error) {
 		return nil, err
 	}
 	w.env = append(w.env, w.more.Vars...)
+	diffVars, err := setupDiff(ctx, w.reg.Host)
+	if err != nil {
+		w.close()
+		return nil, err
+	}
+	w.env = append(w.env, diffVars...)
 	add := func(k, v string) { w.env = append(w.env, k+"="+v) }
 	add("REG", w.reg.Host)
 	add("AUTHREG", w.authReg.Host)
@@ -127,6 +133,7 @@ func setupWorld() (*world, error) {
 }
 
 func (w *world) close() {
+	closeDiff()
 	if w.rootfs != "" {
 		os.RemoveAll(w.rootfs)
 	}
@@ -170,6 +177,7 @@ func TestScripts(t *testing.T) {
 			"checkflat":    w.checkflat,
 			"checkpresent": w.checkpresent,
 			"checkroot":    w.checkroot,
+			"checkdiff":    checkdiff,
 		},
 	})
 }

@@ -36,6 +36,8 @@ const usage = `Usage:
   sg-fetch [options] -o DIR IMAGE PATH...
   sg-fetch [options] -o DIR IMAGE BLOB PATH...
   sg-ls IMAGE BLOB | grep ... | sg-fetch [options] -o DIR
+  sg-fetch [options] -o - IMAGE PATH           (one file to stdout)
+  sg-fetch [options] --tar -o -|FILE.tar IMAGE PATH...   (a tar stream)
 
 Download files out of eStargz layers into DIR, fetching only the compressed
 chunks that hold them, with parallel HTTP Range requests. Each file is
@@ -55,7 +57,18 @@ layer and name are used.
 
 Options:
   -o, --output DIR          directory to write into, created if missing
-                            (required)                          SG_OUTPUT
+                            (required); "-" writes one regular file's
+                            contents to stdout, verified chunk by chunk
+                            as they stream out in order (the result goes
+                            to stderr; a digest mismatch exits 1, and the
+                            bytes already written must be discarded)
+                                                                SG_OUTPUT
+  --tar                     write the selected entries as one POSIX tar
+                            stream (to stdout with -o -, else to the file
+                            -o names, renamed into place when complete):
+                            names, modes, owners, times, links and xattrs
+                            from the TOC, in the order selected; no
+                            results are printed                   SG_TAR
   -j, --jobs N              parallel range downloads (default 16) SG_JOBS
   --max-ranges N            most byte ranges asked for in one request
                             (default 64); scattered chunks are fetched
@@ -88,6 +101,9 @@ Options:
 Examples:
   sg-fetch -o out ghcr.io/stargz-containers/node:13.13.0-esgz /usr/local/bin/node
   sg-fetch -o rootfs IMAGE /
+  sg-fetch -o - IMAGE usr/bin/node | sha256sum
+  sg-fetch --tar -o - IMAGE / | tar -x -C rootfs
+  sg-ls --diff IMAGE:v1 IMAGE:v2 | sg-fetch -o changed
   sg-layers IMAGE | sg-ls | jq -c 'select(.name | startswith("etc/"))' | sg-fetch -o out
   sg-ls IMAGE 0 | grep '\.so' | sg-fetch -o out -j 16 | jq -r 'select(.status != "fetched")'
 
@@ -127,6 +143,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	progress := fs.String("progress", "auto", "auto, always or never")
 	allowFull := fs.Bool("allow-full-layers", false, "read non-eStargz layers whole")
 	requireVerified := fs.Bool("require-verified", false, "refuse unpinned layers")
+	tarMode := fs.Bool("tar", false, "write a tar stream")
 	var opts fetch.Options
 	fs.IntVar(&opts.MaxRanges, "max-ranges", fetch.DefaultMaxRanges, "most ranges in one request")
 	fs.BoolVar(&opts.Refetch, "refetch", false, "download identical files again")
@@ -158,6 +175,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	if len(pos) > 0 {
 		rf.Stdin = stdin // the input came as arguments: stdin is free for --password-stdin
+	} else if out == "-" && rf.PasswordStdin {
+		return cli.Usagef("--password-stdin reads stdin, which holds the entries; give IMAGE PATH as arguments")
 	}
 	src, log, err := cli.NewSource(tool, stderr, &rf, limits.TOC())
 	if err != nil {
@@ -177,6 +196,11 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	if err != nil {
 		return err
+	}
+	if *tarMode || out == "-" {
+		opts.Jobs, opts.Logf, opts.RequireVerified = jobs, log.Func(), *requireVerified
+		j := &streamJob{out: out, tar: *tarMode, requireVerified: *requireVerified, opts: opts, stdout: stdout, stderr: stderr}
+		return j.run(ctx, items)
 	}
 
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -198,13 +222,19 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	var wants []*fetch.Want
 	warned := map[*fetch.Layer]bool{}
 	for _, it := range items {
-		if it.err == nil && !it.layer.Pinned {
+		if it.err == nil && it.skip == "" && !it.layer.Pinned {
 			if *requireVerified {
 				it.err = fmt.Errorf("layer %s has no TOC digest annotation, so its TOC is not pinned to the manifest; --require-verified refuses it", it.in.Layer)
 			} else if !warned[it.layer] {
 				warned[it.layer] = true
 				fmt.Fprintf(stderr, "%s: warning: layer %s of %s has no TOC digest annotation: files are checked against its TOC, which nothing pins to the manifest (results say \"verified\":\"toc-unpinned\"; --require-verified refuses such layers)\n", tool, it.in.Layer, it.in.Ref)
 			}
+		}
+		if it.skip != "" {
+			r := it.result(out, wire.StatusSkipped, nil)
+			r.Error = it.skip
+			em.put(r)
+			continue
 		}
 		if it.err != nil {
 			em.put(it.result(out, wire.StatusFailed, it.err))
@@ -281,6 +311,7 @@ type item struct {
 	layer    *fetch.Layer
 	tocEntry *toc.Entry
 	err      error
+	skip     string // why nothing is to be fetched (a path removed in a diff)
 }
 
 func (it *item) result(out, status string, err error) *wire.Result {
@@ -366,8 +397,12 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 				if err = dec.DecodeLine(line, ns[i], &e); err != nil {
 					break
 				}
-				open(&e)
 				slim := wire.Entry{Ref: intern(e.Ref), Manifest: intern(e.Manifest), Layer: intern(e.Layer), LayerSize: e.LayerSize, TOCOffset: e.TOCOffset, Name: e.Name, Type: intern(e.Type)}
+				if e.Change == wire.ChangeRemoved {
+					got = append(got, removedItem(&e))
+					continue
+				}
+				open(&e)
 				got = append(got, &item{in: slim})
 			}
 			return func() {
@@ -407,6 +442,9 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 		return nil, cli.WithHint(firstErr, "sg-fetch reads the file entries sg-ls prints, one JSON object per line")
 	}
 	for _, it := range items {
+		if it.skip != "" {
+			continue
+		}
 		k := layerKey{it.in.Ref, it.in.Manifest, it.in.Layer}
 		if it.err = errs[k]; it.err != nil {
 			continue
@@ -420,6 +458,16 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 		it.tocEntry = e
 	}
 	return items, nil
+}
+
+// removedItem is a record of sg-ls --diff for a path the newer image
+// does not have: nothing to fetch.
+func removedItem(e *wire.Entry) *item {
+	in := wire.Entry{Ref: e.Ref, Manifest: e.Manifest, Name: e.Name, Type: e.Type}
+	if e.Before != nil {
+		in.Layer, in.Type = e.Before.Layer, e.Before.Type
+	}
+	return &item{in: in, skip: "removed in the newer image of the diff: nothing to fetch"}
 }
 
 // openLayer resolves the image an entry names and reads the layer's TOC,

@@ -24,6 +24,7 @@ const usage = `Usage:
   sg-ls [options] IMAGE BLOB
   sg-ls [options] --flatten IMAGE
   sg-layers IMAGE | sg-ls [options] [--flatten]
+  sg-ls [options] --diff IMAGE_A IMAGE_B
 
 Print one JSON record per file, directory and link in the table of
 contents of an eStargz layer, reading only the layer's footer and TOC
@@ -39,11 +40,21 @@ have in a directory. Each entry names the layer that provides it, sorted by
 name; deleted and replaced files are not listed, so sg-fetch never
 downloads them.
 
+With --diff, compare the flattened views of IMAGE_A and IMAGE_B (TOCs
+only, no file contents; across registries and platforms) and print one
+record per path that differs, sorted by name: the path's entry in IMAGE_B
+with "change" set to "added", "removed", "modified" (type, size, digest
+or device differ) or "metadata" (mode, owner, link target or xattrs
+differ; times are not compared), and "before", its entry in IMAGE_A.
+Piped into sg-fetch, the IMAGE_B side of what changed is fetched and
+removed paths are skipped.
+
 Options:
   -a, --all                 also list the .prefetch.landmark and
                             .no.prefetch.landmark marker files      SG_ALL
   --flatten                 list the image's flattened filesystem (all
                             layers, base first)                 SG_FLATTEN
+  --diff                    compare two images' flattened views SG_DIFF
   --allow-full-layers       list layers that are not eStargz by downloading
                             them whole (by default they are an error)
                                                       SG_ALLOW_FULL_LAYERS
@@ -55,6 +66,7 @@ Examples:
   sg-layers IMAGE | sg-ls | jq -c 'select(.type == "reg" and .size > 1000000)'
   sg-layers IMAGE | sg-ls | grep '"name":"etc/' | sg-fetch -o out
   sg-ls --flatten IMAGE | sg-fetch -o rootfs
+  sg-ls --diff IMAGE:v1 IMAGE:v2 | jq -c 'select(.change == "modified")'
 
 Exit status: 0 on success, 1 when a layer could not be listed (the others
 are still listed), 2 on usage errors.
@@ -71,6 +83,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	all := fs.Bool("all", false, "list marker files")
 	fs.BoolVar(all, "a", false, "list marker files")
 	flat := fs.Bool("flatten", false, "list the flattened filesystem")
+	diff := fs.Bool("diff", false, "compare two images")
 	allowFull := fs.Bool("allow-full-layers", false, "read non-eStargz layers whole")
 	var limits cli.LimitFlags
 	limits.Register(fs)
@@ -82,9 +95,13 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	switch {
+	case *diff && *flat:
+		return cli.Usagef("--diff compares the flattened views already; drop --flatten")
+	case *diff && len(pos) != 2:
+		return cli.Usagef("--diff takes IMAGE_A IMAGE_B; got %d arguments", len(pos))
 	case *flat && len(pos) > 1:
 		return cli.Usagef("--flatten takes IMAGE, or layer records on stdin; got %d arguments", len(pos))
-	case !*flat && len(pos) != 0 && len(pos) != 2:
+	case !*flat && !*diff && len(pos) != 0 && len(pos) != 2:
 		return cli.Usagef("want IMAGE BLOB, or layer records on stdin; got %d arguments", len(pos))
 	}
 	if len(pos) > 0 {
@@ -98,6 +115,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	defer src.Close()
 	enc := wire.NewEncoder(stdout)
 	l := &lister{src: src, enc: enc, all: *all}
+	if *diff {
+		return l.diff(ctx, pos[0], pos[1])
+	}
 	if *flat {
 		return l.flattened(ctx, pos, limits.Decoder(wire.NewDecoder(stdin, "stdin")))
 	}

@@ -38,6 +38,11 @@ const (
 	// scattered small files cost a few requests, not 100; a server that
 	// does not answer them is asked range by range.
 	DefaultMaxRanges = 64
+	// DefaultWindow is how many uncompressed bytes Contents keeps in
+	// flight: 12 chunks of eStargz's default 4 MiB, enough to fill a
+	// 100 MB/s link at 25 MB/s per connection with room to spare, and
+	// well under 100 MiB of memory whatever the file size.
+	DefaultWindow = 48 << 20
 	// minRequestBytes keeps small fetches from being split needlessly.
 	minRequestBytes = 256 << 10
 	// DefaultTries is how often a range request is tried before the files
@@ -114,6 +119,13 @@ type Options struct {
 	// RequireVerified fails files that have no digests to check (legacy
 	// stargz); callers refuse unpinned layers themselves.
 	RequireVerified bool
+	// Window bounds the uncompressed bytes Contents holds at once
+	// (downloading, or downloaded and not yet written out, in order); 0
+	// means DefaultWindow. A single chunk larger than it is still read.
+	Window int64
+	// Chunks is where Contents gets chunks' bytes; nil means
+	// RemoteChunks(opts). A chunk cache goes here.
+	Chunks ChunkSource
 	// Refetch downloads files even when an identical file (same size and
 	// digest) is already in place; by default those are skipped, so that a
 	// re-run after an interruption fetches only what is missing.

@@ -130,14 +130,36 @@ type Entry struct {
 	DevMinor int `json:"devMinor,omitempty"`
 	// Xattrs are the entry's extended attributes.
 	Xattrs map[string][]byte `json:"xattrs,omitempty"`
+	// Change is set on the records of sg-ls --diff A B, one of the
+	// Change* constants: the record is then the path's entry in image B
+	// (for ChangeRemoved, only Ref, Manifest and Name, since B has
+	// nothing there), and Before is its entry in image A (nil for
+	// ChangeAdded). sg-fetch fetches the B side and skips removed paths.
+	Change string `json:"change,omitempty"`
+	// Before is the path's entry in image A, on records of sg-ls --diff.
+	Before *Entry `json:"before,omitempty"`
 }
+
+// Changes reported in [Entry.Change] by sg-ls --diff A B.
+const (
+	// ChangeAdded is a path B has and A has not.
+	ChangeAdded = "added"
+	// ChangeRemoved is a path A has and B has not.
+	ChangeRemoved = "removed"
+	// ChangeModified is a path whose contents differ: another type, digest,
+	// size or device numbers.
+	ChangeModified = "modified"
+	// ChangeMetadata is a path whose contents are the same but whose mode,
+	// owner, link target or xattrs differ.
+	ChangeMetadata = "metadata"
+)
 
 // Validate reports a missing required field.
 func (e *Entry) Validate() error {
 	switch {
 	case e.Ref == "":
 		return missing("ref", "a file entry from sg-ls")
-	case e.Layer == "":
+	case e.Layer == "" && e.Change != ChangeRemoved:
 		return missing("layer", "a file entry from sg-ls")
 	case e.Name == "" && e.Type != TypeDir:
 		return missing("name", "a file entry from sg-ls")
