@@ -46,7 +46,9 @@ func Contents(ctx context.Context, files []File, opts Options, begin func(i int)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	wg.Add(1)
 	go func() { // starts tasks in order, as the window allows
+		defer wg.Done()
 		for _, t := range tasks {
 			if !budget.take(ctx, t.bytes) {
 				return
