@@ -36,7 +36,7 @@ const (
 
 func knownWorkload(w string) bool {
 	switch w {
-	case wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wFlatten:
+	case wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wFlatten, wStdout, wDiff:
 		return true
 	}
 	return false
@@ -183,8 +183,8 @@ func run(ctx context.Context, args []string) error {
 		group *group
 		names []string
 	}{
-		{&b.set, mainGroup, []string{wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany}},
-		{&b.w4, w4Group, []string{wFlatten}},
+		{&b.set, mainGroup, []string{wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wStdout}},
+		{&b.w4, w4Group, []string{wFlatten, wDiff}},
 	} {
 		if !slices.ContainsFunc(g.names, b.wants) {
 			continue
@@ -309,10 +309,15 @@ func run(ctx context.Context, args []string) error {
 			say("%s at RTT %s done", w.name, rtt)
 		}
 	}
+	beyond, err := b.runBeyond(ctx)
+	if err != nil {
+		return err
+	}
 	b.load = append(b.load, loadAvg())
 	b.timing("runs", t)
 	b.timing("total", total)
 	b.report(os.Stdout, workloads, rows)
+	b.reportBeyond(os.Stdout, beyond)
 	return nil
 }
 
