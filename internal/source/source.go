@@ -137,12 +137,50 @@ func Record(img *registry.Image, l registry.Layer, format string) wire.Layer {
 	if n, err := strconv.ParseInt(l.Annotations[estargz.StoreUncompressedSizeAnnotation], 10, 64); err == nil {
 		rec.UncompressedSize = n
 	}
+	rec.Title = l.Annotations[TitleAnnotation]
+	if len(l.Annotations) > 0 {
+		rec.Annotations = l.Annotations
+	}
+	rec.ArtifactType = ArtifactType(img)
 	return rec
 }
 
-// Format tells what layer l is: from its media type and annotations, and
+// TitleAnnotation names an artifact layer's file (oras push sets it to the
+// file's name).
+const TitleAnnotation = "org.opencontainers.image.title"
+
+// ArtifactType is the artifact type of img: its manifest's artifactType,
+// or else its config media type when that is not an image config; "" for
+// an image.
+func ArtifactType(img *registry.Image) string {
+	if img.ArtifactType != "" {
+		return img.ArtifactType
+	}
+	if !imageConfig(img.ConfigMediaType) {
+		return img.ConfigMediaType
+	}
+	return ""
+}
+
+func imageConfig(mt string) bool {
+	return mt == string(types.OCIConfigJSON) || mt == string(types.DockerConfigJSON) || mt == ""
+}
+
+// IsBlob reports whether layer l of img is one file rather than a
+// filesystem layer: every layer of an artifact (whatever its media type
+// says: oras push types files as tar layers unless told otherwise), and a
+// layer of an image whose media type is not a tar layer.
+func IsBlob(img *registry.Image, l registry.Layer) bool {
+	return ArtifactType(img) != "" || !strings.Contains(string(l.MediaType), ".tar")
+}
+
+// Format tells what layer l is: a blob (see IsBlob), else from its media
+// type and annotations, and
 // for gzip layers without a TOC annotation, from a probe of its footer.
 func (s *Source) Format(ctx context.Context, img *registry.Image, l registry.Layer) (string, error) {
+	if IsBlob(img, l) {
+		return wire.FormatBlob, nil
+	}
 	if f := descriptorFormat(string(l.MediaType), l.Annotations); f != "" {
 		return f, nil
 	}
