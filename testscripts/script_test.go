@@ -64,6 +64,8 @@ type world struct {
 	reg     *testenv.Registry
 	authReg *testenv.Registry
 	more    *testenv.ScriptRegistries
+	arts    *testenv.Artifacts
+	artRegs *testenv.ArtifactRegistries
 	env     []string
 }
 
@@ -106,6 +108,16 @@ func setupWorld() (*world, error) {
 		return nil, err
 	}
 	w.env = append(w.env, w.more.Vars...)
+	if w.arts, err = testenv.BuildArtifacts(filepath.Join(os.TempDir(), "stargz-get-fixtures")); err != nil {
+		w.close()
+		return nil, err
+	}
+	if w.artRegs, err = testenv.StartArtifactRegistries(ctx, w.arts, w.reg.Host); err != nil {
+		w.close()
+		return nil, err
+	}
+	w.env = append(w.env, w.artRegs.Vars...)
+	w.env = append(w.env, "GOROOT_FIXTURES="+w.arts.GoRoot)
 	add := func(k, v string) { w.env = append(w.env, k+"="+v) }
 	add("REG", w.reg.Host)
 	add("AUTHREG", w.authReg.Host)
@@ -139,6 +151,9 @@ func (w *world) close() {
 	if w.more != nil {
 		w.more.Close()
 	}
+	if w.artRegs != nil {
+		w.artRegs.Close()
+	}
 }
 
 func TestScripts(t *testing.T) {
@@ -170,6 +185,11 @@ func TestScripts(t *testing.T) {
 			"checkflat":    w.checkflat,
 			"checkpresent": w.checkpresent,
 			"checkroot":    w.checkroot,
+			"moved":        w.moved,
+			"waitstate":    waitstate,
+			"sha":          sha,
+			"perm":         perm,
+			"checkgosrc":   w.checkgosrc,
 		},
 	})
 }

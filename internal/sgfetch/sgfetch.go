@@ -123,6 +123,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.BoolVar(&opts.PreservePermissions, "preserve-permissions", false, "keep setuid/setgid/sticky")
 	fs.BoolVar(&opts.SameOwner, "same-owner", false, "apply uid/gid as root")
 	fs.BoolVar(&opts.Devices, "devices", false, "create fifos and devices")
+	var bo blobOptions
+	fs.BoolVar(&bo.raw, "blob", false, "write layer blobs as they are")
+	fs.StringVar(&bo.name, "name", "", "file name of a single blob")
+	fs.BoolVar(&bo.overwrite, "overwrite", false, "download blobs already in place")
+	fs.BoolVar(&bo.extract, "extract", false, "unpack archive blobs")
+	fs.BoolVar(&bo.keepArchive, "keep-archive", false, "keep unpacked archives")
 	var limits cli.LimitFlags
 	limits.Register(fs)
 	pos, err := cli.Parse(fs, args, usage, stdout)
@@ -135,10 +141,6 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch {
 	case out == "":
 		return cli.Usagef("missing -o DIR: say where to write the files")
-	case len(pos) == 1:
-		return cli.Usagef("want IMAGE PATH..., IMAGE BLOB PATH..., or file entries on stdin; got only IMAGE")
-	case len(pos) == 2 && source.LooksLikeLayer(pos[1]):
-		return cli.Usagef("missing PATH after IMAGE BLOB (use / for the whole layer)")
 	case jobs < 1:
 		return cli.Usagef("-j must be at least 1, got %d", jobs)
 	case opts.MaxRanges < 1:
@@ -155,6 +157,34 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	src.AllowFull = *allowFull
 	defer src.Close()
+	bo.jobs, bo.progress, bo.logf = jobs, *progress, log.Func()
+
+	// Blobs: artifacts by title or glob, blob layers, --blob, REPO@digest
+	// of a blob, and layer records on stdin.
+	var blobJobs []*blobJob
+	br := bufio.NewReaderSize(stdin, 64<<10)
+	switch {
+	case len(pos) > 0:
+		if blobJobs, err = blobsFromArgs(ctx, src, pos[0], pos[1:], &bo); err != nil {
+			return err
+		}
+	case peekLayerRecords(br):
+		if blobJobs, err = blobsFromStdin(ctx, src, limits.Decoder(wire.NewDecoder(br, "stdin")), &bo); err != nil {
+			return err
+		}
+	}
+	if blobJobs != nil {
+		return fetchBlobs(ctx, out, blobJobs, &bo, src, stdout, stderr)
+	}
+	switch {
+	case bo.raw || bo.name != "" || bo.extract || bo.keepArchive:
+		return cli.Usagef("--blob, --name, --extract and --keep-archive apply to blobs (artifact layers, --blob IMAGE BLOB), not to files of layers")
+	case len(pos) == 1:
+		return cli.Usagef("want IMAGE PATH..., IMAGE BLOB PATH..., or file entries on stdin; got only IMAGE, which is not an artifact")
+	case len(pos) == 2 && source.LooksLikeLayer(pos[1]):
+		return cli.Usagef("missing PATH after IMAGE BLOB (use / for the whole layer, or --blob for its compressed blob)")
+	}
+	stdin = br
 
 	var items []*item
 	switch {
@@ -566,4 +596,38 @@ func (em *emitter) close() error {
 	defer em.mu.Unlock()
 	em.flush()
 	return em.err
+}
+
+// fetchBlobs writes the blobs of jobs into out and prints their results.
+func fetchBlobs(ctx context.Context, out string, jobs []*blobJob, bo *blobOptions, src *source.Source, stdout, stderr io.Writer) error {
+	if bo.name != "" && len(jobs) > 1 {
+		return cli.Usagef("--name names one blob, but %d are selected", len(jobs))
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fmt.Errorf("creating output directory: %w", err)
+	}
+	out, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(out)
+	if err != nil {
+		return fmt.Errorf("opening output directory: %w", err)
+	}
+	defer root.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	em := newEmitter(stdout, cancel)
+	defer em.close()
+	runBlobs(ctx, root, out, jobs, bo, src, em, stderr)
+	if err := em.close(); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if em.failed > 0 {
+		return cli.Failedf("%d of %d blobs failed (see the results with \"status\":\"failed\")", em.failed, len(jobs))
+	}
+	return nil
 }

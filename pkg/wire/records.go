@@ -218,6 +218,9 @@ type Result struct {
 	// Requests is the number of HTTP range requests that carried the
 	// entry's contents (requests are shared between neighbouring files).
 	Requests int `json:"requests,omitempty"`
+	// Extracted is the number of entries sg-fetch --extract unpacked from
+	// an archive blob into the output directory.
+	Extracted int `json:"extracted,omitempty"`
 	// DurationMs is the time from the first byte requested for the entry
 	// to its rename into place, in milliseconds.
 	DurationMs int64 `json:"durationMs,omitempty"`
