@@ -72,12 +72,17 @@ func waitstate(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Fatalf("no state file in %s recorded %d bytes within a minute", dir, want)
 }
 
-// sha FILE DIGEST: FILE's sha256 is DIGEST ("sha256:<hex>").
+// sha FILE DIGEST: FILE's sha256 is DIGEST ("sha256:<hex>"). FILE may be
+// a glob matching exactly one file.
 func sha(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 2 {
 		ts.Fatalf("usage: sha FILE DIGEST")
 	}
-	f, err := os.Open(ts.MkAbs(args[0]))
+	matches, _ := filepath.Glob(ts.MkAbs(args[0]))
+	if len(matches) != 1 {
+		ts.Fatalf("%s matches %d files, want 1", args[0], len(matches))
+	}
+	f, err := os.Open(matches[0])
 	if err != nil {
 		ts.Fatalf("%v", err)
 	}
