@@ -180,7 +180,7 @@ func Download(ctx context.Context, root *os.Root, name string, r Remote, dgst st
 	d.part, d.stateName = TempNames(dgst)
 	res, err := d.run(ctx)
 	if errors.Is(err, errRestart) {
-		d.logf("blob %s changed on the server or did not verify after resuming; downloading it again from the start", dgst)
+		d.logf("blob %s: %v; downloading it again from the start", dgst, err)
 		d.discard()
 		res, err = d.run(ctx)
 	}
@@ -199,6 +199,12 @@ func (d *download) logf(format string, args ...any) {
 // errRestart means a resumed download must start over: the server's blob
 // changed, or the spliced bytes did not verify.
 var errRestart = errors.New("restart")
+
+// The reasons for errRestart.
+var (
+	errChanged = fmt.Errorf("%w: the server's copy changed (If-Range was answered with the whole blob)", errRestart)
+	errSpliced = fmt.Errorf("%w: the resumed download did not match the digest", errRestart)
+)
 
 type download struct {
 	o               options
@@ -293,7 +299,7 @@ func (d *download) run(ctx context.Context) (*Result, error) {
 		f = nil
 		d.discard()
 		if resumed {
-			return nil, errRestart
+			return nil, errSpliced
 		}
 		return nil, fmt.Errorf("downloading %s: %w (got %s)", d.digest, ErrDigestMismatch, got)
 	}
@@ -412,7 +418,7 @@ func (d *download) fetch(ctx context.Context, f *os.File, st *state, resumed boo
 		return nil, fmt.Errorf("downloading %s: %w", d.digest, err)
 	case !seg.Partial && resumed:
 		seg.Body.Close()
-		return nil, errRestart
+		return nil, errChanged
 	case !seg.Partial:
 		d.logf("blob %s: the server ignored Range and sent the whole blob; downloading it in one stream", d.digest)
 		return d.single(ctx, f, seg.Body)
@@ -503,7 +509,7 @@ func (d *download) segment(ctx context.Context, f *os.File, tr *tracker, i int, 
 			}
 			if !seg.Partial {
 				seg.Body.Close()
-				return errRestart // If-Range did not match: the blob changed
+				return errChanged // If-Range did not match
 			}
 			body = seg.Body
 		}
