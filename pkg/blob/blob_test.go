@@ -298,4 +298,3 @@ func TestOptions(t *testing.T) {
 		t.Error("a non-sha256 digest was accepted")
 	}
 }
-
