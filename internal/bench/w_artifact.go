@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"oras.land/oras-go/v2"
@@ -115,18 +114,17 @@ func (b *bench) runArtifact(ctx context.Context) error {
 		say("%s at RTT %s done", wArtifact, rtt)
 	}
 	fmt.Printf("\n%s: one %s blob of an oras-pushed artifact, %s per connection, medians of %d runs\n\n", wArtifact, mib(artifactBlobSize), b.cfg.bwText, b.cfg.runs)
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "| RTT\t| mode\t| wall\t| speedup\t| blob MiB\t| bytes vs blob\t| blob GETs\t| peak RSS\t|")
-	fmt.Fprintln(tw, "|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|")
+	fmt.Println("| RTT | mode | wall | speedup | blob MiB | bytes vs blob | blob GETs | peak RSS |")
+	fmt.Println("|---:|---|---:|---:|---:|---:|---:|---:|")
 	for _, rtt := range b.cfg.rtts {
 		base := medianArtifact(samples[key{rtt, "oras pull"}])
 		for _, m := range modes {
 			s := medianArtifact(samples[key{rtt, m}])
-			fmt.Fprintf(tw, "| %s\t| %s\t| %.2f s\t| %.2fx\t| %.1f\t| %.3fx\t| %d\t| %s\t|\n", rtt, m, s.wall.Seconds(),
+			fmt.Printf("| %s | %s | %.2f s | %.2fx | %.1f | %.3fx | %d | %s |\n", rtt, m, s.wall.Seconds(),
 				base.wall.Seconds()/s.wall.Seconds(), float64(s.blobBytes)/(1<<20), float64(s.blobBytes)/artifactBlobSize, s.blobRq, mib(s.rss))
 		}
 	}
-	return tw.Flush()
+	return nil
 }
 
 // artifactOnce runs one mode once under the measure subcommand and checks
