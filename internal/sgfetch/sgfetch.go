@@ -33,6 +33,10 @@ const usage = `Usage:
   sg-fetch [options] -o DIR IMAGE PATH...
   sg-fetch [options] -o DIR IMAGE BLOB PATH...
   sg-ls IMAGE BLOB | grep ... | sg-fetch [options] -o DIR
+  sg-fetch [options] -o DIR ARTIFACT [GLOB... | BLOB]
+  sg-layers ARTIFACT | jq ... | sg-fetch [options] -o DIR
+  sg-fetch [options] -o DIR --blob IMAGE BLOB
+  sg-fetch [options] -o DIR REPO@sha256:BLOB-DIGEST
 
 Download files out of eStargz layers into DIR, fetching only the compressed
 chunks that hold them, with parallel HTTP Range requests. Each file is
@@ -49,6 +53,14 @@ index, a digest, or a unique digest prefix of 6 or more hex digits). Without arg
 entries read from stdin (the output of sg-ls, filtered as you like); the
 layer's TOC is read once per layer, and only the entries' ref, manifest,
 layer and name are used.
+
+Artifacts (oras push): each layer is a file named by its title and is
+written to DIR/<title>. ARTIFACT alone fetches every titled layer; GLOBs
+select titles (path.Match); BLOB one layer. Layer records from sg-layers
+on stdin fetch those blobs. Blobs are downloaded in -j parallel ranged
+segments into DIR/.sg-<hex>.part, checked against their sha256, and
+renamed into place; a killed run is resumed by running it again. ELF
+files get mode 0755, others 0644 (less the umask).
 
 Options:
   -o, --output DIR          directory to write into, created if missing
@@ -79,6 +91,16 @@ Options:
                             root)                           SG_SAME_OWNER
   --devices                 create fifos, and char/block devices when
                             running as root (skipped by default) SG_DEVICES
+  --blob                    write a filesystem layer's raw compressed
+                            blob instead of its files          SG_BLOB
+  --name NAME               file name of a single blob (default: its
+                            title, else sha256-<hex>)           SG_NAME
+  --overwrite               download blobs even when an identical file
+                            is in place                     SG_OVERWRITE
+  --extract                 unpack tar, tar.gz, tar.zst, tar.xz and zip
+                            blobs into DIR                    SG_EXTRACT
+  --keep-archive            with --extract, keep the archive too
+                                                         SG_KEEP_ARCHIVE
 
 ` + cli.LimitUsage + `
 ` + cli.RegistryUsage + `
@@ -87,6 +109,8 @@ Examples:
   sg-fetch -o rootfs IMAGE /
   sg-layers IMAGE | sg-ls | jq -c 'select(.name | startswith("etc/"))' | sg-fetch -o out
   sg-ls IMAGE 0 | grep '\.so' | sg-fetch -o out -j 16 | jq -r 'select(.status != "fetched")'
+  sg-fetch -o out ghcr.io/me/tools:v1 '*linux-amd64*'
+  sg-layers ghcr.io/me/tools:v1 | jq -c 'select(.title | test("docs/"))' | sg-fetch -o out
 
 Exit status: 0 when every entry was fetched, 1 when any failed (the others
 are still fetched and reported), 2 on usage errors.
