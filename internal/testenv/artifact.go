@@ -42,6 +42,10 @@ type Artifact struct {
 	Tag          string
 	ArtifactType string
 	Files        []ArtifactFile
+	// ImageSpec10 packs an image-spec v1.0 manifest, as `oras push
+	// --image-spec v1.0` does: no artifactType field, and a config of
+	// media type ArtifactType instead of the empty config.
+	ImageSpec10 bool
 	// Digest is the manifest's digest, set by Push.
 	Digest string
 }
@@ -285,7 +289,8 @@ func tarGz(w io.Writer, goroot, rel string) error {
 
 // Push pushes the artifact to the registry at host (plain HTTP, anonymous)
 // as `oras push` does: each file as a blob, then a v1.1 manifest packed by
-// oras.PackManifest with the artifact type and the empty config, tagged.
+// oras.PackManifest with the artifact type and the empty config (v1.0
+// with a config typed ArtifactType when ImageSpec10), tagged.
 func (a *Artifact) Push(ctx context.Context, host string) error {
 	repo, err := remote.NewRepository(host + "/" + a.Name)
 	if err != nil {
@@ -315,7 +320,11 @@ func (a *Artifact) Push(ctx context.Context, host string) error {
 		}
 		layers = append(layers, desc)
 	}
-	desc, err := oras.PackManifest(ctx, repo, oras.PackManifestVersion1_1, a.ArtifactType, oras.PackManifestOptions{
+	version := oras.PackManifestVersion1_1
+	if a.ImageSpec10 {
+		version = oras.PackManifestVersion1_0
+	}
+	desc, err := oras.PackManifest(ctx, repo, version, a.ArtifactType, oras.PackManifestOptions{
 		Layers:              layers,
 		ManifestAnnotations: map[string]string{ocispec.AnnotationCreated: "2026-01-01T00:00:00Z"},
 	})

@@ -23,6 +23,8 @@ const ArtifactRateSlow = 2_000_000
 //	ARTIFACT_<T>   digest and size (_SIZE) of each file, T = BIG, TOOL,
 //	               NOTES, BUNDLE
 //	HOSTILEART     the hostile-titles artifact
+//	CONFIGART      notes.txt and bin/tool as an image-spec v1.0 artifact
+//	               (custom config media type, no artifactType field)
 //	NORANGEART     ARTIFACT through a proxy that drops Range headers
 //	RANGE416ART    ARTIFACT through a proxy answering 416 to ranged GETs
 //	SLOWART        ARTIFACT through a proxy sending bodies at 2 MB/s
@@ -46,7 +48,15 @@ func StartArtifactRegistries(ctx context.Context, a *Artifacts, anon string) (_ 
 			s.Close()
 		}
 	}()
-	for _, art := range []*Artifact{a.Files, a.Hostile} {
+	// The same small files as an image-spec v1.0 artifact: no
+	// artifactType, a custom config media type.
+	configTyped := &Artifact{Name: "artifacts/configtyped", Tag: "v1", ArtifactType: "application/vnd.stargz-get.test.config.v1+json", ImageSpec10: true}
+	for _, f := range a.Files.Files {
+		if f.Title == NotesTitle || f.Title == ToolTitle {
+			configTyped.Files = append(configTyped.Files, f)
+		}
+	}
+	for _, art := range []*Artifact{a.Files, a.Hostile, configTyped} {
 		if err := art.Push(ctx, anon); err != nil {
 			return nil, err
 		}
@@ -56,6 +66,7 @@ func StartArtifactRegistries(ctx context.Context, a *Artifacts, anon string) (_ 
 	add("ARTIFACT_REPO", anon+"/"+a.Files.Name)
 	add("ARTIFACT_MANIFEST", a.Files.Digest)
 	add("HOSTILEART", a.Hostile.Ref(anon))
+	add("CONFIGART", configTyped.Ref(anon))
 	for k, title := range map[string]string{"BIG": BigTitle, "TOOL": ToolTitle, "NOTES": NotesTitle, "BUNDLE": BundleTitle} {
 		f := a.Files.File(title)
 		add("ARTIFACT_"+k, f.Digest)
