@@ -31,6 +31,13 @@ const (
 	zstdChunkedAnnotation = "io.github.containers.zstd-chunked.manifest-checksum"
 )
 
+// ErrBlob means a layer is a blob (a file of an OCI artifact), not a
+// filesystem layer with files to list.
+var ErrBlob = errors.New("it is a blob (one file, as in an OCI artifact), not a filesystem layer")
+
+// BlobHint is what to tell a user who asked for the files of a blob.
+const BlobHint = "write the blob itself with sg-fetch -o DIR IMAGE BLOB, or pipe its sg-layers record to sg-fetch -o DIR"
+
 // ErrNotLazy means a layer is not in a format whose files can be fetched
 // without downloading the whole layer.
 var ErrNotLazy = errors.New("it must be converted to eStargz to be read lazily")
@@ -247,6 +254,9 @@ func (s *Source) layerOnce(repo name.Repository, digest string) *onceLayer {
 
 func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer) (*fetch.Layer, error) {
 	what := describe(rec)
+	if rec.Format == wire.FormatBlob {
+		return nil, fmt.Errorf("cannot list %s: %w", what, ErrBlob)
+	}
 	if rec.Format == "" && rec.MediaType != "" {
 		rec.Format = descriptorFormat(rec.MediaType, nil)
 	}
