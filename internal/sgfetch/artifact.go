@@ -184,7 +184,7 @@ func blobsFromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder, 
 		if err != nil {
 			return nil, cli.Hint(err)
 		}
-		j := jobFor(img, l, &blobOptions{})
+		j := jobFor(img, l, bo)
 		if j.err == nil && !source.IsBlob(img, l) && !bo.raw {
 			j.err = cli.WithHint(fmt.Errorf("%s is a filesystem layer, not a blob", j.describe()), "list its files with sg-ls, or pass --blob to write its compressed blob")
 		}
