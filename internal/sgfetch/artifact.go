@@ -39,6 +39,8 @@ type blobOptions struct {
 	jobs        int
 	progress    string
 	logf        func(string, ...any)
+	// limit caps the requests open at once over all blobs at jobs.
+	limit chan struct{}
 }
 
 // blobJob is one blob to write.
@@ -356,8 +358,10 @@ func runBlobs(ctx context.Context, root *os.Root, out string, jobs []*blobJob, b
 	}
 	bar := newBlobBar(bo.progress, stderr, total)
 	defer bar.finish()
-	// A few blobs at once, each on bo.jobs connections: small files do not
-	// wait for each other's round trips, big ones get the segments.
+	// A few blobs at once, sharing -j connections: small files do not wait
+	// for each other's round trips, and a big one gets the connections the
+	// others leave.
+	bo.limit = make(chan struct{}, bo.jobs)
 	// Jobs of one digest (under different names) share the temp file
 	// named by it, so they run one after the other.
 	p := pool.New().WithMaxGoroutines(blobsAtOnce)
@@ -431,7 +435,7 @@ func fetchBlob(ctx context.Context, root *os.Root, out string, j *blobJob, bo *b
 	if err != nil {
 		return j.baseResult(out, wire.StatusFailed, err)
 	}
-	opts := []blob.Option{blob.WithJobs(bo.jobs), blob.WithOverwrite(bo.overwrite), blob.WithLogf(bo.logf)}
+	opts := []blob.Option{blob.WithJobs(bo.jobs), blob.WithLimit(bo.limit), blob.WithOverwrite(bo.overwrite), blob.WithLogf(bo.logf)}
 	if bar != nil {
 		opts = append(opts, blob.WithProgress(bar.add))
 	}

@@ -85,6 +85,7 @@ type options struct {
 	overwrite bool
 	progress  func(n int64)
 	logf      func(format string, args ...any)
+	limit     chan struct{}
 }
 
 // Option configures Download.
@@ -135,6 +136,20 @@ func WithOverwrite(on bool) Option {
 // had). Calls come from several goroutines.
 func WithProgress(fn func(n int64)) Option {
 	return func(o *options) error { o.progress = fn; return nil }
+}
+
+// WithLimit shares a cap on open requests among downloads: each request
+// holds a slot of limit (a buffered channel, its capacity the cap) until
+// its body is read, so several blobs downloaded at once stay within one
+// connection budget. Without it, each download opens up to its jobs.
+func WithLimit(limit chan struct{}) Option {
+	return func(o *options) error {
+		if limit == nil || cap(limit) < 1 {
+			return errors.New("limit must be a channel with a capacity of at least 1")
+		}
+		o.limit = limit
+		return nil
+	}
 }
 
 // WithLogf reports what happens (resumes, fallbacks) through logf.
@@ -188,6 +203,26 @@ func Download(ctx context.Context, root *os.Root, name string, r Remote, dgst st
 		return nil, err
 	}
 	return res, nil
+}
+
+// acquire takes a request slot (see WithLimit).
+func (d *download) acquire(ctx context.Context) error {
+	if d.o.limit == nil {
+		return nil
+	}
+	select {
+	case d.o.limit <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// release gives a request slot back.
+func (d *download) release() {
+	if d.o.limit != nil {
+		<-d.o.limit
+	}
 }
 
 func (d *download) logf(format string, args ...any) {
@@ -408,16 +443,24 @@ func (d *download) fetch(ctx context.Context, f *os.File, st *state, resumed boo
 	if resumed {
 		ifRange = st.Validator
 	}
+	// The first request's slot goes with its body: to the single stream,
+	// or to the worker of the first segment.
+	if err := d.acquire(ctx); err != nil {
+		return nil, err
+	}
 	d.requests.Add(1)
 	seg, err := d.r.GetSegment(ctx, off, st.segLen(first)-st.Done[first], ifRange)
 	switch {
 	case errors.Is(err, registry.ErrRangeRefused):
+		d.release()
 		d.logf("blob %s: %v; downloading it in one stream", d.digest, err)
 		return d.single(ctx, f, nil)
 	case err != nil:
+		d.release()
 		return nil, fmt.Errorf("downloading %s: %w", d.digest, err)
 	case !seg.Partial && resumed:
 		seg.Body.Close()
+		d.release()
 		return nil, errChanged
 	case !seg.Partial:
 		d.logf("blob %s: the server ignored Range and sent the whole blob; downloading it in one stream", d.digest)
@@ -435,6 +478,7 @@ func (d *download) fetch(ctx context.Context, f *os.File, st *state, resumed boo
 	stopSave := make(chan struct{})
 	if err := d.save(tr); err != nil {
 		seg.Body.Close()
+		d.release()
 		return nil, err
 	}
 	go func() {
@@ -480,7 +524,7 @@ func (d *download) fetch(ctx context.Context, f *os.File, st *state, resumed boo
 }
 
 // segment downloads what is missing of segment i into f; body, when not
-// nil, is the open answer for it.
+// nil, is the open answer for it (holding a request slot).
 func (d *download) segment(ctx context.Context, f *os.File, tr *tracker, i int, body io.ReadCloser) error {
 	st := tr.st
 	start, n := int64(i)*st.SegmentSize, st.segLen(i)
@@ -498,9 +542,13 @@ func (d *download) segment(ctx context.Context, f *os.File, tr *tracker, i int, 
 			if try > 0 {
 				d.logf("blob %s: segment at byte %d stopped (%v); asking for its remaining %d bytes", d.digest, start+have, lastErr, n-have)
 			}
+			if err := d.acquire(ctx); err != nil {
+				return err
+			}
 			d.requests.Add(1)
 			seg, err := d.r.GetSegment(ctx, start+have, n-have, st.Validator)
 			if err != nil {
+				d.release()
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
@@ -509,6 +557,7 @@ func (d *download) segment(ctx context.Context, f *os.File, tr *tracker, i int, 
 			}
 			if !seg.Partial {
 				seg.Body.Close()
+				d.release()
 				return errChanged // If-Range did not match
 			}
 			body = seg.Body
@@ -516,6 +565,7 @@ func (d *download) segment(ctx context.Context, f *os.File, tr *tracker, i int, 
 		err := d.copy(ctx, f, tr, i, start+have, n-have, body, buf)
 		body.Close()
 		body = nil
+		d.release()
 		if err == nil {
 			continue
 		}
@@ -556,17 +606,23 @@ func (d *download) copy(ctx context.Context, f *os.File, tr *tracker, i int, off
 	return nil
 }
 
-// single downloads the whole blob in one stream (body, or a new plain
-// GET), hashing as it writes. Nothing is saved for resuming.
+// single downloads the whole blob in one stream (body, holding a request
+// slot, or a new plain GET), hashing as it writes. Nothing is saved for
+// resuming.
 func (d *download) single(ctx context.Context, f *os.File, body io.ReadCloser) ([]byte, error) {
 	d.root.Remove(d.stateName)
 	if body == nil {
+		if err := d.acquire(ctx); err != nil {
+			return nil, err
+		}
 		d.requests.Add(1)
 		var err error
 		if body, _, err = d.r.GetWhole(ctx); err != nil {
+			d.release()
 			return nil, fmt.Errorf("downloading %s: %w", d.digest, err)
 		}
 	}
+	defer d.release()
 	defer body.Close()
 	h := sha256.New()
 	w := &offsetWriter{f: f, progress: d.o.progress, n: &d.bytes}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -296,5 +297,63 @@ func TestOptions(t *testing.T) {
 	}
 	if _, err := blob.Download(context.Background(), root, "x", nil, "md5:abc"); err == nil {
 		t.Error("a non-sha256 digest was accepted")
+	}
+}
+
+// countingRemote counts the requests whose bodies are open at once.
+type countingRemote struct {
+	blob.Remote
+	open, peak *atomic.Int64
+}
+
+func (c countingRemote) GetSegment(ctx context.Context, off, n int64, ifRange string) (*registry.Segment, error) {
+	seg, err := c.Remote.GetSegment(ctx, off, n, ifRange)
+	if err != nil {
+		return nil, err
+	}
+	now := c.open.Add(1)
+	for p := c.peak.Load(); now > p && !c.peak.CompareAndSwap(p, now); p = c.peak.Load() {
+	}
+	seg.Body = &countedBody{ReadCloser: seg.Body, open: c.open}
+	return seg, nil
+}
+
+type countedBody struct {
+	io.ReadCloser
+	open *atomic.Int64
+	once sync.Once
+}
+
+func (b *countedBody) Close() error {
+	b.once.Do(func() { b.open.Add(-1) })
+	return b.ReadCloser.Close()
+}
+
+// TestLimit: two downloads sharing WithLimit(2) never have more than two
+// requests open, though each may run four workers.
+func TestLimit(t *testing.T) {
+	e := testEnv(t)
+	limit := make(chan struct{}, 2)
+	var open, peak atomic.Int64
+	var wg sync.WaitGroup
+	for _, title := range []string{testenv.ToolTitle, testenv.BigTitle} {
+		b, f := e.open(t, title)
+		root, dir := openRoot(t)
+		wg.Go(func() {
+			r := countingRemote{Remote: b, open: &open, peak: &peak}
+			if _, err := blob.Download(context.Background(), root, "f", r, f.Digest, blob.WithJobs(4), blob.WithSegmentSize(1<<20), blob.WithLimit(limit)); err != nil {
+				t.Error(err)
+				return
+			}
+			got, _ := os.ReadFile(filepath.Join(dir, "f"))
+			want, _ := os.ReadFile(f.Path)
+			if len(got) != len(want) || string(got) != string(want) {
+				t.Errorf("%s: got %d bytes that differ from the blob's %d", f.Title, len(got), len(want))
+			}
+		})
+	}
+	wg.Wait()
+	if p := peak.Load(); p > 2 || p < 1 {
+		t.Errorf("peak of %d requests open at once, want 1 or 2", p)
 	}
 }
