@@ -131,7 +131,7 @@ func jobFor(img *registry.Image, l registry.Layer, bo *blobOptions) *blobJob {
 func checkName(n string) (string, error) {
 	clean, err := checkTitle(filepath.ToSlash(n))
 	if err != nil {
-		return "", cli.Usagef("--name %q: %v", n, err)
+		return "", cli.Usagef("--name %q: %s", n, strings.Replace(err.Error(), "the title ", "the name ", 1))
 	}
 	return clean, nil
 }

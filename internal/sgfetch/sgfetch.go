@@ -172,6 +172,11 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case *progress != "auto" && *progress != "always" && *progress != "never":
 		return cli.Usagef("--progress must be auto, always or never, got %q", *progress)
 	}
+	if bo.name != "" {
+		if bo.name, err = checkName(bo.name); err != nil {
+			return err
+		}
+	}
 	if len(pos) > 0 {
 		rf.Stdin = stdin // the input came as arguments: stdin is free for --password-stdin
 	}

@@ -28,6 +28,8 @@ const ArtifactRateSlow = 2_000_000
 //	NORANGEART     ARTIFACT through a proxy that drops Range headers
 //	RANGE416ART    ARTIFACT through a proxy answering 416 to ranged GETs
 //	SLOWART        ARTIFACT through a proxy sending bodies at 2 MB/s
+//	FLIPART        ARTIFACT through a proxy flipping byte 1000 of the
+//	               first ranged blob GET's body
 //	RESETART       ARTIFACT through a proxy cutting the first 6 blob
 //	               bodies after 1 MB
 //
@@ -88,6 +90,7 @@ func StartArtifactRegistries(ctx context.Context, a *Artifacts, anon string) (_ 
 		proxy("NORANGEART", Rule{Match: MatchBlobs, Fault: Fault{IgnoreRange: true}}),
 		proxy("RANGE416ART", Rule{Match: ranged, Fault: Fault{Status: http.StatusRequestedRangeNotSatisfiable}}),
 		proxy("SLOWART", Rule{Match: MatchBlobs, Fault: Fault{Rate: ArtifactRateSlow}}),
+		proxy("FLIPART", Rule{Match: ranged, Times: 1, Fault: Fault{Flip: 1000}}),
 		proxy("RESETART", Rule{Match: MatchAll(MatchBlobs, bigRange), Times: 6, Fault: Fault{CutAfter: 1 << 20, Latency: time.Millisecond}}),
 	}
 	if err := errors.Join(errs...); err != nil {
