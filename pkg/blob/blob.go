@@ -174,8 +174,8 @@ func Download(ctx context.Context, root *os.Root, name string, r Remote, dgst st
 		}
 	}
 	algo, hx, _ := strings.Cut(dgst, ":")
-	if algo != "sha256" || len(hx) != 64 {
-		return nil, fmt.Errorf("downloading %s: only sha256 digests are supported", dgst)
+	if _, err := hex.DecodeString(hx); algo != "sha256" || len(hx) != 64 || err != nil || strings.ToLower(hx) != hx {
+		return nil, fmt.Errorf("downloading %s: want a sha256 digest (sha256: and 64 lower-case hex digits)", dgst)
 	}
 	size := r.Size()
 	if size < 0 {

@@ -295,8 +295,10 @@ func TestOptions(t *testing.T) {
 			t.Error("a bad option was accepted")
 		}
 	}
-	if _, err := blob.Download(context.Background(), root, "x", nil, "md5:abc"); err == nil {
-		t.Error("a non-sha256 digest was accepted")
+	for _, d := range []string{"md5:abc", "sha256:" + strings.Repeat("../", 21) + "x", "sha256:" + strings.Repeat("A", 64)} {
+		if _, err := blob.Download(context.Background(), root, "x", nil, d); err == nil {
+			t.Errorf("digest %q was accepted", d)
+		}
 	}
 }
 
