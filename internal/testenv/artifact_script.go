@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 )
 
 // ArtifactRateSlow is the per-response body rate of SLOWART: a download of
@@ -30,7 +29,7 @@ const ArtifactRateSlow = 2_000_000
 //	SLOWART        ARTIFACT through a proxy sending bodies at 2 MB/s
 //	FLIPART        ARTIFACT through a proxy flipping byte 1000 of the
 //	               first ranged blob GET's body
-//	RESETART       ARTIFACT through a proxy cutting the first 6 blob
+//	RESETART       ARTIFACT through a proxy cutting the first 3 blob
 //	               bodies after 1 MB
 //
 // Proxies maps each proxy's variable name to it, for byte counts.
@@ -91,7 +90,7 @@ func StartArtifactRegistries(ctx context.Context, a *Artifacts, anon string) (_ 
 		proxy("RANGE416ART", Rule{Match: ranged, Fault: Fault{Status: http.StatusRequestedRangeNotSatisfiable}}),
 		proxy("SLOWART", Rule{Match: MatchBlobs, Fault: Fault{Rate: ArtifactRateSlow}}),
 		proxy("FLIPART", Rule{Match: ranged, Times: 1, Fault: Fault{Flip: 1000}}),
-		proxy("RESETART", Rule{Match: MatchAll(MatchBlobs, bigRange), Times: 6, Fault: Fault{CutAfter: 1 << 20, Latency: time.Millisecond}}),
+		proxy("RESETART", Rule{Match: MatchAll(MatchBlobs, bigRange), Times: 3, Fault: Fault{CutAfter: 1 << 20}}),
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
