@@ -20,13 +20,17 @@
 //	AUTHGOTREE GOTREE on AUTHREG
 //	TOKENREG, TLSREG, FLAKYGOTREE, ...  token auth, TLS and fault proxies:
 //	           see testenv.ScriptRegistries
+//	ARTIFACT, HOSTILEART, CONFIGART, NORANGEART, SLOWART, ...  oras-pushed
+//	           artifacts and fault proxies: see testenv.ArtifactRegistries
+//	GOROOT_FIXTURES  the GOROOT the artifact files come from
 //
 // Custom commands: checktree (compare a directory with a fixture's ground
 // truth), checklist (compare an sg-ls listing with it), notemp (no temp
 // files left behind), checkflat and checkroot (compare a flattened listing
 // or directory with the layered fixture unpacked by a reference unpacker),
 // expand (write a file with $VARS expanded, for
-// hand-written input records). Set UPDATE_SCRIPTS=1 to update cmp'd files.
+// hand-written input records); for artifacts sha, perm, moved, waitstate
+// and checkgosrc (see artifact_cmds_test.go). Set UPDATE_SCRIPTS=1 to update cmp'd files.
 package testscripts
 
 import (
