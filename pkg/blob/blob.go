@@ -231,6 +231,10 @@ func (d *download) logf(format string, args ...any) {
 	}
 }
 
+// errBusy means another process is downloading the same blob into the
+// same directory.
+var errBusy = errors.New("another process is downloading this blob into the same directory")
+
 // errRestart means a resumed download must start over: the server's blob
 // changed, or the spliced bytes did not verify.
 var errRestart = errors.New("restart")
@@ -373,6 +377,12 @@ func (d *download) openPart() (*state, *os.File, bool, error) {
 		var st state
 		if json.Unmarshal(raw, &st) == nil && st.valid(d.digest, d.size) {
 			f, err := d.root.OpenFile(d.part, os.O_RDWR, 0)
+			if err == nil {
+				if lerr := tryLock(f); lerr != nil {
+					f.Close()
+					return nil, nil, false, fmt.Errorf("downloading %s: %w", d.name, lerr)
+				}
+			}
 			if fi, serr := statOf(f, err); serr == nil && fi.Size() == d.size {
 				for _, n := range st.Done {
 					if n > 0 {
@@ -386,10 +396,20 @@ func (d *download) openPart() (*state, *os.File, bool, error) {
 			}
 		}
 	}
-	d.discard()
-	f, err := d.root.OpenFile(d.part, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	// Lock before truncating: a part file another process is writing is
+	// left alone.
+	f, err := d.root.OpenFile(d.part, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("creating temp file for %s: %w", d.name, err)
+	}
+	if err := tryLock(f); err != nil {
+		f.Close()
+		return nil, nil, false, fmt.Errorf("downloading %s: %w", d.name, err)
+	}
+	d.root.Remove(d.stateName)
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return nil, nil, false, fmt.Errorf("sizing temp file for %s: %w", d.name, err)
 	}
 	if err := f.Truncate(d.size); err != nil {
 		f.Close()

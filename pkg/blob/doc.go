@@ -22,7 +22,10 @@
 // Last-Modified) the first run saw: a server whose blob changed answers
 // 200 with the whole new blob, and the download starts over instead of
 // splicing two versions. Either way the final digest check decides.
-// Both files are removed when the blob is in place.
+// Both files are removed when the blob is in place. The temp file is
+// locked (flock) while a download runs, so a second process fetching the
+// same blob into the same directory is refused instead of interleaving
+// its writes.
 //
 // Why a state file and not extended attributes (as soar_dl keeps its
 // resume state): xattrs are not supported, or only partly, on tmpfs
