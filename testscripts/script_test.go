@@ -20,13 +20,17 @@
 //	AUTHGOTREE GOTREE on AUTHREG
 //	TOKENREG, TLSREG, FLAKYGOTREE, ...  token auth, TLS and fault proxies:
 //	           see testenv.ScriptRegistries
+//	ARTIFACT, HOSTILEART, CONFIGART, NORANGEART, SLOWART, ...  oras-pushed
+//	           artifacts and fault proxies: see testenv.ArtifactRegistries
+//	GOROOT_FIXTURES  the GOROOT the artifact files come from
 //
 // Custom commands: checktree (compare a directory with a fixture's ground
 // truth), checklist (compare an sg-ls listing with it), notemp (no temp
 // files left behind), checkflat and checkroot (compare a flattened listing
 // or directory with the layered fixture unpacked by a reference unpacker),
 // expand (write a file with $VARS expanded, for
-// hand-written input records). Set UPDATE_SCRIPTS=1 to update cmp'd files.
+// hand-written input records); for artifacts sha, perm, moved, waitstate
+// and checkgosrc (see artifact_cmds_test.go). Set UPDATE_SCRIPTS=1 to update cmp'd files.
 package testscripts
 
 import (
@@ -64,6 +68,8 @@ type world struct {
 	reg     *testenv.Registry
 	authReg *testenv.Registry
 	more    *testenv.ScriptRegistries
+	arts    *testenv.Artifacts
+	artRegs *testenv.ArtifactRegistries
 	env     []string
 }
 
@@ -112,6 +118,16 @@ func setupWorld() (*world, error) {
 		return nil, err
 	}
 	w.env = append(w.env, diffVars...)
+	if w.arts, err = testenv.BuildArtifacts(filepath.Join(os.TempDir(), "stargz-get-fixtures")); err != nil {
+		w.close()
+		return nil, err
+	}
+	if w.artRegs, err = testenv.StartArtifactRegistries(ctx, w.arts, w.reg.Host); err != nil {
+		w.close()
+		return nil, err
+	}
+	w.env = append(w.env, w.artRegs.Vars...)
+	w.env = append(w.env, "GOROOT_FIXTURES="+w.arts.GoRoot)
 	add := func(k, v string) { w.env = append(w.env, k+"="+v) }
 	add("REG", w.reg.Host)
 	add("AUTHREG", w.authReg.Host)
@@ -146,6 +162,9 @@ func (w *world) close() {
 	if w.more != nil {
 		w.more.Close()
 	}
+	if w.artRegs != nil {
+		w.artRegs.Close()
+	}
 }
 
 func TestScripts(t *testing.T) {
@@ -178,6 +197,11 @@ func TestScripts(t *testing.T) {
 			"checkpresent": w.checkpresent,
 			"checkroot":    w.checkroot,
 			"checkdiff":    checkdiff,
+			"moved":        w.moved,
+			"waitstate":    waitstate,
+			"sha":          sha,
+			"perm":         perm,
+			"checkgosrc":   w.checkgosrc,
 		},
 	})
 }

@@ -36,7 +36,7 @@ const (
 
 func knownWorkload(w string) bool {
 	switch w {
-	case wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wFlatten, wStdout, wDiff:
+	case wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wFlatten, wArtifact, wStdout, wDiff:
 		return true
 	}
 	return false
@@ -216,7 +216,15 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer b.proxy.Close()
+	if b.wants(wArtifact) {
+		if err := b.runArtifact(ctx); err != nil {
+			return err
+		}
+	}
 	workloads := b.selected()
+	if len(workloads) == 0 {
+		return nil
+	}
 	pushed := map[*Layer]bool{}
 	for _, w := range workloads {
 		switch {

@@ -23,12 +23,12 @@ import (
 //
 //	W1-stdout  sg-fetch -o - of W1's file (stdout into a file under -out,
 //	           hashed after) against sg-fetch -o DIR of the same file
-//	W5-diff    sg-ls --diff of two 3-layer images: W4, and W4 with its
+//	W6-diff    sg-ls --diff of two 3-layer images: W4, and W4 with its
 //	           upper layers swapped (a different flattened view of the same
 //	           three blobs); the bytes should be the three TOCs only
 const (
 	wStdout = "W1-stdout"
-	wDiff   = "W5-diff"
+	wDiff   = "W6-diff"
 )
 
 // beyondRow is one row of the issue 15 table.
@@ -37,7 +37,7 @@ type beyondRow struct {
 	rtt            time.Duration
 	samples        []sample
 	// ref is what the row is compared with: the wall time of the -o DIR
-	// row for W1-stdout, the TOC bytes for W5-diff.
+	// row for W1-stdout, the TOC bytes for W6-diff.
 	refWall *beyondRow
 	// tocBytes is the footers and TOCs of the three layers; listBytes
 	// what sg-ls IMAGE N reads of the three (the tail read holding the

@@ -175,6 +175,8 @@ func Hint(err error) error {
 	switch {
 	case errors.Is(err, source.ErrNotLazy):
 		return WithHint(err, source.NotLazyHint)
+	case errors.Is(err, source.ErrBlob):
+		return WithHint(err, source.BlobHint)
 	case errors.Is(err, registry.ErrAuth):
 		return WithHint(err, "check the user name and password given with --credential (or SG_CREDENTIAL, or --username and --password-stdin), or log in with 'docker login' or 'podman login'")
 	case errors.Is(err, registry.ErrTLS):

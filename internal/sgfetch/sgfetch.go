@@ -36,6 +36,10 @@ const usage = `Usage:
   sg-fetch [options] -o DIR IMAGE PATH...
   sg-fetch [options] -o DIR IMAGE BLOB PATH...
   sg-ls IMAGE BLOB | grep ... | sg-fetch [options] -o DIR
+  sg-fetch [options] -o DIR ARTIFACT [GLOB... | BLOB]
+  sg-layers ARTIFACT | jq ... | sg-fetch [options] -o DIR
+  sg-fetch [options] -o DIR --blob IMAGE BLOB
+  sg-fetch [options] -o DIR REPO@sha256:BLOB-DIGEST
   sg-fetch [options] -o - IMAGE PATH           (one file to stdout)
   sg-fetch [options] --tar -o -|FILE.tar IMAGE PATH...   (a tar stream)
 
@@ -54,6 +58,14 @@ index, a digest, or a unique digest prefix of 6 or more hex digits). Without arg
 entries read from stdin (the output of sg-ls, filtered as you like); the
 layer's TOC is read once per layer, and only the entries' ref, manifest,
 layer and name are used.
+
+Artifacts (oras push): each layer is a file named by its title and is
+written to DIR/<title>. ARTIFACT alone fetches every titled layer; GLOBs
+select titles (path.Match); BLOB one layer. Layer records from sg-layers
+on stdin fetch those blobs. Blobs are downloaded in -j parallel ranged
+segments into DIR/.sg-<hex>.part, checked against their sha256, and
+renamed into place; a killed run is resumed by running it again. ELF
+files get mode 0755, others 0644 (less the umask).
 
 Options:
   -o, --output DIR          directory to write into, created if missing
@@ -95,6 +107,16 @@ Options:
                             root)                           SG_SAME_OWNER
   --devices                 create fifos, and char/block devices when
                             running as root (refused by default) SG_DEVICES
+  --blob                    write a filesystem layer's raw compressed
+                            blob instead of its files          SG_BLOB
+  --name NAME               file name of a single blob (default: its
+                            title, else sha256-<hex>)           SG_NAME
+  --overwrite               download blobs even when an identical file
+                            is in place                     SG_OVERWRITE
+  --extract                 unpack tar, tar.gz, tar.zst, tar.xz and zip
+                            blobs into DIR                    SG_EXTRACT
+  --keep-archive            with --extract, keep the archive too
+                                                         SG_KEEP_ARCHIVE
 
 ` + cli.LimitUsage + `
 ` + cli.RegistryUsage + `
@@ -106,6 +128,8 @@ Examples:
   sg-ls --diff IMAGE:v1 IMAGE:v2 | sg-fetch -o changed
   sg-layers IMAGE | sg-ls | jq -c 'select(.name | startswith("etc/"))' | sg-fetch -o out
   sg-ls IMAGE 0 | grep '\.so' | sg-fetch -o out -j 16 | jq -r 'select(.status != "fetched")'
+  sg-fetch -o out ghcr.io/me/tools:v1 '*linux-amd64*'
+  sg-layers ghcr.io/me/tools:v1 | jq -c 'select(.title | test("docs/"))' | sg-fetch -o out
 
 Entries that would write outside DIR (names with "..", absolute names,
 links pointing out, entries below a symlink of the layer), hardlinks to
@@ -150,6 +174,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.BoolVar(&opts.PreservePermissions, "preserve-permissions", false, "keep setuid/setgid/sticky")
 	fs.BoolVar(&opts.SameOwner, "same-owner", false, "apply uid/gid as root")
 	fs.BoolVar(&opts.Devices, "devices", false, "create fifos and devices")
+	var bo blobOptions
+	fs.BoolVar(&bo.raw, "blob", false, "write layer blobs as they are")
+	fs.StringVar(&bo.name, "name", "", "file name of a single blob")
+	fs.BoolVar(&bo.overwrite, "overwrite", false, "download blobs already in place")
+	fs.BoolVar(&bo.extract, "extract", false, "unpack archive blobs")
+	fs.BoolVar(&bo.keepArchive, "keep-archive", false, "keep unpacked archives")
 	var limits cli.LimitFlags
 	limits.Register(fs)
 	pos, err := cli.Parse(fs, args, usage, stdout)
@@ -162,16 +192,17 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch {
 	case out == "":
 		return cli.Usagef("missing -o DIR: say where to write the files")
-	case len(pos) == 1:
-		return cli.Usagef("want IMAGE PATH..., IMAGE BLOB PATH..., or file entries on stdin; got only IMAGE")
-	case len(pos) == 2 && source.LooksLikeLayer(pos[1]):
-		return cli.Usagef("missing PATH after IMAGE BLOB (use / for the whole layer)")
 	case jobs < 1:
 		return cli.Usagef("-j must be at least 1, got %d", jobs)
 	case opts.MaxRanges < 1:
 		return cli.Usagef("--max-ranges must be at least 1, got %d", opts.MaxRanges)
 	case *progress != "auto" && *progress != "always" && *progress != "never":
 		return cli.Usagef("--progress must be auto, always or never, got %q", *progress)
+	}
+	if bo.name != "" {
+		if bo.name, err = checkName(bo.name); err != nil {
+			return err
+		}
 	}
 	if len(pos) > 0 {
 		rf.Stdin = stdin // the input came as arguments: stdin is free for --password-stdin
@@ -184,6 +215,37 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	src.AllowFull = *allowFull
 	defer src.Close()
+	bo.jobs, bo.progress, bo.logf = jobs, *progress, log.Func()
+
+	// Blobs: artifacts by title or glob, blob layers, --blob, REPO@digest
+	// of a blob, and layer records on stdin.
+	var blobJobs []*blobJob
+	br := bufio.NewReaderSize(stdin, 64<<10)
+	switch {
+	case len(pos) > 0:
+		if blobJobs, err = blobsFromArgs(ctx, src, pos[0], pos[1:], &bo); err != nil {
+			return err
+		}
+	case peekLayerRecords(br):
+		if blobJobs, err = blobsFromStdin(ctx, src, limits.Decoder(wire.NewDecoder(br, "stdin")), &bo); err != nil {
+			return err
+		}
+	}
+	if blobJobs != nil && (out == "-" || *tarMode) {
+		return cli.Usagef("-o - and --tar write files of layers; blobs (artifact layers, --blob) are written into a directory: give -o DIR")
+	}
+	if blobJobs != nil {
+		return fetchBlobs(ctx, out, blobJobs, &bo, src, stdout, stderr)
+	}
+	switch {
+	case bo.raw || bo.name != "" || bo.extract || bo.keepArchive:
+		return cli.Usagef("--blob, --name, --extract and --keep-archive apply to blobs (artifact layers, --blob IMAGE BLOB), not to files of layers")
+	case len(pos) == 1:
+		return cli.Usagef("want IMAGE PATH..., IMAGE BLOB PATH..., or file entries on stdin; got only IMAGE, which is not an artifact")
+	case len(pos) == 2 && source.LooksLikeLayer(pos[1]):
+		return cli.Usagef("missing PATH after IMAGE BLOB (use / for the whole layer, or --blob for its compressed blob)")
+	}
+	stdin = br
 
 	var items []*item
 	switch {
@@ -688,4 +750,43 @@ func (em *emitter) close() error {
 	defer em.mu.Unlock()
 	em.flush()
 	return em.err
+}
+
+// fetchBlobs writes the blobs of jobs into out and prints their results.
+func fetchBlobs(ctx context.Context, out string, jobs []*blobJob, bo *blobOptions, src *source.Source, stdout, stderr io.Writer) error {
+	if bo.name != "" && len(jobs) > 1 {
+		return cli.Usagef("--name names one blob, but %d are selected", len(jobs))
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fmt.Errorf("creating output directory: %w", err)
+	}
+	out, err := filepath.Abs(out)
+	if err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(out)
+	if err != nil {
+		return fmt.Errorf("opening output directory: %w", err)
+	}
+	defer root.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	em := newEmitter(stdout, cancel)
+	defer em.close()
+	runBlobs(ctx, root, out, jobs, bo, src, em, stderr)
+	if err := em.close(); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	switch {
+	case em.failed > 0 && em.refused > 0:
+		return cli.Failedf("%d of %d blobs failed and %d were refused (see the results with \"status\":\"failed\" or \"refused\")", em.failed, len(jobs), em.refused)
+	case em.failed > 0:
+		return cli.Failedf("%d of %d blobs failed (see the results with \"status\":\"failed\")", em.failed, len(jobs))
+	case em.refused > 0:
+		return cli.Failedf("%d of %d blobs were refused (see the lines above, and the results with \"status\":\"refused\")", em.refused, len(jobs))
+	}
+	return nil
 }

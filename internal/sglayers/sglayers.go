@@ -22,8 +22,9 @@ const usage = `Usage: sg-layers [options] IMAGE...
 
 Print one JSON record per layer of each IMAGE, in manifest order: its
 digest, size, media type, and format (estargz, stargz, gzip, zstd,
-zstd:chunked, tar), with the TOC digest of eStargz layers. The records
-feed sg-ls.
+zstd:chunked, tar, or blob for the files of an OCI artifact), with the
+TOC digest of eStargz layers, and the title, annotations and artifactType
+of artifact layers. The records feed sg-ls, and those of blobs sg-fetch.
 
 IMAGE is a reference as docker and crane take it: "ubuntu" is
 docker.io/library/ubuntu:latest; "host:5000/app:tag"; "app@sha256:...".

@@ -179,6 +179,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 					if errors.Is(err, source.ErrNotLazy) {
 						fmt.Fprintf(stderr, "%s: hint: %s\n", tool, source.NotLazyHint)
 					}
+					if errors.Is(err, source.ErrBlob) {
+						fmt.Fprintf(stderr, "%s: hint: %s\n", tool, source.BlobHint)
+					}
 					failed++
 				}
 			}

@@ -31,6 +31,13 @@ const (
 	zstdChunkedAnnotation = "io.github.containers.zstd-chunked.manifest-checksum"
 )
 
+// ErrBlob means a layer is a blob (a file of an OCI artifact), not a
+// filesystem layer with files to list.
+var ErrBlob = errors.New("it is a blob (one file, as in an OCI artifact), not a filesystem layer")
+
+// BlobHint is what to tell a user who asked for the files of a blob.
+const BlobHint = "write the blob itself with sg-fetch -o DIR IMAGE BLOB, or pipe its sg-layers record to sg-fetch -o DIR"
+
 // ErrNotLazy means a layer is not in a format whose files can be fetched
 // without downloading the whole layer.
 var ErrNotLazy = errors.New("it must be converted to eStargz to be read lazily")
@@ -137,12 +144,50 @@ func Record(img *registry.Image, l registry.Layer, format string) wire.Layer {
 	if n, err := strconv.ParseInt(l.Annotations[estargz.StoreUncompressedSizeAnnotation], 10, 64); err == nil {
 		rec.UncompressedSize = n
 	}
+	rec.Title = l.Annotations[TitleAnnotation]
+	if len(l.Annotations) > 0 {
+		rec.Annotations = l.Annotations
+	}
+	rec.ArtifactType = ArtifactType(img)
 	return rec
 }
 
-// Format tells what layer l is: from its media type and annotations, and
+// TitleAnnotation names an artifact layer's file (oras push sets it to the
+// file's name).
+const TitleAnnotation = "org.opencontainers.image.title"
+
+// ArtifactType is the artifact type of img: its manifest's artifactType,
+// or else its config media type when that is not an image config; "" for
+// an image.
+func ArtifactType(img *registry.Image) string {
+	if img.ArtifactType != "" {
+		return img.ArtifactType
+	}
+	if !imageConfig(img.ConfigMediaType) {
+		return img.ConfigMediaType
+	}
+	return ""
+}
+
+func imageConfig(mt string) bool {
+	return mt == string(types.OCIConfigJSON) || mt == string(types.DockerConfigJSON) || mt == ""
+}
+
+// IsBlob reports whether layer l of img is one file rather than a
+// filesystem layer: every layer of an artifact (whatever its media type
+// says: oras push types files as tar layers unless told otherwise), and a
+// layer of an image whose media type is not a tar layer.
+func IsBlob(img *registry.Image, l registry.Layer) bool {
+	return ArtifactType(img) != "" || !strings.Contains(string(l.MediaType), ".tar")
+}
+
+// Format tells what layer l is: a blob (see IsBlob), else from its media
+// type and annotations, and
 // for gzip layers without a TOC annotation, from a probe of its footer.
 func (s *Source) Format(ctx context.Context, img *registry.Image, l registry.Layer) (string, error) {
+	if IsBlob(img, l) {
+		return wire.FormatBlob, nil
+	}
 	if f := descriptorFormat(string(l.MediaType), l.Annotations); f != "" {
 		return f, nil
 	}
@@ -209,6 +254,9 @@ func (s *Source) layerOnce(repo name.Repository, digest string) *onceLayer {
 
 func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer) (*fetch.Layer, error) {
 	what := describe(rec)
+	if rec.Format == wire.FormatBlob {
+		return nil, fmt.Errorf("cannot list %s: %w", what, ErrBlob)
+	}
 	if rec.Format == "" && rec.MediaType != "" {
 		rec.Format = descriptorFormat(rec.MediaType, nil)
 	}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -137,7 +138,13 @@ type FaultProxy struct {
 	mu    sync.Mutex
 	rules []*ruleState
 	seen  []Seen
+
+	bodyBytes atomic.Int64
 }
+
+// BodyBytes returns how many response body bytes of proxied requests the
+// proxy has sent to clients.
+func (p *FaultProxy) BodyBytes() int64 { return p.bodyBytes.Load() }
 
 type ruleState struct {
 	Rule
@@ -288,12 +295,14 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case f.CutAfter > 0:
 		p.note(i, strings.Join(append(applied, fmt.Sprintf("cut after %d bytes", f.CutAfter)), ", "), resp.StatusCode)
-		_, _ = io.CopyN(w, body, f.CutAfter)
+		n, _ := io.CopyN(w, body, f.CutAfter)
+		p.bodyBytes.Add(n)
 		reset(w, true)
 		return
 	case f.Stall > 0:
 		p.note(i, strings.Join(append(applied, fmt.Sprintf("stall %s after %d bytes", f.Stall, f.StallAfter)), ", "), resp.StatusCode)
-		_, _ = io.CopyN(w, body, f.StallAfter)
+		n, _ := io.CopyN(w, body, f.StallAfter)
+		p.bodyBytes.Add(n)
 		if fl, ok := w.(http.Flusher); ok {
 			fl.Flush()
 		}
@@ -311,7 +320,8 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 		p.note(i, strings.Join(append(applied, fmt.Sprintf("flip byte %d", f.Flip)), ", "), resp.StatusCode)
 		body = &flipReader{r: body, at: f.Flip}
 	}
-	_, _ = io.Copy(w, body)
+	n, _ := io.Copy(w, body)
+	p.bodyBytes.Add(n)
 }
 
 // flipReader inverts the byte at offset at.

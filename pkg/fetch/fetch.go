@@ -449,7 +449,13 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 	for range e.opts.Jobs {
 		downloaders.Go(func() {
 			for r := q.take(); r != nil; r = q.take() {
-				q.done(e.do(ctx, r)...)
+				func() {
+					var more []*request
+					// Done even when do panics, so that the other
+					// downloaders finish and the panic reaches Wait.
+					defer func() { q.done(more...) }()
+					more = e.do(ctx, r)
+				}()
 			}
 		})
 	}

@@ -34,6 +34,10 @@ type Image struct {
 	Platform string
 	// Layers are the manifest's layers in order.
 	Layers []Layer
+	// ArtifactType is the manifest's artifactType field; ConfigMediaType
+	// is its config's media type (application/vnd.oci.empty.v1+json for
+	// an artifact pushed by oras without a config).
+	ArtifactType, ConfigMediaType string
 }
 
 // Layer is one layer descriptor of a manifest.
@@ -153,7 +157,8 @@ func imageOf(ref name.Reference, desc *remote.Descriptor, platform string) (*Ima
 	if err != nil {
 		return nil, fmt.Errorf("parsing manifest of %s: %w", ref, err)
 	}
-	img := &Image{Ref: ref, Manifest: desc.Digest, MediaType: desc.MediaType, Platform: platform}
+	img := &Image{Ref: ref, Manifest: desc.Digest, MediaType: desc.MediaType, Platform: platform,
+		ArtifactType: m.ArtifactType, ConfigMediaType: string(m.Config.MediaType)}
 	for i, l := range m.Layers {
 		img.Layers = append(img.Layers, Layer{
 			Index:       i,

@@ -20,6 +20,11 @@ const (
 	FormatTar = "tar"
 	// FormatUnknown is a layer whose media type and footer say nothing known.
 	FormatUnknown = "unknown"
+	// FormatBlob is a layer that is not a filesystem layer but one file:
+	// every layer of an OCI artifact (oras push), and layers of an image
+	// whose media type is not a tar layer. sg-fetch writes its blob, as is,
+	// to DIR/<title>.
+	FormatBlob = "blob"
 )
 
 // Lazy reports whether layers of the given format can be read lazily
@@ -55,6 +60,14 @@ type Layer struct {
 	// UncompressedSize is the size of the uncompressed layer from the
 	// io.containers.estargz.uncompressed-size annotation, when present.
 	UncompressedSize int64 `json:"uncompressedSize,omitempty"`
+	// Title is the layer's org.opencontainers.image.title annotation, when
+	// present: the file name oras push gave an artifact's blob.
+	Title string `json:"title,omitempty"`
+	// Annotations are the layer descriptor's annotations, when it has any.
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// ArtifactType is the manifest's artifactType, or else its config media
+	// type when that is not an image config; empty for images.
+	ArtifactType string `json:"artifactType,omitempty"`
 }
 
 // Validate reports a missing required field.
@@ -185,7 +198,17 @@ const (
 	// its name is longer than the output filesystem allows);
 	// Result.Error names the rule.
 	StatusRefused = "refused"
+	// StatusPresent means a blob was already at its final path with the
+	// right size and digest, so nothing was downloaded.
+	StatusPresent = "present"
+	// StatusResumed means a blob was written under its final name after
+	// its digest verified, continuing the download an earlier run left.
+	StatusResumed = "resumed"
 )
+
+// VerifiedDigest is [Result.Verified] of a blob whose sha256 matched the
+// manifest's layer digest.
+const VerifiedDigest = "digest"
 
 // Result reports what sg-fetch did with one entry.
 type Result struct {
@@ -195,6 +218,9 @@ type Result struct {
 	Name  string `json:"name"`
 	// Type is the entry's type, as in [Entry].
 	Type string `json:"type"`
+	// Title is the blob's title (org.opencontainers.image.title), for the
+	// result of an artifact blob.
+	Title string `json:"title,omitempty"`
 	// Path is where the entry was (or would have been) written.
 	Path string `json:"path"`
 	// Size is the size of the written file in bytes.
@@ -210,16 +236,21 @@ type Result struct {
 	// digest annotation verified, "toc-unpinned" when the digests verified
 	// but the layer has no TOC digest annotation to pin the TOC to the
 	// manifest, "layer" when the file came from a whole non-eStargz layer
-	// whose blob matched the manifest's layer digest, and empty when
+	// whose blob matched the manifest's layer digest, "digest" when the
+	// file is a whole blob whose sha256 matched its digest, and empty when
 	// nothing was verified (directories, links, failures).
 	Verified string `json:"verified,omitempty"`
 	// CompressedBytes is the number of compressed bytes of the gzip
 	// members holding the entry's contents (members shared with other
-	// files are counted for each).
+	// files are counted for each). For a whole blob it is the bytes this
+	// run downloaded (less than Size when a download resumed).
 	CompressedBytes int64 `json:"compressedBytes,omitempty"`
 	// Requests is the number of HTTP range requests that carried the
 	// entry's contents (requests are shared between neighbouring files).
 	Requests int `json:"requests,omitempty"`
+	// Extracted is the number of entries sg-fetch --extract unpacked from
+	// an archive blob into the output directory.
+	Extracted int `json:"extracted,omitempty"`
 	// DurationMs is the time from the first byte requested for the entry
 	// to its rename into place, in milliseconds.
 	DurationMs int64 `json:"durationMs,omitempty"`
