@@ -1,13 +1,17 @@
 package fetch_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"sync"
 	"testing"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
 
 	"github.com/stargz-get/stargz-get/pkg/fetch"
 	"github.com/stargz-get/stargz-get/pkg/toc"
@@ -145,5 +149,52 @@ func TestContentsCancelled(t *testing.T) {
 	}
 	if out.Len() != 0 {
 		t.Errorf("cancelled: %d bytes written", out.Len())
+	}
+}
+
+// TestWriteTarHardlinks: a hardlink stays a link when its target is in
+// the stream before it, and is written with the target's contents when
+// it is not, so that the archive unpacks alone; xattrs become PAX records.
+func TestWriteTarHardlinks(t *testing.T) {
+	l := readTOC(t, open(t, fixtures.GoTree.Layers[0]))
+	net, _ := l.TOC.Lookup("usr/local/go/src/net/net.go")
+	link, _ := l.TOC.Lookup("usr/local/go/bin/hardlinked")
+	read := func(ws ...*fetch.Want) []*tar.Header {
+		var buf bytes.Buffer
+		if err := fetch.WriteTar(context.Background(), &buf, ws, fetch.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		var hs []*tar.Header
+		tr := tar.NewReader(&buf)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				return hs
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(tr)
+			if h.Typeflag == tar.TypeReg && sum(b) != net.Digest {
+				t.Errorf("%s: contents %s, want net.go's %s", h.Name, sum(b), net.Digest)
+			}
+			hs = append(hs, h)
+		}
+	}
+	hs := read(&fetch.Want{Layer: l, Entry: net}, &fetch.Want{Layer: l, Entry: link})
+	if len(hs) != 2 || hs[1].Typeflag != tar.TypeLink || hs[1].Linkname != net.Name {
+		t.Errorf("target first: got %+v, want a hardlink to %s", hs[1], net.Name)
+	}
+	hs = read(&fetch.Want{Layer: l, Entry: link})
+	if len(hs) != 1 || hs[0].Typeflag != tar.TypeReg || hs[0].Size != net.Size {
+		t.Errorf("target absent: got %+v, want a regular file of %d bytes", hs[0], net.Size)
+	}
+	x := &toc.Entry{TOCEntry: &estargz.TOCEntry{Name: "f", Type: "reg", Mode: 0o4755, Xattrs: map[string][]byte{"user.a": []byte("1"), "security.capability": {0, 1}}}, Name: "f"}
+	h, err := fetch.TarHeader(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.PAXRecords["SCHILY.xattr.user.a"] != "1" || h.PAXRecords["SCHILY.xattr.security.capability"] != "\x00\x01" || h.Mode != 0o4755 {
+		t.Errorf("xattrs and mode: %+v", h)
 	}
 }
