@@ -22,6 +22,15 @@ type streamJob struct {
 	requireVerified bool
 	opts            fetch.Options
 	stdout, stderr  io.Writer
+	written         int64 // bytes written to stdout
+}
+
+// Write counts what goes to stdout, so that a failure after the first
+// byte can say that the output is to be discarded.
+func (j *streamJob) Write(p []byte) (int, error) {
+	n, err := j.stdout.Write(p)
+	j.written += int64(n)
+	return n, err
 }
 
 // run writes items as the job says.
@@ -93,7 +102,7 @@ func (j *streamJob) writeFile(ctx context.Context, wants []*fetch.Want) error {
 		return fmt.Errorf("%s is in layer %s, which is not eStargz: -o - and --tar read eStargz layers only", quoteName(e.Name), w.Tag.(*item).in.Layer)
 	}
 	start := time.Now()
-	err := fetch.Contents(ctx, []fetch.File{{Layer: w.Layer, Entry: e}}, j.opts, func(int) error { return nil }, j.stdout)
+	err := fetch.Contents(ctx, []fetch.File{{Layer: w.Layer, Entry: e}}, j.opts, func(int) error { return nil }, j)
 	if err != nil {
 		return j.streamErr(err)
 	}
@@ -108,7 +117,7 @@ func (j *streamJob) writeFile(ctx context.Context, wants []*fetch.Want) error {
 // renamed to the tar file once complete.
 func (j *streamJob) writeTar(ctx context.Context, wants []*fetch.Want) error {
 	if j.out == "-" {
-		return j.streamErr(fetch.WriteTar(ctx, j.stdout, wants, j.opts))
+		return j.streamErr(fetch.WriteTar(ctx, j, wants, j.opts))
 	}
 	dir := filepath.Dir(j.out)
 	if fi, err := os.Stat(j.out); err == nil && fi.IsDir() {
@@ -132,13 +141,16 @@ func (j *streamJob) writeTar(ctx context.Context, wants []*fetch.Want) error {
 	return os.Rename(f.Name(), j.out)
 }
 
-// streamErr makes a digest mismatch loud: what went to stdout before it
-// cannot be taken back.
+// streamErr makes a failure after the first byte on stdout loud: what
+// went out cannot be taken back.
 func (j *streamJob) streamErr(err error) error {
-	if errors.Is(err, fetch.ErrDigest) && j.out == "-" {
-		return cli.WithHint(err, "the bytes written to stdout before this error are NOT verified: discard them (the registry served corrupt data, or the layer was tampered with)")
+	switch {
+	case err == nil || j.out != "-" || j.written == 0 || cli.IsEPIPE(err):
+		return err
+	case errors.Is(err, fetch.ErrDigest):
+		return cli.WithHint(err, fmt.Sprintf("the %d bytes written to stdout before this error are NOT verified: discard them (the registry served corrupt data, or the layer was tampered with)", j.written))
 	}
-	return err
+	return cli.WithHint(err, fmt.Sprintf("the %d bytes written to stdout before this error are NOT verified: discard them (an incomplete file, or corrupt data from the registry)", j.written))
 }
 
 func verified(l *fetch.Layer) string {
