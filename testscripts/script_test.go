@@ -17,6 +17,8 @@
 //	LAYERED    three layers with whiteouts, an opaque directory, replacements
 //	MIXED      eStargz, plain gzip, eStargz layers
 //	*_L0...    layer digests of each image, e.g. GOTREE_L0, MULTI_L2
+//	DIFFA, DIFFB  two versions of one image for sg-ls --diff (see
+//	           testenv.DiffPair); DIFFROOTB is DIFFB unpacked
 //	AUTHGOTREE GOTREE on AUTHREG
 //	TOKENREG, TLSREG, FLAKYGOTREE, ...  token auth, TLS and fault proxies:
 //	           see testenv.ScriptRegistries
@@ -28,7 +30,8 @@
 // truth), checklist (compare an sg-ls listing with it), notemp (no temp
 // files left behind), checkflat and checkroot (compare a flattened listing
 // or directory with the layered fixture unpacked by a reference unpacker),
-// expand (write a file with $VARS expanded, for
+// checkdiff (compare sg-ls --diff DIFFA DIFFB with the two images unpacked
+// and compared path by path), expand (write a file with $VARS expanded, for
 // hand-written input records); for artifacts sha, perm, moved, waitstate
 // and checkgosrc (see artifact_cmds_test.go). Set UPDATE_SCRIPTS=1 to update cmp'd files.
 package testscripts
