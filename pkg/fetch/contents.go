@@ -19,9 +19,13 @@ type File struct {
 	Entry *toc.Entry
 }
 
-// taskBytes caps the uncompressed bytes of one download task of Contents:
-// small files share a task (one request), large chunks are a task each.
-const taskBytes = 1 << 20
+// Bounds of the uncompressed bytes of one download task of Contents
+// (window / jobs, so that the window holds a task per downloader): small
+// files share a task (one request), large chunks are a task each.
+const (
+	minTaskBytes = 256 << 10
+	maxTaskBytes = 4 << 20
+)
 
 // Contents writes the contents of files to w, one after the other in
 // order, calling begin(i) before the first byte of files[i] (also for
@@ -40,7 +44,7 @@ func Contents(ctx context.Context, files []File, opts Options, begin func(i int)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	tasks := contentTasks(files, opts.MaxGap)
+	tasks := contentTasks(files, opts.MaxGap, min(max(opts.Window/int64(opts.Jobs), minTaskBytes), maxTaskBytes))
 	budget := newBudget(opts.Window)
 	jobs := make(chan struct{}, opts.Jobs)
 	var wg sync.WaitGroup
@@ -126,7 +130,7 @@ type contentTask struct {
 }
 
 // contentTasks cuts the chunks of files, in order, into tasks.
-func contentTasks(files []File, maxGap int64) []*contentTask {
+func contentTasks(files []File, maxGap, taskBytes int64) []*contentTask {
 	var tasks []*contentTask
 	var cur *contentTask
 	for _, f := range files {
