@@ -92,8 +92,9 @@ func digest(b []byte) string {
 }
 
 // TestFS runs fstest.TestFS over the flattened view of the layered image
-// (whiteouts, an opaque directory, replaced files, symlinks, a hardlink)
-// and of the three-layer image.
+// (whiteouts, an opaque directory, replaced files, symlinks, a hardlink),
+// of the three-layer image, and of the image whose small files share gzip
+// members.
 func TestFS(t *testing.T) {
 	for _, tc := range []struct {
 		img  *testenv.Image
@@ -101,6 +102,8 @@ func TestFS(t *testing.T) {
 	}{
 		{fx.Layered, []string{"etc/remove-me", "opaque/c", "file-to-dir/y", "strings-link", "same/one", "usr/local/go/src/sort/sort.go"}},
 		{fx.Multi, []string{"usr/local/go/src/bufio/bufio.go", "usr/local/go/src/sort/sort.go"}},
+		// Small files sharing gzip members (chunks with innerOffset).
+		{fx.MinChunk, []string{"usr/local/go/src/encoding/json/decode.go"}},
 	} {
 		t.Run(tc.img.Name, func(t *testing.T) {
 			if err := fstest.TestFS(open(t, tc.img), tc.want...); err != nil {
