@@ -44,6 +44,10 @@ const slowRate = 2_500_000
 //	RANGE416GOTREE  GOTREE through a proxy answering 416 to ranged blob GETs
 //	NOMULTIGOTREE   GOTREE through a proxy that answers requests for
 //	                several ranges with the whole blob, as object stores do
+//	FLIPZSTD        ZSTDCHUNKED through a proxy flipping a byte of every
+//	                ranged read of the layer's frames (not of its TOC)
+//	FLAKYZSTD       ZSTDCHUNKED through a proxy cutting the first two
+//	                bodies of frame reads over 100000 bytes
 //
 // Each proxy's faults are used up by the requests that come first, so
 // each proxy serves one script.
@@ -122,6 +126,9 @@ func StartScriptRegistries(ctx context.Context, fx *Fixtures, anon string) (_ *S
 	}
 	multiRange := func(r *http.Request) bool { return strings.Contains(r.Header.Get("Range"), ",") }
 	if _, err := proxy("NOMULTIGOTREE", anon, Rule{Match: MatchAll(MatchBlobs, multiRange), Fault: Fault{IgnoreRange: true}}); err != nil {
+		return nil, err
+	}
+	if err := s.zstdProxies(fx, anon); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
@@ -242,5 +244,40 @@ func (b *builder) zstdImages(f *Fixtures) error {
 	}
 	f.ZMixed = &Image{Name: "fixtures/zmixed", Tag: "v1", Platform: "linux/amd64",
 		Layers: []*Layer{f.Multi.Layers[0], zl, pl}}
+	return nil
+}
+
+// zstdProxies starts FLIPZSTD and FLAKYZSTD (see ScriptRegistries) in front
+// of the registry at anon.
+func (s *ScriptRegistries) zstdProxies(fx *Fixtures, anon string) error {
+	l := fx.ZstdChunked.Layers[0]
+	var tocAt int64
+	if _, err := fmt.Sscanf(l.Extra["io.github.containers.zstd-chunked.manifest-position"], "%d:", &tocAt); err != nil {
+		return fmt.Errorf("zstd:chunked fixture has no manifest-position: %w", err)
+	}
+	// frames matches ranged reads of the layer that start before its TOC.
+	frames := func(r *http.Request) bool {
+		var a int64
+		if !strings.HasSuffix(r.URL.Path, "/blobs/"+l.Digest) {
+			return false
+		}
+		_, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-", &a)
+		return err == nil && a < tocAt-8
+	}
+	for _, p := range []struct {
+		name string
+		rule Rule
+	}{
+		{"FLIPZSTD", Rule{Match: MatchAll(MatchBlobs, frames), Fault: Fault{Flip: 300}}},
+		{"FLAKYZSTD", Rule{Match: MatchAll(MatchBlobs, frames, bigRange), Times: 2, Fault: Fault{CutAfter: 100_000}}},
+	} {
+		fp, err := StartFaultProxy(anon)
+		if err != nil {
+			return err
+		}
+		s.closers = append(s.closers, fp.Close)
+		fp.Add(p.rule)
+		s.Vars = append(s.Vars, p.name+"="+fx.ZstdChunked.Ref(fp.Host))
+	}
 	return nil
 }

@@ -66,6 +66,9 @@ const (
 	EStargzPositionAnnotation = "io.containers.zstd-chunked.manifest-position"
 )
 
+// emptyDigest is the digest of no bytes.
+const emptyDigest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
 // skippableHeader is the size of a zstd skippable frame's magic and length.
 const skippableHeader = 8
 
@@ -385,6 +388,10 @@ func (t *TOC) buildContainers(ents []containersEntry) error {
 		case "reg", "dir", "symlink", "hardlink", "char", "block", "fifo":
 		default:
 			return fmt.Errorf("TOC entry %q has unknown type %q", ce.Name, ce.Type)
+		}
+		if te.Type == "reg" && te.Size == 0 && te.Digest == "" {
+			// containers/storage leaves it out; eStargz records it.
+			te.Digest = emptyDigest
 		}
 		ent := &Entry{TOCEntry: te, Name: CleanName(ce.Name), RawName: ce.Name}
 		last, lastC = ent, ce
