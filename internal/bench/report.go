@@ -220,8 +220,9 @@ func (b *bench) targets(rows []*row) []verdict {
 	}
 	out = append(out, judge("whole-layer peak RSS < 100 MiB, any sg-fetch mode", any, met, strings.Join(parts, ", ")))
 	out = append(out, b.flatInfo(rows)...)
+	out = append(out, b.zstdTargets(rows)...)
 	var ls []string
-	for _, set := range []*Set{b.set, b.w4} {
+	for _, set := range []*Set{b.set, b.w4, b.zst} {
 		if set == nil {
 			continue
 		}
