@@ -289,12 +289,17 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 	default:
 		// The TOC starts before the tail: its head comes in parallel
 		// pieces, parsed as they arrive, so decoding overlaps the download.
-		n := tailStart - f.tocOffset
+		// (A zstd:chunked TOC may end before the tail too: the tar-split
+		// frame comes between it and the footer.)
+		n := min(f.tocEnd, tailStart) - f.tocOffset
 		p := readPieces(ctx, r, f.tocOffset, n)
 		defer p.Close()
 		t.Requests += p.requests()
 		t.BytesRead += n
-		tocStream = io.MultiReader(p, bytes.NewReader(tail[:f.tocEnd-tailStart]))
+		tocStream = p
+		if f.tocEnd > tailStart {
+			tocStream = io.MultiReader(p, bytes.NewReader(tail[:f.tocEnd-tailStart]))
+		}
 	}
 	if f.format == FormatZstdChunked {
 		if tail != nil && tailStart < f.dataEnd {

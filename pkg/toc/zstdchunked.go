@@ -336,8 +336,12 @@ func (t *TOC) buildContainers(ents []containersEntry) error {
 	var (
 		last  *Entry
 		lastC *containersEntry // the regular file's own entry
-		spans []Chunk
 	)
+	type span struct {
+		Chunk
+		name string
+	}
+	var spans []span
 	// closeFile sets the end of the last chunk of the file before.
 	closeFile := func() error {
 		if last == nil || len(last.Chunks) == 0 {
@@ -440,7 +444,7 @@ func (t *TOC) buildContainers(ents []containersEntry) error {
 				return fmt.Errorf("TOC entry %q: chunk frame %d-%d outside the layer's data (0-%d)", e.Name, c.Offset, c.End, t.Offset)
 			}
 			covered += c.Size
-			spans = append(spans, c)
+			spans = append(spans, span{c, e.Name})
 		}
 		if covered != e.Size {
 			return fmt.Errorf("TOC entry %q: chunks cover %d of %d bytes", e.Name, covered, e.Size)
@@ -452,7 +456,7 @@ func (t *TOC) buildContainers(ents []containersEntry) error {
 	for i := 1; i < len(spans); i++ {
 		a, b := spans[i-1], spans[i]
 		if b.Offset < a.End && (b.Offset != a.Offset || b.End != a.End) {
-			return fmt.Errorf("TOC has overlapping chunk frames %d-%d and %d-%d", a.Offset, a.End, b.Offset, b.End)
+			return fmt.Errorf("TOC entries %q and %q have overlapping chunk frames %d-%d and %d-%d", a.name, b.name, a.Offset, a.End, b.Offset, b.End)
 		}
 	}
 	return nil

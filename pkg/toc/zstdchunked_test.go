@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
@@ -26,15 +28,20 @@ func TestReadZstdChunked(t *testing.T) {
 		l        *testenv.Layer
 		layout   string
 		annotate bool
+		tail     int64 // Options.TailBytes
 	}{
-		{"containers annotated", fixtures.ZstdChunked.Layers[0], toc.LayoutContainers, true},
-		{"containers footer", fixtures.ZstdChunked.Layers[0], toc.LayoutContainers, false},
-		{"estargz annotated", fixtures.ZstdEStargz.Layers[0], toc.LayoutEStargz, true},
-		{"estargz footer", fixtures.ZstdEStargz.Layers[0], toc.LayoutEStargz, false},
+		{"containers annotated", fixtures.ZstdChunked.Layers[0], toc.LayoutContainers, true, 0},
+		{"containers footer", fixtures.ZstdChunked.Layers[0], toc.LayoutContainers, false, 0},
+		{"estargz annotated", fixtures.ZstdEStargz.Layers[0], toc.LayoutEStargz, true, 0},
+		{"estargz footer", fixtures.ZstdEStargz.Layers[0], toc.LayoutEStargz, false, 0},
+		// A tail read that ends after the TOC (the tar-split frame and the
+		// footer follow it), and one that cuts it.
+		{"containers TOC before the tail", fixtures.ZstdChunked.Layers[0], toc.LayoutContainers, false, 2000},
+		{"containers TOC across the tail", fixtures.ZstdChunked.Layers[0], toc.LayoutContainers, false, 16000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := load(t, tc.l)
-			var opts toc.Options
+			opts := toc.Options{TailBytes: tc.tail}
 			if tc.annotate {
 				opts.Zstd = toc.PositionFrom(tc.l.Annotations())
 				if opts.Zstd == nil || opts.Zstd.Length == 0 {
@@ -48,8 +55,8 @@ func TestReadZstdChunked(t *testing.T) {
 			if got.Format != toc.FormatZstdChunked || got.Layout != tc.layout {
 				t.Errorf("format %q layout %q", got.Format, got.Layout)
 			}
-			if got.Requests != 1 {
-				t.Errorf("%d requests, want 1", got.Requests)
+			if want := 1 + min(tc.tail, 1); got.Requests != int(want) {
+				t.Errorf("%d requests, want %d", got.Requests, want)
 			}
 			if p := toc.PositionFrom(tc.l.Annotations()); got.CompressedDigest.String() != p.Checksum {
 				t.Errorf("compressed TOC digest %s, annotation %s", got.CompressedDigest, p.Checksum)
@@ -171,6 +178,115 @@ func TestReadZstdChunkedBad(t *testing.T) {
 			}
 			_, err := toc.Read(context.Background(), b, tc.opts())
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// containersBlob rebuilds the containers/storage fixture layer with its TOC
+// JSON changed by edit: the frames before the TOC as the writer made them,
+// then the new TOC and a footer pointing at it (as WriteZstdChunkedManifest
+// writes them, without tar-split).
+func containersBlob(t *testing.T, edit func(entries []map[string]any)) *blob {
+	t.Helper()
+	l := fixtures.ZstdChunked.Layers[0]
+	b := load(t, l)
+	p := toc.PositionFrom(l.Annotations())
+	zr, err := zstd.NewReader(bytes.NewReader(b.data[p.Offset : p.Offset+p.Length]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j struct {
+		Version int              `json:"version"`
+		Entries []map[string]any `json:"entries"`
+	}
+	if err := json.NewDecoder(zr).Decode(&j); err != nil {
+		t.Fatal(err)
+	}
+	zr.Close()
+	edit(j.Entries)
+	js, err := json.Marshal(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw, _ := zstd.NewWriter(nil)
+	compressed := zw.EncodeAll(js, nil)
+	skippable := func(data []byte) []byte {
+		h := []byte{0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0}
+		binary.LittleEndian.PutUint32(h[4:], uint32(len(data)))
+		return append(h, data...)
+	}
+	data := append([]byte(nil), b.data[:p.Offset-8]...)
+	off := uint64(len(data) + 8)
+	data = append(data, skippable(compressed)...)
+	footer := make([]byte, 64)
+	binary.LittleEndian.PutUint64(footer[0:], off)
+	binary.LittleEndian.PutUint64(footer[8:], uint64(len(compressed)))
+	binary.LittleEndian.PutUint64(footer[16:], uint64(len(js)))
+	binary.LittleEndian.PutUint64(footer[24:], 1)
+	copy(footer[56:], "GNUlInUx")
+	return &blob{data: append(data, skippable(footer)...)}
+}
+
+// A containers/storage TOC whose frames lie outside the data, overlap, or
+// do not cover their file is refused, naming the entry.
+func TestReadZstdChunkedHostileTOC(t *testing.T) {
+	// regs returns the regular files with contents, in TOC order.
+	regs := func(es []map[string]any) []map[string]any {
+		var out []map[string]any
+		for _, e := range es {
+			if e["type"] == "reg" && e["size"] != nil {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		edit func([]map[string]any)
+		want string
+	}{
+		{"unchanged", func([]map[string]any) {}, ""},
+		{"frame outside the data", func(es []map[string]any) {
+			r := regs(es)[0]
+			r["offset"], r["endOffset"] = 1e12, 1e12+100
+		}, "outside the layer's data"},
+		{"overlapping frames", func(es []map[string]any) {
+			r := regs(es)
+			r[1]["offset"] = r[0]["offset"].(float64) + 1
+		}, "have overlapping chunk frames"},
+		{"chunks not covering the file", func(es []map[string]any) {
+			for _, e := range es {
+				if e["type"] == "chunk" {
+					e["chunkSize"] = e["chunkSize"].(float64) + 1
+					return
+				}
+			}
+		}, "chunks"},
+		{"unknown chunk type", func(es []map[string]any) {
+			for _, e := range es {
+				if e["type"] == "chunk" {
+					e["chunkType"] = "sparkles"
+					return
+				}
+			}
+		}, `unknown chunk type "sparkles"`},
+		{"chunk of another file", func(es []map[string]any) {
+			for _, e := range es {
+				if e["type"] == "chunk" {
+					e["name"] = "elsewhere"
+					return
+				}
+			}
+		}, "not following its regular file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := toc.Read(context.Background(), containersBlob(t, tc.edit), toc.Options{})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("unchanged TOC: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 				t.Fatalf("error %v, want one saying %q", err, tc.want)
 			}
 		})
