@@ -97,7 +97,7 @@ func (u *unpacker) pull(ref string, layer v1.Layer) error {
 		return fmt.Errorf("downloading %s: %w", ref, err)
 	}
 	defer rc.Close()
-	zr, err := decompressor(layer, bufio.NewReaderSize(rc, 1<<20))
+	zr, err := decompressor(bufio.NewReaderSize(rc, 1<<20))
 	if err != nil {
 		return fmt.Errorf("decompressing %s: %w", ref, err)
 	}

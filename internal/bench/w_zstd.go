@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -10,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"go.podman.io/storage/pkg/chunked/compressor"
@@ -110,11 +111,12 @@ func buildZstdLayer(dir, goroot string, sp layerSpec) (*Layer, error) {
 	return l, nil
 }
 
-// decompressor returns the tar stream of a layer for the baseline: zstd
-// for zstd media types (the TOC and footer are skippable frames), else
-// gzip.
-func decompressor(layer v1.Layer, r io.Reader) (io.Reader, error) {
-	if mt, err := layer.MediaType(); err == nil && strings.HasSuffix(string(mt), "+zstd") {
+// decompressor returns the tar stream of a layer blob for the baseline:
+// zstd when it starts with a zstd frame (the TOC and footer of zstd:chunked
+// are skippable frames), else gzip. A layer pulled by digest has no media
+// type to tell.
+func decompressor(r *bufio.Reader) (io.Reader, error) {
+	if magic, err := r.Peek(4); err == nil && bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}) {
 		zr, err := zstd.NewReader(r)
 		if err != nil {
 			return nil, err
