@@ -2,16 +2,13 @@ package toc
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/klauspost/compress/zstd"
@@ -164,7 +161,9 @@ func positionFooter(p *Position, size int64) (footer, error) {
 }
 
 // readZstdTOC decodes the compressed zstd:chunked TOC in r into t, after
-// checking it against checksum when that is set.
+// checking it against checksum when that is set. As parseTOC does for
+// eStargz, the JSON is decompressed and digested a block ahead, on another
+// core, while it is decoded.
 func (t *TOC) readZstdTOC(r io.Reader, f footer, checksum string, maxJSON, maxEntries int64) error {
 	compressed, err := io.ReadAll(r)
 	if err != nil {
@@ -177,192 +176,93 @@ func (t *TOC) readZstdTOC(r io.Reader, f footer, checksum string, maxJSON, maxEn
 	if checksum != "" && t.CompressedDigest.String() != checksum {
 		return fmt.Errorf("%w: compressed TOC digest %s does not match the manifest-checksum annotation %s: the layer is corrupt or was tampered with", ErrChecksum, t.CompressedDigest, checksum)
 	}
-	zr, err := zstd.NewReader(bytes.NewReader(compressed), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(maxJSON)+1))
+	zr, err := zstd.NewReader(bytes.NewReader(compressed), zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxMemory(uint64(maxJSON)+1), zstd.WithDecoderMaxWindow(64<<20))
 	if err != nil {
 		return fmt.Errorf("reading TOC: %w", err)
 	}
 	defer zr.Close()
 	lim := &io.LimitedReader{R: zr, N: maxJSON + 1}
 	d := digest.Canonical.Digester()
-	jr := io.TeeReader(lim, d.Hash())
+	blocks := inflateAhead(io.TeeReader(lim, d.Hash()))
+	defer blocks.stop()
 	overLimit := func() error {
 		return fmt.Errorf("TOC JSON is over the limit of %d bytes decompressed (raise it with --max-toc-json-bytes)", maxJSON)
 	}
-	wrap := func(err error) error {
-		if lim.N <= 0 || errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
-			return overLimit()
-		}
+	var (
+		j *estargz.JTOC
+		x *containersExtra
+	)
+	if f.layout == LayoutEStargz {
+		j, err = decodeTOC(blocks)
+	} else {
+		j, x, err = decodeContainersTOC(blocks)
+	}
+	if err == nil {
+		_, err = io.Copy(io.Discard, blocks)
+	}
+	switch {
+	case lim.N <= 0 || errors.Is(err, zstd.ErrDecoderSizeExceeded):
+		return overLimit()
+	case err != nil:
 		return fmt.Errorf("parsing TOC JSON: %w", err)
 	}
-	t.Format, t.Layout, t.Offset = f.format, f.layout, f.dataEnd
-	switch f.layout {
-	case LayoutEStargz:
-		j, err := decodeTOC(jr)
-		if err != nil {
-			return wrap(err)
-		}
-		if _, err := io.Copy(io.Discard, jr); err != nil {
-			return wrap(err)
-		}
-		if lim.N <= 0 {
-			return overLimit()
-		}
-		if n := int64(len(j.Entries)); n > maxEntries {
-			return fmt.Errorf("TOC has %d entries, over the limit of %d (raise it with --max-toc-entries)", n, maxEntries)
-		}
-		t.Digest = d.Digest()
-		if err := t.build(j); err != nil {
-			return err
-		}
-		for _, e := range t.Entries {
-			for i := range e.Chunks {
-				e.Chunks[i].Codec = CodecZstd
-			}
-		}
-		return nil
-	default:
-		ents, err := decodeContainersTOC(jr, maxEntries)
-		if err != nil {
-			return wrap(err)
-		}
-		if _, err := io.Copy(io.Discard, jr); err != nil {
-			return wrap(err)
-		}
-		if lim.N <= 0 {
-			return overLimit()
-		}
-		t.Digest = d.Digest()
-		return t.buildContainers(ents)
+	if n := int64(len(j.Entries)); n > maxEntries {
+		return fmt.Errorf("TOC has %d entries, over the limit of %d (raise it with --max-toc-entries)", n, maxEntries)
 	}
+	t.Format, t.Layout, t.Offset, t.Digest = f.format, f.layout, f.dataEnd, d.Digest()
+	if x != nil {
+		if j.Version != 1 {
+			return fmt.Errorf("TOC version %d, only version 1 is known", j.Version)
+		}
+		return t.buildContainers(j, x)
+	}
+	if err := t.build(j); err != nil {
+		return err
+	}
+	for _, e := range t.Entries {
+		for i := range e.Chunks {
+			e.Chunks[i].Codec = CodecZstd
+		}
+	}
+	return nil
 }
 
 // ErrChecksum means a TOC does not match the checksum its manifest gives.
 var ErrChecksum = errors.New("TOC checksum mismatch")
 
-// containersEntry is one entry of a containers/storage TOC, as
-// go.podman.io/storage/pkg/chunked/internal/minimal.FileMetadata writes it.
-type containersEntry struct {
-	Type        string            `json:"type"`
-	Name        string            `json:"name"`
-	Linkname    string            `json:"linkName"`
-	Mode        int64             `json:"mode"`
-	Size        int64             `json:"size"`
-	UID         int               `json:"uid"`
-	GID         int               `json:"gid"`
-	ModTime     *time.Time        `json:"modtime"`
-	Devmajor    int64             `json:"devMajor"`
-	Devminor    int64             `json:"devMinor"`
-	Xattrs      map[string]string `json:"xattrs"`
-	Digest      string            `json:"digest"`
-	Offset      int64             `json:"offset"`
-	EndOffset   int64             `json:"endOffset"`
-	ChunkSize   int64             `json:"chunkSize"`
-	ChunkOffset int64             `json:"chunkOffset"`
-	ChunkDigest string            `json:"chunkDigest"`
-	ChunkType   string            `json:"chunkType"`
-}
-
-// decodeContainersTOC decodes {version, entries, ...} entry by entry, so
-// that a TOC with too many entries stops at the limit.
-func decodeContainersTOC(r io.Reader, maxEntries int64) ([]containersEntry, error) {
-	dec := json.NewDecoder(r)
-	if err := expectDelim(dec, '{'); err != nil {
-		return nil, err
-	}
-	var (
-		ents    []containersEntry
-		version int
-	)
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		switch key, _ := tok.(string); key {
-		case "version":
-			if err := dec.Decode(&version); err != nil {
-				return nil, err
-			}
-		case "entries":
-			if err := expectDelim(dec, '['); err != nil {
-				return nil, err
-			}
-			for dec.More() {
-				if int64(len(ents)) >= maxEntries {
-					return nil, fmt.Errorf("TOC has more than %d entries, over the limit (raise it with --max-toc-entries)", maxEntries)
-				}
-				var e containersEntry
-				if err := dec.Decode(&e); err != nil {
-					return nil, fmt.Errorf("entry %d: %w", len(ents), err)
-				}
-				ents = append(ents, e)
-			}
-			if err := expectDelim(dec, ']'); err != nil {
-				return nil, err
-			}
-		default:
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if err := expectDelim(dec, '}'); err != nil {
-		return nil, err
-	}
-	if version != 1 {
-		return nil, fmt.Errorf("TOC version %d, only version 1 is known", version)
-	}
-	return ents, nil
-}
-
-func expectDelim(dec *json.Decoder, want json.Delim) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	if d, ok := tok.(json.Delim); !ok || d != want {
-		return fmt.Errorf("want %q, got %v", want, tok)
-	}
-	return nil
-}
-
 // buildContainers turns containers/storage entries into t's entries. A
 // regular file is one zstd frame [offset, endOffset) or, when its entry
 // has chunk fields, a chunk per frame: each ends where the next chunk of
 // the file starts, the last at the file's endOffset.
-func (t *TOC) buildContainers(ents []containersEntry) error {
-	t.byName = make(map[string]*Entry, len(ents))
+func (t *TOC) buildContainers(j *estargz.JTOC, x *containersExtra) error {
+	t.byName = make(map[string]*Entry, len(j.Entries))
 	var (
-		last  *Entry
-		lastC *containersEntry // the regular file's own entry
+		last    *Entry
+		lastEnd int64 // the regular file's endOffset
 	)
-	type span struct {
-		Chunk
-		name string
-	}
-	var spans []span
 	// closeFile sets the end of the last chunk of the file before.
 	closeFile := func() error {
 		if last == nil || len(last.Chunks) == 0 {
 			return nil
 		}
 		c := &last.Chunks[len(last.Chunks)-1]
-		c.End = lastC.EndOffset
+		c.End = lastEnd
 		if c.End <= c.Offset {
 			return fmt.Errorf("TOC entry %q: chunk at %d ends at %d", last.Name, c.Offset, c.End)
 		}
 		return nil
 	}
-	for i := range ents {
-		ce := &ents[i]
-		if ce.Type == "chunk" {
-			if last == nil || last.Type != "reg" || len(last.Chunks) == 0 || CleanName(ce.Name) != last.Name {
-				return fmt.Errorf("TOC has a chunk entry %q not following its regular file", ce.Name)
+	for i, te := range j.Entries {
+		if te == nil {
+			return fmt.Errorf("TOC entry %d is null", i)
+		}
+		if te.Type == "chunk" {
+			if last == nil || last.Type != "reg" || len(last.Chunks) == 0 || CleanName(te.Name) != last.Name {
+				return fmt.Errorf("TOC has a chunk entry %q not following its regular file", te.Name)
 			}
-			prev := &last.Chunks[len(last.Chunks)-1]
-			prev.End = ce.Offset
-			if err := last.addContainersChunk(ce); err != nil {
+			last.Chunks[len(last.Chunks)-1].End = te.Offset
+			if err := last.addContainersChunk(te.Offset, te.ChunkOffset, te.ChunkSize, te.ChunkDigest, x.chunkType[i]); err != nil {
 				return err
 			}
 			continue
@@ -370,45 +270,26 @@ func (t *TOC) buildContainers(ents []containersEntry) error {
 		if err := closeFile(); err != nil {
 			return err
 		}
-		te := &estargz.TOCEntry{
-			Name: ce.Name, Type: ce.Type, Size: ce.Size, LinkName: ce.Linkname, Mode: ce.Mode,
-			UID: ce.UID, GID: ce.GID, DevMajor: int(ce.Devmajor), DevMinor: int(ce.Devminor),
-			Digest: ce.Digest, Offset: ce.Offset,
-		}
-		if ce.ModTime != nil && !ce.ModTime.IsZero() {
-			te.ModTime3339 = ce.ModTime.UTC().Format(time.RFC3339)
-		}
-		if len(ce.Xattrs) > 0 {
-			te.Xattrs = make(map[string][]byte, len(ce.Xattrs))
-			for k, v := range ce.Xattrs {
-				b, err := base64.StdEncoding.DecodeString(v)
-				if err != nil {
-					return fmt.Errorf("TOC entry %q: xattr %q is not base64: %w", ce.Name, k, err)
-				}
-				te.Xattrs[k] = b
-			}
-		}
-		switch ce.Type {
+		switch te.Type {
 		case "reg", "dir", "symlink", "hardlink", "char", "block", "fifo":
 		default:
-			return fmt.Errorf("TOC entry %q has unknown type %q", ce.Name, ce.Type)
+			return fmt.Errorf("TOC entry %q has unknown type %q", te.Name, te.Type)
 		}
 		if te.Type == "reg" && te.Size == 0 && te.Digest == "" {
 			// containers/storage leaves it out; eStargz records it.
 			te.Digest = emptyDigest
 		}
-		ent := &Entry{TOCEntry: te, Name: CleanName(ce.Name), RawName: ce.Name}
-		last, lastC = ent, ce
+		ent := &Entry{TOCEntry: te, Name: CleanName(te.Name), RawName: te.Name}
+		last, lastEnd = ent, x.endOffset[i]
 		if ent.Type == "reg" && ent.Size > 0 {
-			if ce.ChunkSize == 0 {
+			var err error
+			if te.ChunkSize == 0 {
 				// One frame holds the whole file.
-				ce := *ce
-				ce.ChunkSize, ce.ChunkOffset, ce.ChunkType = ent.Size, 0, ""
-				ce.ChunkDigest = ce.Digest
-				if err := ent.addContainersChunk(&ce); err != nil {
-					return err
-				}
-			} else if err := ent.addContainersChunk(ce); err != nil {
+				err = ent.addContainersChunk(te.Offset, 0, te.Size, te.Digest, "")
+			} else {
+				err = ent.addContainersChunk(te.Offset, te.ChunkOffset, te.ChunkSize, te.ChunkDigest, x.chunkType[i])
+			}
+			if err != nil {
 				return err
 			}
 		}
@@ -418,8 +299,8 @@ func (t *TOC) buildContainers(ents []containersEntry) error {
 		if old, ok := t.byName[ent.Name]; ok {
 			// A later entry of the same name replaces the earlier one, as
 			// in the tar stream.
-			for i, x := range t.Entries {
-				if x == old {
+			for i, e := range t.Entries {
+				if e == old {
 					t.Entries = append(t.Entries[:i], t.Entries[i+1:]...)
 					break
 				}
@@ -431,6 +312,11 @@ func (t *TOC) buildContainers(ents []containersEntry) error {
 	if err := closeFile(); err != nil {
 		return err
 	}
+	type span struct {
+		Chunk
+		name string
+	}
+	var spans []span
 	for _, e := range t.Entries {
 		if e.Type != "reg" {
 			continue
@@ -462,22 +348,55 @@ func (t *TOC) buildContainers(ents []containersEntry) error {
 	return nil
 }
 
-func (e *Entry) addContainersChunk(c *containersEntry) error {
-	if c.ChunkSize <= 0 || c.ChunkOffset < 0 || c.Offset <= 0 {
-		return fmt.Errorf("TOC entry %q: invalid chunk at %d of %d bytes (frame at %d)", e.Name, c.ChunkOffset, c.ChunkSize, c.Offset)
+func (e *Entry) addContainersChunk(frame, fileOffset, size int64, dgst, chunkType string) error {
+	if size <= 0 || fileOffset < 0 || frame <= 0 {
+		return fmt.Errorf("TOC entry %q: invalid chunk at %d of %d bytes (frame at %d)", e.Name, fileOffset, size, frame)
 	}
-	switch c.ChunkType {
+	switch chunkType {
 	case "", "zeros":
 	default:
-		return fmt.Errorf("TOC entry %q: unknown chunk type %q", e.Name, c.ChunkType)
+		return fmt.Errorf("TOC entry %q: unknown chunk type %q", e.Name, chunkType)
 	}
 	e.Chunks = append(e.Chunks, Chunk{
-		Offset:     c.Offset,
-		FileOffset: c.ChunkOffset,
-		Size:       c.ChunkSize,
-		Digest:     c.ChunkDigest,
+		Offset:     frame,
+		FileOffset: fileOffset,
+		Size:       size,
+		Digest:     dgst,
 		Codec:      CodecZstd,
-		Zeros:      c.ChunkType == "zeros",
+		Zeros:      chunkType == "zeros",
 	})
 	return nil
+}
+
+// containersExtra holds, by entry index, the fields of containers/storage
+// TOC entries that eStargz's TOCEntry has no place for.
+type containersExtra struct {
+	endOffset []int64
+	chunkType []string
+	cur       int // the entry being decoded
+}
+
+// at makes room for entry i and makes it the current one.
+func (x *containersExtra) at(i int) {
+	for len(x.endOffset) <= i {
+		x.endOffset = append(x.endOffset, 0)
+		x.chunkType = append(x.chunkType, "")
+	}
+	x.cur = i
+}
+
+// decodeContainersTOC decodes a containers/storage TOC with the fast
+// eStargz TOC decoder: its entries are CRFS entries as eStargz's are
+// (same keys: name, type, size, modtime, linkName, mode, uid, gid,
+// devMajor, devMinor, base64 xattrs, digest, offset, chunkSize,
+// chunkOffset, chunkDigest) plus endOffset and chunkType.
+func decodeContainersTOC(r io.Reader) (*estargz.JTOC, *containersExtra, error) {
+	x := &containersExtra{}
+	d := &tocDecoder{r: r, buf: make([]byte, 0, 32<<10), extra: x}
+	var j estargz.JTOC
+	if err := d.top(&j); err != nil {
+		return nil, nil, err
+	}
+	x.at(len(j.Entries))
+	return &j, x, nil
 }
