@@ -1,6 +1,9 @@
 // Package source resolves what the tools are pointed at (image references,
-// layer records, file entries) to registry images and opened eStargz
-// layers, caching each so a run resolves an image and reads a TOC once.
+// layer records, file entries) to registry images and opened layers
+// (eStargz and zstd:chunked read through their TOC, others whole when
+// allowed), caching each so a run resolves an image and reads a TOC once.
+// A TOC is pinned to the manifest by the layer's TOC digest annotation or,
+// for zstd:chunked, its manifest-checksum annotation.
 package source
 
 import (
