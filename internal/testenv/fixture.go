@@ -24,7 +24,7 @@ import (
 
 // fixturesVersion is part of the fixture cache key; bump it whenever the
 // content or layout of the fixtures changes.
-const fixturesVersion = "7"
+const fixturesVersion = "8"
 
 // Media types and formats of fixture layers.
 const (
@@ -253,7 +253,8 @@ type Fixtures struct {
 	// src/unicode/tables.go, the asm binary as "usr/local/go/pkg/tool/asm"
 	// (files of several chunks), SparseName (zeros chunks), a symlink
 	// ("usr/local/go/link-to-json"), a hardlink
-	// ("usr/local/go/bin/hardlinked" -> src/strconv/quote.go) and a whiteout
+	// ("usr/local/go/bin/hardlinked" -> src/strconv/quote.go), a file with
+	// an extended attribute (XattrName) and a whiteout
 	// ("usr/local/go/src/sort/.wh.sort.go").
 	ZstdChunked *Image `json:"zstdChunked"`
 	// ZstdNoAnnotations is "fixtures/zstdchunked-bare:v1": the same blob

@@ -1,7 +1,10 @@
 package testenv
 
 import (
+	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -31,6 +34,34 @@ const (
 // SparseName is the sparse file of ZstdChunked: real bytes around long runs
 // of zeros, which containers/storage stores as "zeros" chunks.
 const SparseName = GoPrefix + "/sparse.bin"
+
+// XattrName is a file of the zstd:chunked fixtures with the extended
+// attribute user.stargz-get = "xattr value".
+const XattrName = GoPrefix + "/xattr.txt"
+
+// addXattrFile adds a regular file with extended attributes (PAX
+// SCHILY.xattr records, as tar writes them).
+func (t *tarFile) addXattrFile(name string, data []byte, xattrs map[string]string) error {
+	if err := t.parents(name); err != nil {
+		return err
+	}
+	h := t.header(name, tar.TypeReg, 0o644)
+	h.Size = int64(len(data))
+	h.PAXRecords = map[string]string{}
+	for k, v := range xattrs {
+		h.PAXRecords["SCHILY.xattr."+k] = v
+	}
+	if err := t.tw.WriteHeader(h); err != nil {
+		return fmt.Errorf("writing tar entry %s: %w", name, err)
+	}
+	if _, err := t.tw.Write(data); err != nil {
+		return fmt.Errorf("writing tar entry %s: %w", name, err)
+	}
+	t.seen[name] = true
+	d := sha256.Sum256(data)
+	t.files = append(t.files, File{Name: name, Type: "reg", Mode: 0o644, Size: int64(len(data)), Digest: "sha256:" + hex.EncodeToString(d[:])})
+	return nil
+}
 
 // zstdChunkedTar is the content of the containers/storage fixture layer:
 // real files of which several span more than one chunk (the compressor
@@ -70,6 +101,9 @@ func (b *builder) zstdChunkedTar() (*tarFile, error) {
 			return err
 		}
 		if err := t.addHardlink(GoPrefix+"/bin/hardlinked", GoPrefix+"/src/strconv/quote.go"); err != nil {
+			return err
+		}
+		if err := t.addXattrFile(XattrName, []byte("a file with an extended attribute\n"), map[string]string{"user.stargz-get": "xattr value"}); err != nil {
 			return err
 		}
 		// A whiteout, as a layer on top of another deletes a file.
