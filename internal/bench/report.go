@@ -59,7 +59,7 @@ func (b *bench) report(w io.Writer, workloads []*workload, rows []*row) {
 			continue
 		}
 		if wl.needed > 0 {
-			fmt.Fprintf(w, "; needed %s (%d gzip members + footer/TOC)", mb(wl.needed), wl.members)
+			fmt.Fprintf(w, "; needed %s (%d %s + footer/TOC)", mb(wl.needed), wl.members, spanKind(wl.layer))
 		}
 		if wl.mergeExtra > 0 {
 			fmt.Fprintf(w, "; merging gaps down to %d requests would download %s more (%.1fx needed)",

@@ -155,3 +155,11 @@ func (b *bench) zstdTargets(rows []*row) []verdict {
 	}
 	return out
 }
+
+// spanKind names the compressed spans of layer l in the report.
+func spanKind(l *Layer) string {
+	if l != nil && l.MediaType == mediaTypeLayerZstd {
+		return "zstd frames"
+	}
+	return "gzip members"
+}
