@@ -16,6 +16,11 @@
 //	UNPINNED   an eStargz image without the TOC digest annotation
 //	LAYERED    three layers with whiteouts, an opaque directory, replacements
 //	MIXED      eStargz, plain gzip, eStargz layers
+//	ZSTDCHUNKED  a zstd:chunked layer written by containers/storage
+//	ZSTDBARE     the same layer with its zstd:chunked annotations dropped
+//	ZSTDESTARGZ  the same files as zstd:chunked written by estargz
+//	PLAINZSTD    a plain tar+zstd layer (no TOC)
+//	ZMIXED     eStargz, zstd:chunked (with a whiteout), plain zstd layers
 //	*_L0...    layer digests of each image, e.g. GOTREE_L0, MULTI_L2
 //	DIFFA, DIFFB  two versions of one image for sg-ls --diff (see
 //	           testenv.DiffPair); DIFFROOTB is DIFFB unpacked
@@ -135,7 +140,8 @@ func setupWorld() (*world, error) {
 	add("REG", w.reg.Host)
 	add("AUTHREG", w.authReg.Host)
 	add("AUTHGOTREE", fx.GoTree.Ref(w.authReg.Host))
-	for name, img := range map[string]*testenv.Image{"GOTREE": fx.GoTree, "MINCHUNK": fx.MinChunk, "MULTI": fx.Multi, "PLAINGZIP": fx.Gzip, "HOSTILE": fx.Hostile, "UNPINNED": fx.Unpinned, "LAYERED": fx.Layered, "MIXED": fx.Mixed} {
+	for name, img := range map[string]*testenv.Image{"GOTREE": fx.GoTree, "MINCHUNK": fx.MinChunk, "MULTI": fx.Multi, "PLAINGZIP": fx.Gzip, "HOSTILE": fx.Hostile, "UNPINNED": fx.Unpinned, "LAYERED": fx.Layered, "MIXED": fx.Mixed,
+		"ZSTDCHUNKED": fx.ZstdChunked, "ZSTDBARE": fx.ZstdNoAnnotations, "ZSTDESTARGZ": fx.ZstdEStargz, "PLAINZSTD": fx.PlainZstd, "ZMIXED": fx.ZMixed} {
 		add(name, img.Ref(w.reg.Host))
 		add(name+"_MANIFEST", img.Digest)
 		for i, l := range img.Layers {
@@ -230,6 +236,14 @@ func (w *world) groundTruth(ts *testscript.TestScript, spec string) ([]testenv.F
 		img = w.fx.Hostile
 	case "unpinned":
 		img = w.fx.Unpinned
+	case "zstdchunked":
+		img = w.fx.ZstdChunked
+	case "zstdestargz":
+		img = w.fx.ZstdEStargz
+	case "plainzstd":
+		img = w.fx.PlainZstd
+	case "zmixed":
+		img = w.fx.ZMixed
 	default:
 		for _, i := range w.fx.Index.Images {
 			if name == "multiarch-"+strings.TrimPrefix(i.Platform, "linux/") {

@@ -17,7 +17,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/klauspost/compress/gzip"
 )
 
 // baseline is the hidden subcommand "bench baseline LAYER-REF DIR": what
@@ -98,7 +97,7 @@ func (u *unpacker) pull(ref string, layer v1.Layer) error {
 		return fmt.Errorf("downloading %s: %w", ref, err)
 	}
 	defer rc.Close()
-	zr, err := gzip.NewReader(bufio.NewReaderSize(rc, 1<<20))
+	zr, err := decompressor(bufio.NewReaderSize(rc, 1<<20))
 	if err != nil {
 		return fmt.Errorf("decompressing %s: %w", ref, err)
 	}

@@ -34,14 +34,18 @@ func v1Image(layers []*Layer) (v1.Image, error) {
 	}
 	var adds []mutate.Addendum
 	for _, l := range layers {
+		mt, annotations := types.MediaType(mediaTypeLayer), map[string]string{
+			estargz.TOCJSONDigestAnnotation:         l.TOCDigest,
+			estargz.StoreUncompressedSizeAnnotation: strconv.FormatInt(l.UncompressedSize, 10),
+		}
+		if l.MediaType != "" {
+			mt, annotations = types.MediaType(l.MediaType), l.Annotations
+		}
 		adds = append(adds, mutate.Addendum{
-			Layer: testenv.BlobLayer(l.blobPath, l.Digest, l.DiffID, l.Size, mediaTypeLayer),
-			Annotations: map[string]string{
-				estargz.TOCJSONDigestAnnotation:         l.TOCDigest,
-				estargz.StoreUncompressedSizeAnnotation: strconv.FormatInt(l.UncompressedSize, 10),
-			},
-			MediaType: mediaTypeLayer,
-			History:   v1.History{Created: v1.Time{Time: modTime}, CreatedBy: "stargz-get bench " + l.Name},
+			Layer:       testenv.BlobLayer(l.blobPath, l.Digest, l.DiffID, l.Size, mt),
+			Annotations: annotations,
+			MediaType:   mt,
+			History:     v1.History{Created: v1.Time{Time: modTime}, CreatedBy: "stargz-get bench " + l.Name},
 		})
 	}
 	return mutate.Append(base, adds...)

@@ -87,6 +87,8 @@ type group struct {
 	// when the group is built, so version must change whenever it does.
 	plan    func(goroot string) ([]layerSpec, error)
 	version string
+	// buildLayer builds one layer; nil means buildLayer (eStargz).
+	buildLayer func(dir, goroot string, sp layerSpec) (*Layer, error)
 }
 
 // mainGroup is the layers of W1-W3.
@@ -134,6 +136,10 @@ type Layer struct {
 	UncompressedSize int64   `json:"uncompressedSize"`
 	BuildSeconds     float64 `json:"buildSeconds"`
 	Files            []File  `json:"files"`
+	// MediaType and Annotations, when set, are the layer descriptor's
+	// (zstd:chunked layers); otherwise gzip and the eStargz annotations.
+	MediaType   string            `json:"mediaType,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 
 	blobPath string
 	toc      *toc.TOC      // read by readTOC
@@ -214,9 +220,13 @@ func (g *group) build(dir, goroot, key string, logf func(string, ...any)) error 
 		}
 	}
 	s := &Set{Key: key, GoRoot: goroot, dir: dir}
+	build := buildLayer
+	if g.buildLayer != nil {
+		build = g.buildLayer
+	}
 	for _, sp := range sps {
 		start := time.Now()
-		l, err := buildLayer(dir, goroot, sp)
+		l, err := build(dir, goroot, sp)
 		if err != nil {
 			return fmt.Errorf("building layer %s: %w", sp.name, err)
 		}
@@ -288,21 +298,7 @@ func buildLayer(dir, goroot string, sp layerSpec) (*Layer, error) {
 	}
 	defer os.Remove(tf.Name())
 	defer tf.Close()
-	tw := &tarWriter{tw: tar.NewWriter(tf), seen: map[string]bool{}}
-	for _, t := range sp.trees {
-		if err := tw.addTree(filepath.Join(goroot, filepath.FromSlash(t.src)), t.prefix); err != nil {
-			return nil, err
-		}
-	}
-	for _, o := range sp.ops {
-		if err := tw.apply(goroot, o); err != nil {
-			return nil, fmt.Errorf("%s %s: %w", o.kind, o.name, err)
-		}
-	}
-	if err := tw.tw.Close(); err != nil {
-		return nil, fmt.Errorf("finishing tar: %w", err)
-	}
-	size, err := tf.Seek(0, io.SeekCurrent)
+	tw, size, err := writeSpecTar(tf, goroot, sp)
 	if err != nil {
 		return nil, err
 	}
@@ -350,6 +346,30 @@ func buildLayer(dir, goroot string, sp layerSpec) (*Layer, error) {
 		return nil, fmt.Errorf("storing blob: %w", err)
 	}
 	return l, nil
+}
+
+// writeSpecTar writes the tar of sp to tf and returns its writer (with
+// the ground truth) and size.
+func writeSpecTar(tf *os.File, goroot string, sp layerSpec) (*tarWriter, int64, error) {
+	tw := &tarWriter{tw: tar.NewWriter(tf), seen: map[string]bool{}}
+	for _, t := range sp.trees {
+		if err := tw.addTree(filepath.Join(goroot, filepath.FromSlash(t.src)), t.prefix); err != nil {
+			return nil, 0, err
+		}
+	}
+	for _, o := range sp.ops {
+		if err := tw.apply(goroot, o); err != nil {
+			return nil, 0, fmt.Errorf("%s %s: %w", o.kind, o.name, err)
+		}
+	}
+	if err := tw.tw.Close(); err != nil {
+		return nil, 0, fmt.Errorf("finishing tar: %w", err)
+	}
+	size, err := tf.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, 0, err
+	}
+	return tw, size, nil
 }
 
 // tarWriter writes a tar and records the ground truth of its entries.

@@ -59,7 +59,7 @@ func (b *bench) report(w io.Writer, workloads []*workload, rows []*row) {
 			continue
 		}
 		if wl.needed > 0 {
-			fmt.Fprintf(w, "; needed %s (%d gzip members + footer/TOC)", mb(wl.needed), wl.members)
+			fmt.Fprintf(w, "; needed %s (%d %s + footer/TOC)", mb(wl.needed), wl.members, spanKind(wl.layer))
 		}
 		if wl.mergeExtra > 0 {
 			fmt.Fprintf(w, "; merging gaps down to %d requests would download %s more (%.1fx needed)",
@@ -220,8 +220,9 @@ func (b *bench) targets(rows []*row) []verdict {
 	}
 	out = append(out, judge("whole-layer peak RSS < 100 MiB, any sg-fetch mode", any, met, strings.Join(parts, ", ")))
 	out = append(out, b.flatInfo(rows)...)
+	out = append(out, b.zstdTargets(rows)...)
 	var ls []string
-	for _, set := range []*Set{b.set, b.w4} {
+	for _, set := range []*Set{b.set, b.w4, b.zst} {
 		if set == nil {
 			continue
 		}

@@ -36,7 +36,7 @@ const (
 
 func knownWorkload(w string) bool {
 	switch w {
-	case wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wFlatten, wArtifact, wStdout, wDiff:
+	case wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wFlatten, wArtifact, wStdout, wDiff, wOneLargeZstd, wSmallFilesZstd:
 		return true
 	}
 	return false
@@ -137,6 +137,7 @@ type bench struct {
 	self    string // this binary, for the baseline subcommand
 	set     *Set   // the layers of W1-W3; nil when none of them runs
 	w4      *Set   // the layers of W4; nil when it does not run
+	zst     *Set   // the zstd:chunked layers of W1-zstd, W2-zstd (w_zstd.go)
 	reg     *testenv.Registry
 	proxy   *shaper
 	lsCost  map[string]counts // sg-ls through the proxy, per layer
@@ -185,6 +186,7 @@ func run(ctx context.Context, args []string) error {
 	}{
 		{&b.set, mainGroup, []string{wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wStdout}},
 		{&b.w4, w4Group, []string{wFlatten, wDiff}},
+		{&b.zst, zstdGroup, []string{wOneLargeZstd, wSmallFilesZstd}},
 	} {
 		if !slices.ContainsFunc(g.names, b.wants) {
 			continue
@@ -396,6 +398,7 @@ func (b *bench) selected() []*workload {
 	if b.w4 != nil {
 		all = append(all, &workload{name: wFlatten, repo: w4Repo, layers: b.w4.Layers, flat: &flatInfo{}})
 	}
+	all = append(all, b.zstdWorkloads()...)
 	var ws []*workload
 	for _, w := range all {
 		if b.wants(w.name) {
@@ -424,7 +427,7 @@ func (b *bench) prepare(ctx context.Context, w *workload) error {
 	}
 	var want map[string]bool // nil: every entry
 	regs := l.Regular()
-	switch w.name {
+	switch baseWorkload(w.name) {
 	case wOneLarge:
 		big := regs[0]
 		for _, f := range regs {
@@ -468,7 +471,7 @@ func (b *bench) prepare(ctx context.Context, w *workload) error {
 		w.check = regs
 		w.what = fmt.Sprintf("the whole layer %s: %d entries, %d regular files, %s", l.Name, len(l.Files), len(regs), mib(l.UncompressedSize))
 	}
-	if w.name == wOneLarge || w.name == wSmallFiles {
+	if base := baseWorkload(w.name); base == wOneLarge || base == wSmallFiles {
 		want = map[string]bool{}
 		var names []string
 		for _, f := range w.check {
@@ -478,7 +481,7 @@ func (b *bench) prepare(ctx context.Context, w *workload) error {
 		if w.needed, w.members, err = l.needed(ctx, names); err != nil {
 			return err
 		}
-		if w.name == wSmallFiles {
+		if base == wSmallFiles {
 			if w.mergeExtra, err = l.mergeCost(ctx, names, int(targetW2ReqShare*float64(len(names)))); err != nil {
 				return err
 			}

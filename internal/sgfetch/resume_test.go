@@ -95,12 +95,24 @@ func (b *slowBody) Read(p []byte) (int, error) {
 // half-written under a final name, and files finished before the signal
 // are skipped rather than downloaded again.
 func TestInterruptedRunResumes(t *testing.T) {
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL} {
-		t.Run(sig.String(), func(t *testing.T) {
+	gotree := []string{"usr/local/go/src/net", "usr/local/go/pkg"}
+	zstd := []string{"usr/local/go/src/encoding/json", "usr/local/go/src/strconv", "usr/local/go/pkg"}
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		img  *testenv.Image
+		dirs []string
+	}{
+		{syscall.SIGINT, fixtures.GoTree, gotree},
+		{syscall.SIGTERM, fixtures.GoTree, gotree},
+		{syscall.SIGKILL, fixtures.GoTree, gotree},
+		{syscall.SIGKILL, fixtures.ZstdChunked, zstd}, // zstd:chunked frames
+	} {
+		sig, img := tc.sig, tc.img
+		t.Run(sig.String()+" "+img.Name, func(t *testing.T) {
 			host := slowRegistry(t, 1<<20)
-			image := host + "/" + fixtures.GoTree.Name + ":" + fixtures.GoTree.Tag
+			image := host + "/" + img.Name + ":" + img.Tag
 			out := t.TempDir()
-			cmd := exec.Command(os.Args[0], "-o", out, "-j", "2", image, "0", "usr/local/go/src/net", "usr/local/go/pkg")
+			cmd := exec.Command(os.Args[0], append([]string{"-o", out, "-j", "2", image, "0"}, tc.dirs...)...)
 			cmd.Env = append(os.Environ(), runAsTool+"=1")
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
@@ -146,7 +158,7 @@ func TestInterruptedRunResumes(t *testing.T) {
 				}
 				return nil
 			})
-			if err := testenv.CheckTree(out, fixtures.GoTree.Layers[0].Files, present); err != nil {
+			if err := testenv.CheckTree(out, img.Layers[0].Files, present); err != nil {
 				t.Errorf("after %v: %v", sig, err)
 			}
 			if sig != syscall.SIGKILL {
@@ -154,8 +166,8 @@ func TestInterruptedRunResumes(t *testing.T) {
 			}
 
 			// The re-run completes the tree and skips what was done.
-			direct := reg.Host + "/" + fixtures.GoTree.Name + ":" + fixtures.GoTree.Tag
-			rerun := exec.Command(os.Args[0], "-o", out, direct, "0", "usr/local/go/src/net", "usr/local/go/pkg")
+			direct := reg.Host + "/" + img.Name + ":" + img.Tag
+			rerun := exec.Command(os.Args[0], append([]string{"-o", out, direct, "0"}, tc.dirs...)...)
 			rerun.Env = append(os.Environ(), runAsTool+"=1")
 			res, err := rerun.Output()
 			if err != nil {
@@ -178,12 +190,15 @@ func TestInterruptedRunResumes(t *testing.T) {
 					t.Errorf("%s was fetched before %v, re-run says %s, want skipped", r.Name, sig, status[r.Name])
 				}
 			}
-			want := append(testenv.Want(fixtures.GoTree.Layers[0].Files, "usr/local/go/src/net"), testenv.Want(fixtures.GoTree.Layers[0].Files, "usr/local/go/pkg")...)
+			var want []testenv.File
+			for _, d := range tc.dirs {
+				want = append(want, testenv.Want(img.Layers[0].Files, d)...)
+			}
 			var names []string
 			for _, f := range want {
 				names = append(names, f.Name)
 			}
-			if err := testenv.CheckTree(out, fixtures.GoTree.Layers[0].Files, names); err != nil {
+			if err := testenv.CheckTree(out, img.Layers[0].Files, names); err != nil {
 				t.Error(err)
 			}
 			assertNoTemp(t, out)

@@ -1,6 +1,9 @@
 // Package source resolves what the tools are pointed at (image references,
-// layer records, file entries) to registry images and opened eStargz
-// layers, caching each so a run resolves an image and reads a TOC once.
+// layer records, file entries) to registry images and opened layers
+// (eStargz and zstd:chunked read through their TOC, others whole when
+// allowed), caching each so a run resolves an image and reads a TOC once.
+// A TOC is pinned to the manifest by the layer's TOC digest annotation or,
+// for zstd:chunked, its manifest-checksum annotation.
 package source
 
 import (
@@ -40,7 +43,7 @@ const BlobHint = "write the blob itself with sg-fetch -o DIR IMAGE BLOB, or pipe
 
 // ErrNotLazy means a layer is not in a format whose files can be fetched
 // without downloading the whole layer.
-var ErrNotLazy = errors.New("it must be converted to eStargz to be read lazily")
+var ErrNotLazy = errors.New("it must be converted to eStargz or zstd:chunked to be read lazily")
 
 // Source resolves and caches images and layers.
 type Source struct {
@@ -149,6 +152,13 @@ func Record(img *registry.Image, l registry.Layer, format string) wire.Layer {
 		rec.Annotations = l.Annotations
 	}
 	rec.ArtifactType = ArtifactType(img)
+	if p := toc.PositionFrom(l.Annotations); p != nil {
+		rec.TOCLayout, rec.ManifestChecksum = p.Layout, p.Checksum
+		rec.ManifestPosition = l.Annotations[toc.ContainersPositionAnnotation]
+		if p.Layout == toc.LayoutEStargz {
+			rec.ManifestPosition = l.Annotations[toc.EStargzPositionAnnotation]
+		}
+	}
 	return rec
 }
 
@@ -198,7 +208,7 @@ func (s *Source) Format(ctx context.Context, img *registry.Image, l registry.Lay
 	f, err := toc.Probe(ctx, blob)
 	switch {
 	case errors.Is(err, toc.ErrNotStargz):
-		return wire.FormatGzip, nil
+		return plainFormat(string(l.MediaType)), nil
 	case err != nil:
 		return "", fmt.Errorf("probing layer %d (%s): %w", l.Index, l.Digest, err)
 	}
@@ -206,13 +216,13 @@ func (s *Source) Format(ctx context.Context, img *registry.Image, l registry.Lay
 }
 
 // descriptorFormat is the format a layer descriptor tells, or "" for a gzip
-// layer without a TOC annotation (only its footer can tell).
+// or zstd layer without a TOC annotation (only its footer can tell).
 func descriptorFormat(mt string, annotations map[string]string) string {
 	switch {
-	case annotations[zstdChunkedAnnotation] != "":
+	case toc.PositionFrom(annotations) != nil:
 		return wire.FormatZstdChunked
-	case strings.HasSuffix(mt, "+zstd"), strings.HasSuffix(mt, ".zstd"):
-		return wire.FormatZstd
+	case isZstd(mt):
+		return ""
 	case mt == string(types.OCIUncompressedLayer), mt == string(types.DockerUncompressedLayer), strings.HasSuffix(mt, ".tar"):
 		return wire.FormatTar
 	case !strings.Contains(mt, "gzip") && !strings.Contains(mt, "layer"):
@@ -221,6 +231,33 @@ func descriptorFormat(mt string, annotations map[string]string) string {
 		return wire.FormatEStargz
 	}
 	return ""
+}
+
+func isZstd(mt string) bool {
+	return strings.HasSuffix(mt, "+zstd") || strings.HasSuffix(mt, ".zstd")
+}
+
+// plainFormat is the format of a layer of media type mt that has no TOC.
+func plainFormat(mt string) string {
+	if isZstd(mt) {
+		return wire.FormatZstd
+	}
+	return wire.FormatGzip
+}
+
+// zstdPosition is what rec's annotations tell of its zstd:chunked TOC.
+func zstdPosition(rec wire.Layer) *toc.Position {
+	if rec.TOCLayout == "" {
+		return nil
+	}
+	a := map[string]string{}
+	switch rec.TOCLayout {
+	case toc.LayoutContainers:
+		a[toc.ContainersChecksumAnnotation], a[toc.ContainersPositionAnnotation] = rec.ManifestChecksum, rec.ManifestPosition
+	case toc.LayoutEStargz:
+		a[toc.EStargzChecksumAnnotation], a[toc.EStargzPositionAnnotation] = rec.ManifestChecksum, rec.ManifestPosition
+	}
+	return toc.PositionFrom(a)
 }
 
 // Open reads the TOC of the layer rec describes, once per layer. The TOC
@@ -264,19 +301,21 @@ func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer)
 		if s.AllowFull {
 			return s.openFull(ctx, repo, rec, what)
 		}
-		return nil, fmt.Errorf("%s is %s, not eStargz: %w", what, rec.Format, ErrNotLazy)
+		return nil, fmt.Errorf("%s is %s, not eStargz or zstd:chunked: %w", what, rec.Format, ErrNotLazy)
 	}
 	blob, err := s.blob(ctx, repo, rec.Digest, rec.Size, what)
 	if err != nil {
 		return nil, err
 	}
-	t, err := toc.Read(ctx, blob, s.TOC)
+	opts := s.TOC
+	opts.Zstd = zstdPosition(rec)
+	t, err := toc.Read(ctx, blob, opts)
 	switch {
 	case errors.Is(err, toc.ErrNotStargz) && s.AllowFull:
-		rec.Format = wire.FormatGzip
+		rec.Format = plainFormat(rec.MediaType)
 		return s.openFull(ctx, repo, rec, what)
 	case errors.Is(err, toc.ErrNotStargz):
-		return nil, fmt.Errorf("%s is %s, not eStargz: %w", what, wire.FormatGzip, ErrNotLazy)
+		return nil, fmt.Errorf("%s is %s, not eStargz or zstd:chunked: %w", what, plainFormat(rec.MediaType), ErrNotLazy)
 	case err != nil:
 		return nil, fmt.Errorf("reading TOC of %s: %w", what, err)
 	}
@@ -290,12 +329,18 @@ func (s *Source) pin(l *fetch.Layer, rec wire.Layer, what string) (*fetch.Layer,
 	if s.Logf != nil {
 		s.Logf("%s: TOC of %d entries at offset %d, read in %d request(s), %d bytes", what, len(t.Entries), t.Offset, t.Requests, t.BytesRead)
 	}
+	if rec.ManifestChecksum != "" {
+		if t.CompressedDigest.String() != rec.ManifestChecksum {
+			return nil, fmt.Errorf("%s: compressed TOC digest %s does not match the manifest-checksum annotation %s: the layer is corrupt or was tampered with", what, t.CompressedDigest, rec.ManifestChecksum)
+		}
+		l.Pinned = true
+	}
 	if rec.TOCDigest != "" {
 		if t.Digest.String() != rec.TOCDigest {
 			return nil, fmt.Errorf("%s: TOC digest %s does not match the manifest's annotation %s: the layer is corrupt or was tampered with", what, t.Digest, rec.TOCDigest)
 		}
 		l.Pinned = true
-	} else if s.Logf != nil {
+	} else if !l.Pinned && s.Logf != nil {
 		s.Logf("%s has no TOC digest annotation: chunk digests are checked against an unpinned TOC", what)
 	}
 	return l, nil
@@ -337,7 +382,7 @@ func (s *Source) blob(ctx context.Context, repo name.Repository, dgst string, si
 }
 
 // NotLazyHint is what to tell a user whose layer is not eStargz.
-const NotLazyHint = "only eStargz layers can be read without pulling them; convert the image first (e.g. 'nerdctl image convert --estargz --oci' or 'ctr-remote image optimize'), or pass --allow-full-layers to download such layers whole"
+const NotLazyHint = "only eStargz and zstd:chunked layers can be read without pulling them; convert the image first (e.g. 'nerdctl image convert --estargz --oci', 'ctr-remote image optimize' or 'skopeo copy --dest-compress-format zstd:chunked'), or pass --allow-full-layers to download such layers whole"
 
 // openFull downloads a whole non-eStargz layer into a temp file, checks it
 // against its digest, and lists it.

@@ -24,7 +24,7 @@ import (
 
 // fixturesVersion is part of the fixture cache key; bump it whenever the
 // content or layout of the fixtures changes.
-const fixturesVersion = "6"
+const fixturesVersion = "8"
 
 // Media types and formats of fixture layers.
 const (
@@ -104,11 +104,23 @@ type Layer struct {
 	Files []File `json:"files"`
 	// NoAnnotations leaves the eStargz annotations out of the manifest.
 	NoAnnotations bool `json:"noAnnotations,omitempty"`
+	// Extra are the annotations the writer of a zstd:chunked layer gave.
+	Extra map[string]string `json:"extra,omitempty"`
 }
 
 // Annotations returns the annotations of the layer's manifest descriptor:
 // the TOC digest and uncompressed size for eStargz, none for plain gzip.
 func (l *Layer) Annotations() map[string]string {
+	if l.Format == FormatZstdChunked && !l.NoAnnotations {
+		a := map[string]string{}
+		for k, v := range l.Extra {
+			a[k] = v
+		}
+		if l.TOCDigest != "" {
+			a[estargz.TOCJSONDigestAnnotation] = l.TOCDigest
+		}
+		return a
+	}
 	if l.Format != FormatEStargz || l.NoAnnotations {
 		return nil
 	}
@@ -235,12 +247,36 @@ type Fixtures struct {
 	// and another eStargz layer (blobs shared with Multi and Gzip), as
 	// images half converted to eStargz are.
 	Mixed *Image `json:"mixed"`
+	// ZstdChunked is "fixtures/zstdchunked:v1": one zstd:chunked layer
+	// written by containers/storage's compressor (as podman pushes it)
+	// with src/bufio, src/encoding/json, src/strconv,
+	// src/unicode/tables.go, the asm binary as "usr/local/go/pkg/tool/asm"
+	// (files of several chunks), SparseName (zeros chunks), a symlink
+	// ("usr/local/go/link-to-json"), a hardlink
+	// ("usr/local/go/bin/hardlinked" -> src/strconv/quote.go), a file with
+	// an extended attribute (XattrName) and a whiteout
+	// ("usr/local/go/src/sort/.wh.sort.go").
+	ZstdChunked *Image `json:"zstdChunked"`
+	// ZstdNoAnnotations is "fixtures/zstdchunked-bare:v1": the same blob
+	// with its zstd:chunked annotations dropped.
+	ZstdNoAnnotations *Image `json:"zstdNoAnnotations"`
+	// ZstdEStargz is "fixtures/zstdestargz:v1": the same files written by
+	// estargz.Build with its zstdchunked compressor (256 KiB chunks).
+	ZstdEStargz *Image `json:"zstdEStargz"`
+	// PlainZstd is "fixtures/plainzstd:v1": a plain tar+zstd layer (no
+	// TOC) with src/sort.
+	PlainZstd *Image `json:"plainZstd"`
+	// ZMixed is "fixtures/zmixed:v1": Multi's first eStargz layer
+	// (src/bufio), a zstd:chunked layer with src/bytes and a whiteout of
+	// src/bufio/scan.go, and PlainZstd's layer.
+	ZMixed *Image `json:"zMixed"`
 }
 
 // Images returns the single-platform images (GoTree, MinChunk, Multi,
 // Gzip), not the Index.
 func (f *Fixtures) Images() []*Image {
-	return []*Image{f.GoTree, f.MinChunk, f.Multi, f.Gzip, f.Hostile, f.Unpinned, f.Layered, f.Mixed}
+	return []*Image{f.GoTree, f.MinChunk, f.Multi, f.Gzip, f.Hostile, f.Unpinned, f.Layered, f.Mixed,
+		f.ZstdChunked, f.ZstdNoAnnotations, f.ZstdEStargz, f.PlainZstd, f.ZMixed}
 }
 
 // Layers returns every layer of every fixture image, including those of
@@ -299,7 +335,8 @@ func loadFixtures(dir, key string) (*Fixtures, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", fixturesJSON, err)
 	}
-	if f.Key != key || f.GoTree == nil || f.MinChunk == nil || f.Multi == nil || f.Gzip == nil || f.Index == nil || f.Hostile == nil || f.Unpinned == nil || f.Layered == nil || f.Mixed == nil {
+	if f.Key != key || f.GoTree == nil || f.MinChunk == nil || f.Multi == nil || f.Gzip == nil || f.Index == nil || f.Hostile == nil || f.Unpinned == nil || f.Layered == nil || f.Mixed == nil ||
+		f.ZstdChunked == nil || f.ZstdNoAnnotations == nil || f.ZstdEStargz == nil || f.PlainZstd == nil || f.ZMixed == nil {
 		return nil, fmt.Errorf("%s: not a fixture set for key %s", dir, key)
 	}
 	f.setDir(dir)
@@ -361,6 +398,9 @@ func buildFixtures(dir, goroot, key string) (*Fixtures, error) {
 	}
 	f.Mixed = &Image{Name: "fixtures/mixed", Tag: "v1", Platform: "linux/amd64",
 		Layers: []*Layer{f.Multi.Layers[0], f.Gzip.Layers[0], f.Multi.Layers[2]}}
+	if err := b.zstdImages(f); err != nil {
+		return nil, err
+	}
 	if err := setDigests(f); err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
 )
 
 // TestFixturesInRegistry builds the fixtures, checks their ground truth
@@ -87,15 +88,20 @@ func TestFixturesInRegistry(t *testing.T) {
 				t.Fatalf("%v\nregistry log:\n%s", err, tc.reg.Log())
 			}
 			wantRefs := map[string]string{
-				"fixtures/gotree":    tc.reg.Host + "/fixtures/gotree:v1",
-				"fixtures/minchunk":  tc.reg.Host + "/fixtures/minchunk:v1",
-				"fixtures/multi":     tc.reg.Host + "/fixtures/multi:v1",
-				"fixtures/plaingzip": tc.reg.Host + "/fixtures/plaingzip:v1",
-				"fixtures/multiarch": tc.reg.Host + "/fixtures/multiarch:v1",
-				"fixtures/hostile":   tc.reg.Host + "/fixtures/hostile:v1",
-				"fixtures/unpinned":  tc.reg.Host + "/fixtures/unpinned:v1",
-				"fixtures/layered":   tc.reg.Host + "/fixtures/layered:v1",
-				"fixtures/mixed":     tc.reg.Host + "/fixtures/mixed:v1",
+				"fixtures/zstdchunked":      tc.reg.Host + "/fixtures/zstdchunked:v1",
+				"fixtures/zstdchunked-bare": tc.reg.Host + "/fixtures/zstdchunked-bare:v1",
+				"fixtures/zstdestargz":      tc.reg.Host + "/fixtures/zstdestargz:v1",
+				"fixtures/plainzstd":        tc.reg.Host + "/fixtures/plainzstd:v1",
+				"fixtures/zmixed":           tc.reg.Host + "/fixtures/zmixed:v1",
+				"fixtures/gotree":           tc.reg.Host + "/fixtures/gotree:v1",
+				"fixtures/minchunk":         tc.reg.Host + "/fixtures/minchunk:v1",
+				"fixtures/multi":            tc.reg.Host + "/fixtures/multi:v1",
+				"fixtures/plaingzip":        tc.reg.Host + "/fixtures/plaingzip:v1",
+				"fixtures/multiarch":        tc.reg.Host + "/fixtures/multiarch:v1",
+				"fixtures/hostile":          tc.reg.Host + "/fixtures/hostile:v1",
+				"fixtures/unpinned":         tc.reg.Host + "/fixtures/unpinned:v1",
+				"fixtures/layered":          tc.reg.Host + "/fixtures/layered:v1",
+				"fixtures/mixed":            tc.reg.Host + "/fixtures/mixed:v1",
 			}
 			if diff := cmp.Diff(wantRefs, refs); diff != "" {
 				t.Errorf("Push refs (-want +got):\n%s", diff)
@@ -297,6 +303,20 @@ func checkGroundTruth(t *testing.T, fx *Fixtures) {
 	}
 }
 
+// decompressLayer returns the tar stream of layer l's blob r: gunzipped,
+// or decompressed from zstd (skipping the skippable frames of TOC,
+// tar-split and footer) for zstd media types.
+func decompressLayer(l *Layer, r io.Reader) (io.Reader, error) {
+	if l.MediaType == MediaTypeLayerZstd {
+		zr, err := zstd.NewReader(r)
+		if err != nil {
+			return nil, err
+		}
+		return zr.IOReadCloser(), nil
+	}
+	return gzip.NewReader(r)
+}
+
 // uncompressedDigest returns "sha256:<hex>" and the size of the gunzipped
 // blob.
 func uncompressedDigest(l *Layer) (string, int64, error) {
@@ -305,7 +325,7 @@ func uncompressedDigest(l *Layer) (string, int64, error) {
 		return "", 0, err
 	}
 	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	zr, err := decompressLayer(l, f)
 	if err != nil {
 		return "", 0, err
 	}
@@ -332,7 +352,7 @@ func untarLayer(l *Layer, dir string) error {
 		return err
 	}
 	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	zr, err := decompressLayer(l, f)
 	if err != nil {
 		return err
 	}
@@ -416,7 +436,7 @@ func checkV1Image(t *testing.T, img *Image, ri v1.Image) {
 	var diffIDs []v1.Hash
 	for _, l := range img.Layers {
 		want = append(want, v1.Descriptor{
-			MediaType:   types.OCILayer,
+			MediaType:   types.MediaType(l.MediaType),
 			Size:        l.Size,
 			Digest:      v1.Hash{Algorithm: "sha256", Hex: strings.TrimPrefix(l.Digest, "sha256:")},
 			Annotations: l.Annotations(),
@@ -425,6 +445,10 @@ func checkV1Image(t *testing.T, img *Image, ri v1.Image) {
 		if l.Format == FormatEStargz && !l.NoAnnotations {
 			if l.TOCDigest == "" || l.Annotations()[estargz.StoreUncompressedSizeAnnotation] != strconv.FormatInt(l.UncompressedSize, 10) {
 				t.Errorf("%s: eStargz layer %s lacks annotations", img.Name, l.Digest)
+			}
+		} else if l.Format == FormatZstdChunked && !l.NoAnnotations {
+			if l.Annotations()["io.github.containers.zstd-chunked.manifest-checksum"] == "" && l.Annotations()["io.containers.zstd-chunked.manifest-checksum"] == "" {
+				t.Errorf("%s: zstd:chunked layer %s lacks its manifest-checksum annotation", img.Name, l.Digest)
 			}
 		} else if len(l.Annotations()) != 0 {
 			t.Errorf("%s: layer without annotations has %v", img.Name, l.Annotations())

@@ -52,6 +52,10 @@ const slowRate = 2_500_000
 //	CDN501GOTREE    GOTREE through a proxy redirecting blob GETs to blob
 //	                storage (CDN501STORAGE) that answers 501 to requests
 //	                for several ranges, as GHCR's blob CDN does
+//	FLIPZSTD        ZSTDCHUNKED through a proxy flipping a byte of every
+//	                ranged read of the layer's frames (not of its TOC)
+//	FLAKYZSTD       ZSTDCHUNKED through a proxy cutting the first two
+//	                bodies of frame reads over 100000 bytes
 //
 // Each proxy's faults are used up by the requests that come first, so
 // each proxy serves one script.
@@ -146,6 +150,9 @@ func StartScriptRegistries(ctx context.Context, fx *Fixtures, anon string) (_ *S
 	}
 	cdn.Storage.RefuseMultiRange(http.StatusNotImplemented)
 	add("CDN501STORAGE", cdn.Storage.Host)
+	if err := s.zstdProxies(fx, anon); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

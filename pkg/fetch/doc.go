@@ -1,5 +1,8 @@
-// Package fetch downloads chosen files out of eStargz layers into a
-// directory, reading only the compressed chunks those files are stored in.
+// Package fetch downloads chosen files out of eStargz and zstd:chunked
+// layers into a directory, reading only the compressed chunks those files
+// are stored in. It knows a chunk only as a compressed span and its codec
+// (a gzip member, or zstd frames), never the format it came from; chunks
+// of zeros (holes) are not downloaded but left as holes of the file.
 //
 // The engine works in three steps:
 //
@@ -10,7 +13,8 @@
 //     to merge together into multi-range requests, capping request size so
 //     that every downloader stays busy.
 //  2. Download: a conc pool of downloaders issues the requests. Each
-//     response is decoded gzip member by member as it streams in, and each
+//     response is decoded member by member (gzip, or zstd within the span
+//     the TOC gives) as it streams in, and each
 //     chunk's bytes are written with WriteAt into a temp file beside its
 //     target while their digest is computed; nothing is buffered beyond a
 //     small window. A request cut short is resumed from the first member

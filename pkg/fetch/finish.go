@@ -360,8 +360,23 @@ func (e *engine) commit(t *target) (dgst, verified string, err error) {
 		}
 	}
 	chunkDigests := true
+	holes := false
 	for _, c := range t.source.Chunks {
 		chunkDigests = chunkDigests && c.Digest != ""
+		if c.Zeros {
+			// A hole: nothing was written there, and the file's size
+			// makes it read as zeros; the TOC's digest of it must be
+			// that of zeros.
+			if c.Digest != "" && c.Digest != zeroDigest(c.Size) {
+				return "", "", fmt.Errorf("chunk at %d of %q is marked zeros, but its digest %s is not that of %d zero bytes", c.FileOffset, t.source.Name, c.Digest, c.Size)
+			}
+			holes = true
+		}
+	}
+	if holes && t.copyOf == nil {
+		if err := t.file.Truncate(t.source.Size); err != nil {
+			return "", "", fmt.Errorf("writing %s: %w", t.name, err)
+		}
 	}
 	dgst = t.digest
 	if dgst == "" && chunkDigests && len(t.source.Chunks) > 1 && t.source.Digest != "" && t.copyOf == nil {

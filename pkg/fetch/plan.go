@@ -22,9 +22,11 @@ type segWrite struct {
 	off int64
 }
 
-// member is one gzip member of a layer blob and the segments wanted from it.
+// member is one compressed span of a layer blob (a gzip member, or zstd
+// frames) and the segments wanted from it.
 type member struct {
 	offset, end int64
+	codec       toc.Codec
 	segments    []*segment // sorted by InnerOffset
 }
 
@@ -75,10 +77,13 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request
 	var layers []*Layer
 	for _, t := range targets {
 		for _, c := range t.source.Chunks {
+			if c.Zeros {
+				continue // a hole: nothing to download (see commit)
+			}
 			k := key{t.layer, c.Offset}
 			m, ok := members[k]
 			if !ok {
-				m = &member{offset: c.Offset, end: c.End}
+				m = &member{offset: c.Offset, end: c.End, codec: c.Codec}
 				members[k] = m
 				if len(byLayer[t.layer]) == 0 {
 					layers = append(layers, t.layer)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/stargz-get/stargz-get/pkg/registry"
+	"github.com/stargz-get/stargz-get/pkg/toc"
 )
 
 // do runs one request, retrying from the first member not yet finished.
@@ -185,6 +186,12 @@ func (e *engine) streamRun(r *request, x run, body io.Reader, br *bufio.Reader, 
 		if _, err := br.Discard(int(m.offset - pos())); err != nil {
 			return fmt.Errorf("skipping to member at %d: %w", m.offset, err)
 		}
+		if m.codec == toc.CodecZstd {
+			if err := e.zstdMember(m, br, buf); err != nil {
+				return err
+			}
+			continue
+		}
 		// The gzip reader reads the bufio.Reader itself (its fast path)
 		// and stops at the member's end; where that is, is checked after.
 		if err := e.member(m, br, buf, zr); err != nil {
@@ -211,11 +218,17 @@ func (e *engine) member(m *member, br *bufio.Reader, buf []byte, zr *gzip.Reader
 		return fmt.Errorf("member at %d: %w", m.offset, err)
 	}
 	zr.Multistream(false)
+	return e.segments(m, zr, buf)
+}
+
+// segments reads member m's decompressed stream from zr, writing and
+// verifying its wanted segments.
+func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 	var at int64 // position in the decompressed stream
 	for _, s := range m.segments {
 		if skip := s.chunk.InnerOffset - at; skip > 0 {
 			if _, err := io.CopyBuffer(io.Discard, io.LimitReader(zr, skip), buf); err != nil {
-				return fmt.Errorf("member at %d: %w", m.offset, err)
+				return fmt.Errorf("%s at %d: %w", m.codec, m.offset, err)
 			}
 			at += skip
 		}
@@ -250,9 +263,9 @@ func (e *engine) member(m *member, br *bufio.Reader, buf []byte, zr *gzip.Reader
 					e.segmentDone(w, s, "")
 				}
 			}
-			return fmt.Errorf("member at %d: %w", m.offset, err)
+			return fmt.Errorf("%s at %d: %w", m.codec, m.offset, err)
 		case err != nil:
-			return fmt.Errorf("member at %d: decompressing: %w", m.offset, err)
+			return fmt.Errorf("%s at %d: decompressing: %w", m.codec, m.offset, err)
 		}
 		got := "sha256:" + hex.EncodeToString(h.Sum(nil))
 		if s.chunk.Digest != "" && got != s.chunk.Digest {

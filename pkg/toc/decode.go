@@ -89,6 +89,10 @@ type tocDecoder struct {
 
 	slab   []estargz.TOCEntry // entries allocated ahead
 	intern map[string]string  // short repeated values (type, modtime, owner)
+
+	// extra, when set, collects the fields of containers/storage's TOC
+	// entries that eStargz's lack (see decodeContainersTOC).
+	extra *containersExtra
 }
 
 // Field numbers of JTOC and TOCEntry, 0 for an unknown key.
@@ -115,6 +119,8 @@ const (
 	fChunkOffset
 	fChunkSize
 	fChunkDigest
+	fEndOffset // containers/storage only
+	fChunkType // containers/storage only
 )
 
 // tocFields and entryFields name the fields as their json tags do.
@@ -143,6 +149,12 @@ var (
 		"chunkOffset": fChunkOffset,
 		"chunkSize":   fChunkSize,
 		"chunkDigest": fChunkDigest,
+	}
+	// containersFields are the keys of containers/storage TOC entries
+	// that eStargz's lack; decodeTOC skips them as unknown.
+	containersFields = map[string]int{
+		"endOffset": fEndOffset,
+		"chunkType": fChunkType,
 	}
 )
 
@@ -188,8 +200,15 @@ func entryField(k []byte) int {
 		return fChunkSize
 	case "chunkDigest":
 		return fChunkDigest
+	case "endOffset":
+		return fEndOffset
+	case "chunkType":
+		return fChunkType
 	}
-	return foldedField(k, entryFields)
+	if f := foldedField(k, entryFields); f != fUnknown {
+		return f
+	}
+	return foldedField(k, containersFields)
 }
 
 // foldedField returns the field of fields whose name equals k under
@@ -1031,6 +1050,9 @@ func (d *tocDecoder) entries(p *[]*estargz.TOCEntry) error {
 			s = append(s, nil)
 		}
 		c := d.buf[d.off]
+		if d.extra != nil {
+			d.extra.at(i)
+		}
 		switch c {
 		case '{':
 			if s[i] == nil {
@@ -1116,6 +1138,14 @@ func (d *tocDecoder) entry(e *estargz.TOCEntry) error {
 			return d.int64Field(&e.ChunkSize, "TOCEntry.chunkSize")
 		case fChunkDigest:
 			return d.digestField(&e.ChunkDigest, e.Digest, "TOCEntry.chunkDigest")
+		case fEndOffset:
+			if x := d.extra; x != nil {
+				return d.int64Field(&x.endOffset[x.cur], "entry.endOffset")
+			}
+		case fChunkType:
+			if x := d.extra; x != nil {
+				return d.stringField(&x.chunkType[x.cur], "entry.chunkType", true)
+			}
 		}
 		return d.skip()
 	})

@@ -3,6 +3,7 @@ package toc
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -57,19 +58,30 @@ type Options struct {
 	// in parallel pieces. The footer must agree, else the TOC is read as
 	// without it.
 	TOCOffset int64
+	// Zstd, when the layer's manifest annotations locate a zstd:chunked
+	// TOC, lets Read read just the TOC in one request, and gives the
+	// checksum the compressed TOC must match.
+	Zstd *Position
 }
 
 // TOC is a layer's parsed table of contents.
 type TOC struct {
-	// Format is wire.FormatEStargz or wire.FormatStargz, or for a Full
-	// listing the layer's format (gzip, zstd, tar).
+	// Format is wire.FormatEStargz, wire.FormatStargz or
+	// wire.FormatZstdChunked, or for a Full listing the layer's format
+	// (gzip, zstd, tar).
 	Format string
-	// Offset is where the TOC's gzip member starts; every chunk ends at or
-	// before it.
+	// Layout tells the two zstd:chunked layouts apart (LayoutContainers,
+	// LayoutEStargz); empty for other formats.
+	Layout string
+	// Offset is where the TOC's gzip member (or zstd skippable frame)
+	// starts; every chunk ends at or before it.
 	Offset int64
 	// Digest is the digest of the TOC JSON, to compare with the manifest's
 	// TOC digest annotation.
 	Digest digest.Digest
+	// CompressedDigest is the digest of the compressed TOC bytes of a
+	// zstd:chunked layer, which its manifest-checksum annotation gives.
+	CompressedDigest digest.Digest
 	// Entries are the TOC's entries except chunks (which are folded into
 	// their file), in TOC order.
 	Entries []*Entry
@@ -110,6 +122,11 @@ type Chunk struct {
 	FileOffset, Size int64
 	// Digest is the chunk's digest from the TOC (empty in legacy stargz).
 	Digest string
+	// Codec is how the span [Offset, End) is decoded.
+	Codec Codec
+	// Zeros marks a chunk of zero bytes (a hole of a sparse file): its
+	// span need not be downloaded.
+	Zeros bool
 }
 
 // Lookup returns the entry named name (cleaned as the TOC's names are).
@@ -142,13 +159,16 @@ func (e *Entry) ModTime() time.Time {
 // footer is what a footer says.
 type footer struct {
 	format            string
-	tocOffset, tocEnd int64
+	layout            string // of a zstd:chunked footer
+	tocOffset, tocEnd int64  // of the TOC's compressed bytes
+	dataEnd           int64  // where the data before the TOC ends
 }
 
 // Probe reads only the footer of r and reports the blob's format:
-// wire.FormatEStargz, wire.FormatStargz, or ErrNotStargz.
+// wire.FormatEStargz, wire.FormatStargz, wire.FormatZstdChunked, or
+// ErrNotStargz.
 func Probe(ctx context.Context, r RangeReader) (string, error) {
-	n := min(int64(estargz.FooterSize), r.Size())
+	n := min(int64(max(estargz.FooterSize, maxFooterFrame)), r.Size())
 	tail, err := readRange(ctx, r, r.Size()-n, n)
 	if err != nil {
 		return "", err
@@ -161,6 +181,9 @@ func Probe(ctx context.Context, r RangeReader) (string, error) {
 }
 
 func parseFooter(tail []byte, size int64) (footer, error) {
+	if f, err := parseZstdFooter(tail, size); !errors.Is(err, ErrNotStargz) {
+		return f, err
+	}
 	type kind struct {
 		format string
 		d      estargz.Decompressor
@@ -181,7 +204,7 @@ func parseFooter(tail []byte, size int64) (footer, error) {
 		if tocOff < 0 || tocOff >= end || end > size-fs {
 			return footer{}, fmt.Errorf("footer gives TOC offset %d outside the blob of %d bytes", tocOff, size)
 		}
-		return footer{format: k.format, tocOffset: tocOff, tocEnd: end}, nil
+		return footer{format: k.format, tocOffset: tocOff, tocEnd: end, dataEnd: tocOff}, nil
 	}
 	return footer{}, ErrNotStargz
 }
@@ -201,6 +224,29 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 		tail      []byte
 		tailStart int64
 	)
+	if p := opts.Zstd; p != nil && p.Length > 0 {
+		// The annotations locate the TOC: one request for it and the
+		// skippable frame header before it.
+		var err error
+		if f, err = positionFooter(p, size); err != nil {
+			return nil, err
+		}
+		if n := f.tocEnd - f.tocOffset; n > maxTOC {
+			return nil, fmt.Errorf("TOC is %d bytes compressed, over the limit of %d (raise it with --max-toc-bytes)", n, maxTOC)
+		}
+		b, err := readRange(ctx, r, f.dataEnd, f.tocEnd-f.dataEnd)
+		if err != nil {
+			return nil, err
+		}
+		t.Requests, t.BytesRead = 1, f.tocEnd-f.dataEnd
+		if !bytes.Equal(b[:4], skippableMagic) || int64(binary.LittleEndian.Uint32(b[4:8])) != f.tocEnd-f.tocOffset {
+			return nil, fmt.Errorf("manifest-position annotation gives TOC at %d, where there is no skippable frame of %d bytes", f.tocOffset, f.tocEnd-f.tocOffset)
+		}
+		if err := t.readZstdTOC(bytes.NewReader(b[skippableHeader:]), f, p.Checksum, maxJSON, maxEntries); err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
 	// A TOC offset known from an earlier listing is only used when the
 	// TOC is too big for the tail read anyway, and within the limit and
 	// maxHintedRead: a wrong offset costs at most that much reading.
@@ -213,8 +259,11 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 		}
 		// Counted either way: a wrong offset costs these requests too.
 		t.Requests, t.BytesRead = p.requests(), size-h
-		if f, err = parseFooter(last, size); err == nil && f.tocOffset == h {
-			tocStream = io.LimitReader(p, f.tocEnd-h)
+		if f, err = parseFooter(last, size); err == nil && f.dataEnd == h {
+			if _, err := io.CopyN(io.Discard, p, f.tocOffset-h); err != nil {
+				return nil, err
+			}
+			tocStream = io.LimitReader(p, f.tocEnd-f.tocOffset)
 		} else {
 			p.Close()
 		}
@@ -240,12 +289,30 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 	default:
 		// The TOC starts before the tail: its head comes in parallel
 		// pieces, parsed as they arrive, so decoding overlaps the download.
-		n := tailStart - f.tocOffset
+		// (A zstd:chunked TOC may end before the tail too: the tar-split
+		// frame comes between it and the footer.)
+		n := min(f.tocEnd, tailStart) - f.tocOffset
 		p := readPieces(ctx, r, f.tocOffset, n)
 		defer p.Close()
 		t.Requests += p.requests()
 		t.BytesRead += n
-		tocStream = io.MultiReader(p, bytes.NewReader(tail[:f.tocEnd-tailStart]))
+		tocStream = p
+		if f.tocEnd > tailStart {
+			tocStream = io.MultiReader(p, bytes.NewReader(tail[:f.tocEnd-tailStart]))
+		}
+	}
+	if f.format == FormatZstdChunked {
+		if tail != nil && tailStart < f.dataEnd {
+			t.Tail, t.TailStart = tail[:f.dataEnd-tailStart], tailStart
+		}
+		var sum string
+		if opts.Zstd != nil && opts.Zstd.Layout == f.layout {
+			sum = opts.Zstd.Checksum
+		}
+		if err := t.readZstdTOC(tocStream, f, sum, maxJSON, maxEntries); err != nil {
+			return nil, err
+		}
+		return t, nil
 	}
 	jtoc, dgst, err := parseTOC(tocStream, maxJSON)
 	if err != nil {

@@ -10,7 +10,9 @@ const (
 	// FormatStargz is the original (legacy) stargz layout with a 47-byte
 	// footer. Files can be fetched lazily, without chunk digests.
 	FormatStargz = "stargz"
-	// FormatZstdChunked is a zstd:chunked layer (not supported for fetching).
+	// FormatZstdChunked is a zstd:chunked layer: zstd frames per chunk and
+	// a TOC, as containers/storage (podman) or estargz's zstdchunked
+	// package write them. Files can be fetched lazily.
 	FormatZstdChunked = "zstd:chunked"
 	// FormatGzip is an ordinary gzip-compressed tar layer without a TOC.
 	FormatGzip = "gzip"
@@ -30,7 +32,7 @@ const (
 // Lazy reports whether layers of the given format can be read lazily
 // through their table of contents.
 func Lazy(format string) bool {
-	return format == FormatEStargz || format == FormatStargz
+	return format == FormatEStargz || format == FormatStargz || format == FormatZstdChunked
 }
 
 // Layer describes one layer of an image, as printed by sg-layers and read by
@@ -68,6 +70,19 @@ type Layer struct {
 	// ArtifactType is the manifest's artifactType, or else its config media
 	// type when that is not an image config; empty for images.
 	ArtifactType string `json:"artifactType,omitempty"`
+	// ManifestChecksum is the digest of a zstd:chunked layer's compressed
+	// TOC, from its io.github.containers.zstd-chunked.manifest-checksum
+	// annotation (io.containers.zstd-chunked.manifest-checksum when
+	// estargz wrote it), when present.
+	ManifestChecksum string `json:"manifestChecksum,omitempty"`
+	// ManifestPosition is where that TOC is, "offset:length:
+	// uncompressedLength:type", from the matching manifest-position
+	// annotation, when present: the TOC is then read in one request.
+	ManifestPosition string `json:"manifestPosition,omitempty"`
+	// TOCLayout is which writer's zstd:chunked layout the annotations
+	// belong to: "containers" (podman, buildah, skopeo) or "estargz"
+	// (nerdctl, ctr-remote); set with ManifestChecksum or ManifestPosition.
+	TOCLayout string `json:"tocLayout,omitempty"`
 }
 
 // Validate reports a missing required field.
