@@ -29,11 +29,6 @@ import (
 	"github.com/stargz-get/stargz-get/pkg/wire"
 )
 
-// Annotation keys eStargz and zstd:chunked converters write on layers.
-const (
-	zstdChunkedAnnotation = "io.github.containers.zstd-chunked.manifest-checksum"
-)
-
 // ErrBlob means a layer is a blob (a file of an OCI artifact), not a
 // filesystem layer with files to list.
 var ErrBlob = errors.New("it is a blob (one file, as in an OCI artifact), not a filesystem layer")
