@@ -96,6 +96,10 @@ type Entry struct {
 	RawName string
 	// Chunks are a regular file's chunks in file order.
 	Chunks []Chunk
+	// TarOffset and DataOffset are, in a Full listing, where the entry's
+	// tar header (its first header block, extended headers included) and
+	// its contents start in the layer's uncompressed tar stream.
+	TarOffset, DataOffset int64
 }
 
 // Chunk is one stretch of a regular file's contents.
