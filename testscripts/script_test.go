@@ -154,6 +154,8 @@ func TestScripts(t *testing.T) {
 		UpdateScripts:       os.Getenv("UPDATE_SCRIPTS") != "",
 		Setup: func(e *testscript.Env) error {
 			e.Vars = append(e.Vars, w.env...)
+			// Each script has its own cache (HOME is not writable).
+			e.Setenv("SG_CACHE_DIR", filepath.Join(e.WorkDir, "sg-cache"))
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/stargz-get/stargz-get/pkg/cache"
 )
@@ -30,6 +31,16 @@ func (f *CacheFlags) Register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.NoCache, "no-cache", false, "do not use the cache")
 }
 
+// Warnf returns a function printing "tool: warning: ..." lines to stderr.
+func Warnf(tool string, stderr io.Writer) func(format string, args ...any) {
+	var mu sync.Mutex
+	return func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(stderr, "%s: warning: %s\n", tool, fmt.Sprintf(format, args...))
+	}
+}
+
 // Open returns the cache the flags choose: nil (nothing kept) for
 // --no-cache, or when no directory can be found, which is a warning on
 // stderr, not an error.
@@ -46,9 +57,7 @@ func (f *CacheFlags) Open(tool string, stderr io.Writer) *cache.Cache {
 		}
 		dir = d
 	}
-	c, err := cache.Open(dir, cache.WithWarnf(func(format string, args ...any) {
-		fmt.Fprintf(stderr, "%s: warning: %s\n", tool, fmt.Sprintf(format, args...))
-	}))
+	c, err := cache.Open(dir, cache.WithWarnf(Warnf(tool, stderr)))
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: warning: %v; nothing is cached\n", tool, err)
 		return nil

@@ -123,6 +123,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.BoolVar(&opts.PreservePermissions, "preserve-permissions", false, "keep setuid/setgid/sticky")
 	fs.BoolVar(&opts.SameOwner, "same-owner", false, "apply uid/gid as root")
 	fs.BoolVar(&opts.Devices, "devices", false, "create fifos and devices")
+	var cf cli.CacheFlags
+	cf.Register(fs)
 	var limits cli.LimitFlags
 	limits.Register(fs)
 	pos, err := cli.Parse(fs, args, usage, stdout)
@@ -154,14 +156,17 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	src.AllowFull = *allowFull
+	src.Cache = cf.Open(tool, stderr)
+	src.Warnf = cli.Warnf(tool, stderr)
 	defer src.Close()
 
 	var items []*item
+	var job *streamJob // a plain layer without a seek index, read once
 	switch {
 	case len(pos) > 0 && source.LooksLikeLayer(pos[1]):
-		items, err = fromArgs(ctx, src, pos[0], pos[1], pos[2:])
+		items, job, err = fromArgs(ctx, src, pos[0], pos[1], pos[2:])
 	case len(pos) > 0:
-		items, err = fromFlattened(ctx, src, pos[0], pos[1:])
+		items, job, err = fromFlattened(ctx, src, pos[0], pos[1:])
 	default:
 		items, err = fromStdin(ctx, src, limits.Decoder(wire.NewDecoder(stdin, "stdin")))
 	}
@@ -210,7 +215,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	start := time.Now()
 	var entries int
 	var compressed int64
-	fetch.Run(ctx, root, wants, opts, func(o *fetch.Outcome) { // calls are serialized
+	emit := func(o *fetch.Outcome) { // calls are serialized
 		it := o.Want.Tag.(*item)
 		r := it.result(out, o.Status, o.Err)
 		r.Path = filepath.Join(out, filepath.FromSlash(o.Path))
@@ -221,7 +226,13 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		entries++
 		compressed += o.CompressedBytes
 		em.put(r)
-	})
+	}
+	var jobErr error
+	if job != nil {
+		jobErr = job.run(ctx, root, limits.MaxTOCEntries, *requireVerified, opts, emit, stderr)
+	} else {
+		fetch.Run(ctx, root, wants, opts, emit)
+	}
 	bar.finish()
 	log.Logf("%d entries, %d compressed bytes of chunks, in %s", entries, compressed, time.Since(start).Round(time.Millisecond))
 	if err := em.close(); err != nil {
@@ -229,6 +240,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if jobErr != nil {
+		return jobErr
+	}
+	if job != nil {
+		items = make([]*item, entries)
 	}
 	if em.failed > 0 {
 		return cli.Failedf("%d of %d entries failed (see the results with \"status\":\"failed\")", em.failed, len(items))
@@ -423,20 +440,28 @@ func openLayer(ctx context.Context, src *source.Source, ref, manifest, layer str
 	return nil, fmt.Errorf("%w: layer %s is not in %s (manifest %s)", registry.ErrNotFound, layer, ref, img.Manifest)
 }
 
-// fromArgs selects PATHs (files or whole directories) of one layer.
-func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths []string) ([]*item, error) {
+// fromArgs selects PATHs (files or whole directories) of one layer. A
+// plain layer without a seek index is not listed first: the job returned
+// streams it once, writing what matches as it passes.
+func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths []string) ([]*item, *streamJob, error) {
 	img, err := src.Image(ctx, image, "")
 	if err != nil {
-		return nil, cli.Hint(err)
+		return nil, nil, cli.Hint(err)
 	}
 	l, err := source.FindLayer(img, blob)
 	if err != nil {
-		return nil, cli.Hint(err)
+		return nil, nil, cli.Hint(err)
 	}
 	rec := source.Record(img, l, "")
-	layer, err := src.Open(ctx, img.Ref.Context(), rec)
+	layer, listed, err := src.OpenStreaming(ctx, img.Ref.Context(), rec)
 	if err != nil {
-		return nil, cli.Hint(err)
+		return nil, nil, cli.Hint(err)
+	}
+	notFound := func(p string) error {
+		return cli.WithHint(fmt.Errorf("%q is not in layer %d (%s) of %s", p, l.Index, l.Digest, img.Ref), fmt.Sprintf("list the layer's files with: sg-ls %s %s", image, blob))
+	}
+	if !listed {
+		return nil, newStreamJob(rec, layer, paths, notFound), nil
 	}
 	var entries []source.FlatEntry
 	for _, e := range layer.TOC.Entries {
@@ -444,28 +469,33 @@ func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths
 			entries = append(entries, source.FlatEntry{Rec: rec, Layer: layer, Entry: e})
 		}
 	}
-	return selectPaths(entries, paths, func(p string) error {
-		return cli.WithHint(fmt.Errorf("%q is not in layer %d (%s) of %s", p, l.Index, l.Digest, img.Ref), fmt.Sprintf("list the layer's files with: sg-ls %s %s", image, blob))
-	})
+	items, err := selectPaths(entries, paths, notFound)
+	return items, nil, err
 }
 
-// fromFlattened selects PATHs from the flattened view of an image.
-func fromFlattened(ctx context.Context, src *source.Source, image string, paths []string) ([]*item, error) {
+// fromFlattened selects PATHs from the flattened view of an image. An
+// image of one layer is that layer (see fromArgs); with more, every layer
+// is listed first, as whiteouts in upper layers decide what is there.
+func fromFlattened(ctx context.Context, src *source.Source, image string, paths []string) ([]*item, *streamJob, error) {
 	img, err := src.Image(ctx, image, "")
 	if err != nil {
-		return nil, cli.Hint(err)
+		return nil, nil, cli.Hint(err)
+	}
+	if len(img.Layers) == 1 {
+		return fromArgs(ctx, src, image, "0", paths)
 	}
 	recs, err := src.ImageRecords(ctx, img)
 	if err != nil {
-		return nil, cli.Hint(err)
+		return nil, nil, cli.Hint(err)
 	}
 	entries, err := src.Flatten(ctx, recs)
 	if err != nil {
-		return nil, cli.Hint(err)
+		return nil, nil, cli.Hint(err)
 	}
-	return selectPaths(entries, paths, func(p string) error {
+	items, err := selectPaths(entries, paths, func(p string) error {
 		return cli.WithHint(fmt.Errorf("%q is not in the filesystem of %s (its %d layers flattened)", p, img.Ref, len(recs)), fmt.Sprintf("list it with: sg-ls --flatten %s", image))
 	})
+	return items, nil, err
 }
 
 // selectPaths picks the entries at or under each path; a path that

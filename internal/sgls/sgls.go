@@ -44,10 +44,15 @@ Options:
                             .no.prefetch.landmark marker files      SG_ALL
   --flatten                 list the image's flattened filesystem (all
                             layers, base first)                 SG_FLATTEN
-  --allow-full-layers       list layers that are not eStargz by downloading
-                            them whole (by default they are an error)
-                                                      SG_ALLOW_FULL_LAYERS
+  --allow-full-layers       list layers that are not eStargz (plain gzip,
+                            zstd, tar) by streaming them whole, checked
+                            against their digest; a gzip layer's seek index
+                            is built on the way and cached, and later runs
+                            list it from there without reading the layer
+                            (by default such layers are an error, unless
+                            indexed already)          SG_ALLOW_FULL_LAYERS
 
+` + cli.CacheUsage + `
 ` + cli.LimitUsage + `
 ` + cli.RegistryUsage + `
 Examples:
@@ -72,6 +77,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.BoolVar(all, "a", false, "list marker files")
 	flat := fs.Bool("flatten", false, "list the flattened filesystem")
 	allowFull := fs.Bool("allow-full-layers", false, "read non-eStargz layers whole")
+	var cf cli.CacheFlags
+	cf.Register(fs)
 	var limits cli.LimitFlags
 	limits.Register(fs)
 	pos, err := cli.Parse(fs, args, usage, stdout)
@@ -95,6 +102,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	src.AllowFull = *allowFull
+	src.Cache = cf.Open(tool, stderr)
+	src.Warnf = cli.Warnf(tool, stderr)
 	defer src.Close()
 	enc := wire.NewEncoder(stdout)
 	l := &lister{src: src, enc: enc, all: *all}
@@ -200,11 +209,14 @@ func (l *lister) layer(ctx context.Context, rec wire.Layer) (*fetch.Layer, error
 }
 
 func (l *lister) print(rec wire.Layer, t *toc.TOC) error {
+	indexed := t.Full && l.src.Indexed(rec.Digest)
 	for _, e := range t.Entries {
 		if !l.all && toc.Landmark(e.Name) {
 			continue
 		}
-		if err := l.enc.Encode(EntryRecord(rec, t, e)); err != nil {
+		r := EntryRecord(rec, t, e)
+		r.Indexed = indexed
+		if err := l.enc.Encode(r); err != nil {
 			return err
 		}
 	}
@@ -279,8 +291,14 @@ func (l *lister) flattened(ctx context.Context, pos []string, dec *wire.Decoder)
 		if err != nil {
 			return cli.Hint(err)
 		}
+		indexed := map[string]bool{}
+		for _, rec := range recs {
+			indexed[rec.Digest] = l.src.Indexed(rec.Digest)
+		}
 		for _, fe := range entries {
-			if err := l.enc.Encode(EntryRecord(fe.Rec, fe.Layer.TOC, fe.Entry)); err != nil {
+			r := EntryRecord(fe.Rec, fe.Layer.TOC, fe.Entry)
+			r.Indexed = fe.Layer.TOC.Full && indexed[fe.Rec.Digest]
+			if err := l.enc.Encode(r); err != nil {
 				return err
 			}
 		}

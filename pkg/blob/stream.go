@@ -46,6 +46,19 @@ type streamOptions struct {
 	segment int64
 	window  int
 	digest  string
+	end     int64 // 0: the blob's end
+}
+
+// WithEnd makes the stream end at blob offset end instead of the blob's
+// end.
+func WithEnd(end int64) StreamOption {
+	return func(o *streamOptions) error {
+		if end <= 0 {
+			return fmt.Errorf("stream end must be positive, got %d", end)
+		}
+		o.end = end
+		return nil
+	}
 }
 
 // WithSegmentBytes sets the largest segment (DefaultSegmentBytes).
@@ -114,7 +127,7 @@ type segment struct {
 	rd   int // bytes of buf already delivered
 }
 
-// NewStream starts reading r from off to its end.
+// NewStream starts reading r from off to its end (or WithEnd's).
 func NewStream(ctx context.Context, r RangeReader, off int64, opts ...StreamOption) (*Stream, error) {
 	o := streamOptions{segment: DefaultSegmentBytes, window: DefaultWindow}
 	for _, opt := range opts {
@@ -123,11 +136,17 @@ func NewStream(ctx context.Context, r RangeReader, off int64, opts ...StreamOpti
 		}
 	}
 	size := r.Size()
-	if off < 0 || off > size {
-		return nil, fmt.Errorf("stream start %d outside blob of %d bytes", off, size)
+	if o.end != 0 {
+		if o.end > size {
+			return nil, fmt.Errorf("stream end %d outside blob of %d bytes", o.end, size)
+		}
+		size = o.end
 	}
-	if o.digest != "" && off != 0 {
-		return nil, errors.New("a stream checked against the blob digest must start at 0")
+	if off < 0 || off > size {
+		return nil, fmt.Errorf("stream start %d outside bytes 0-%d", off, size)
+	}
+	if o.digest != "" && (off != 0 || size != r.Size()) {
+		return nil, errors.New("a stream checked against the blob digest must read the whole blob")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &Stream{ctx: ctx, cancel: cancel, r: r, opts: o, end: size, pos: off,

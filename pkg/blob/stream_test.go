@@ -130,6 +130,22 @@ func TestStreamFromOffset(t *testing.T) {
 	}
 }
 
+func TestStreamSpan(t *testing.T) {
+	s := serve(t, 3<<20)
+	st, err := NewStream(context.Background(), s.blob, 1000, WithEnd(2<<20+5), WithSegmentBytes(300_000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	got, err := io.ReadAll(st)
+	if err != nil || !bytes.Equal(got, s.data[1000:2<<20+5]) {
+		t.Fatalf("got %d bytes, %v", len(got), err)
+	}
+	if s.sent.Load() != int64(len(got)) {
+		t.Fatalf("server sent %d bytes for a span of %d", s.sent.Load(), len(got))
+	}
+}
+
 func TestStreamDigestMismatch(t *testing.T) {
 	s := serve(t, 2<<20)
 	st, err := NewStream(context.Background(), s.blob, 0, WithDigest("sha256:"+strings.Repeat("0", 64)))
@@ -186,6 +202,9 @@ func TestStreamBadOptions(t *testing.T) {
 		if _, err := NewStream(context.Background(), s.blob, 0, opts...); err == nil {
 			t.Error("bad option accepted")
 		}
+	}
+	if _, err := NewStream(context.Background(), s.blob, 0, WithEnd(2000)); err == nil {
+		t.Error("end past the blob accepted")
 	}
 	if _, err := NewStream(context.Background(), s.blob, 2000); err == nil {
 		t.Error("start past the end accepted")

@@ -53,10 +53,14 @@ type Layer struct {
 	// Pinned says the TOC's digest matched the manifest's TOC digest
 	// annotation, chaining every chunk digest to the manifest.
 	Pinned bool
-	// Spool holds a whole non-eStargz layer, downloaded and checked
-	// against its digest, when TOC.Full is set; files are extracted from
-	// it by streaming it once.
-	Spool *os.File
+	// Plain reads a layer that is not eStargz (TOC.Full is set): files are
+	// extracted from its stream, stopping after the last one wanted, or,
+	// when it has a seek index, read lazily from the nearest checkpoints.
+	Plain Plain
+
+	// unchecked is set by RunStream when the layer's stream stopped before
+	// its end, so that its digest was not checked.
+	unchecked bool
 }
 
 // Want is one entry to fetch.

@@ -55,6 +55,10 @@ type Layer struct {
 	// UncompressedSize is the size of the uncompressed layer from the
 	// io.containers.estargz.uncompressed-size annotation, when present.
 	UncompressedSize int64 `json:"uncompressedSize,omitempty"`
+	// Indexed is set when a seek index of this (plain gzip) layer is in the
+	// cache: it is listed without reading the blob, and its files are read
+	// lazily from the nearest checkpoint.
+	Indexed bool `json:"indexed,omitempty"`
 }
 
 // Validate reports a missing required field.
@@ -100,6 +104,9 @@ type Entry struct {
 	// parallel pieces, instead of a tail first; the layer's footer still
 	// decides (a wrong offset costs at most that 8 MiB read in vain).
 	TOCOffset int64 `json:"tocOffset,omitempty"`
+	// Indexed is set when a seek index of the (plain gzip) layer is in the
+	// cache, as in the layer record.
+	Indexed bool `json:"indexed,omitempty"`
 	// Name is the entry's path inside the layer, without a leading "./" or
 	// "/" and without a trailing "/".
 	Name string `json:"name"`
