@@ -16,6 +16,10 @@
 //	UNPINNED   an eStargz image without the TOC digest annotation
 //	LAYERED    three layers with whiteouts, an opaque directory, replacements
 //	MIXED      eStargz, plain gzip, eStargz layers
+//	PLAINBIG   a ~30 MB plain gzip layer (src/bufio, toolchain binaries, src/net)
+//	PLAINZSTD  a plain zstd tar layer
+//	CRANEAPPEND  a gzip layer made as "crane append" makes them
+//	HOSTILEGZIP  HOSTILE's tar as a plain gzip layer
 //	*_L0...    layer digests of each image, e.g. GOTREE_L0, MULTI_L2
 //	AUTHGOTREE GOTREE on AUTHREG
 //	TOKENREG, TLSREG, FLAKYGOTREE, ...  token auth, TLS and fault proxies:
@@ -47,6 +51,9 @@ import (
 	"github.com/stargz-get/stargz-get/internal/sglayers"
 	"github.com/stargz-get/stargz-get/internal/sgls"
 	"github.com/stargz-get/stargz-get/internal/testenv"
+	"github.com/stargz-get/stargz-get/pkg/blob"
+	"github.com/stargz-get/stargz-get/pkg/gzindex"
+	"github.com/stargz-get/stargz-get/pkg/toc"
 )
 
 func TestMain(m *testing.M) {
@@ -110,7 +117,7 @@ func setupWorld() (*world, error) {
 	add("REG", w.reg.Host)
 	add("AUTHREG", w.authReg.Host)
 	add("AUTHGOTREE", fx.GoTree.Ref(w.authReg.Host))
-	for name, img := range map[string]*testenv.Image{"GOTREE": fx.GoTree, "MINCHUNK": fx.MinChunk, "MULTI": fx.Multi, "PLAINGZIP": fx.Gzip, "HOSTILE": fx.Hostile, "UNPINNED": fx.Unpinned, "LAYERED": fx.Layered, "MIXED": fx.Mixed} {
+	for name, img := range map[string]*testenv.Image{"GOTREE": fx.GoTree, "MINCHUNK": fx.MinChunk, "MULTI": fx.Multi, "PLAINGZIP": fx.Gzip, "HOSTILE": fx.Hostile, "UNPINNED": fx.Unpinned, "LAYERED": fx.Layered, "MIXED": fx.Mixed, "PLAINBIG": fx.PlainBig, "PLAINZSTD": fx.PlainZstd, "CRANEAPPEND": fx.CraneAppend, "HOSTILEGZIP": fx.HostileGzip} {
 		add(name, img.Ref(w.reg.Host))
 		add(name+"_MANIFEST", img.Digest)
 		for i, l := range img.Layers {
@@ -172,6 +179,7 @@ func TestScripts(t *testing.T) {
 			"checkflat":    w.checkflat,
 			"checkpresent": w.checkpresent,
 			"checkroot":    w.checkroot,
+			"moved":        w.moved,
 		},
 	})
 }
@@ -193,6 +201,14 @@ func (w *world) groundTruth(ts *testscript.TestScript, spec string) ([]testenv.F
 		img = w.fx.Gzip
 	case "mixed":
 		img = w.fx.Mixed
+	case "plainbig":
+		img = w.fx.PlainBig
+	case "plainzstd":
+		img = w.fx.PlainZstd
+	case "craneappend":
+		img = w.fx.CraneAppend
+	case "hostilegzip":
+		img = w.fx.HostileGzip
 	case "hostile":
 		img = w.fx.Hostile
 	case "unpinned":
@@ -424,6 +440,100 @@ func (w *world) checkroot(ts *testscript.TestScript, neg bool, args []string) {
 	if err := testenv.CompareTrees(w.rootfs, ts.MkAbs(args[0])); err != nil {
 		ts.Fatalf("%v", err)
 	}
+}
+
+// moved PROXY [zero | early FIXTURE PATH | whole FIXTURE | span FIXTURE PATH]
+//
+// Prints the blob bytes the COUNT* proxy PROXY has sent since the last
+// moved ("moved N bytes") and starts counting again. With a check, fails
+// unless they are: none (zero); no more than the compressed end of PATH's
+// entry in the one-layer plain gzip FIXTURE plus the read-ahead of one
+// window of stream segments and the footer probe (early), and less than the
+// layer; the layer once (whole), give or take the footer probe; no more than
+// 1.1 times the span of the layer from the nearest checkpoint before
+// PATH's header to the block boundary after its end (span).
+func (w *world) moved(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 1 || neg {
+		ts.Fatalf("usage: moved PROXY [zero | early FIXTURE PATH | whole FIXTURE | span FIXTURE PATH]")
+	}
+	p := w.more.Counters[args[0]]
+	if p == nil {
+		ts.Fatalf("no counting proxy %q", args[0])
+	}
+	n := p.BlobBytes(true)
+	fmt.Fprintf(ts.Stdout(), "moved %d bytes\n", n)
+	if len(args) == 1 {
+		return
+	}
+	check := func(ok bool, format string, a ...any) {
+		if !ok {
+			ts.Fatalf("moved %d blob bytes: %s", n, fmt.Sprintf(format, a...))
+		}
+	}
+	layer := func(fixture string) (*testenv.Layer, *gzindex.Index) {
+		img := w.image(ts, fixture)
+		l := img.Layers[0]
+		f, err := os.Open(l.BlobPath)
+		ts.Check(err)
+		defer f.Close()
+		ix, err := gzindex.Build(f, l.Digest, l.Size)
+		ts.Check(err)
+		return l, ix
+	}
+	entry := func(ix *gzindex.Index, name string) gzindex.Entry {
+		for _, e := range ix.Entries {
+			if strings.TrimSuffix(e.Name, "/") == name {
+				return e
+			}
+		}
+		ts.Fatalf("no %s in the layer", name)
+		return gzindex.Entry{}
+	}
+	// What finding out that a layer is not eStargz costs: its tail, read
+	// for a footer and TOC, and a footer probe.
+	const probe = toc.DefaultTailBytes + 1024
+	switch args[1] {
+	case "zero":
+		check(n == 0, "want none")
+	case "whole":
+		l, _ := layer(args[2])
+		check(n >= l.Size && n <= l.Size+probe, "want the layer's %d once", l.Size)
+	case "early":
+		l, ix := layer(args[2])
+		e := entry(ix, args[3])
+		_, end := ix.Span(e.Data+e.Size, e.Data+e.Size)
+		// The stream's segments grow from blob.FirstSegmentBytes to
+		// blob.DefaultSegmentBytes; a window of them is in flight.
+		var segEnds []int64
+		for off, s := int64(0), int64(blob.FirstSegmentBytes); off < l.Size; s = min(2*s, blob.DefaultSegmentBytes) {
+			off = min(off+s, l.Size)
+			segEnds = append(segEnds, off)
+		}
+		k := sort.Search(len(segEnds), func(i int) bool { return segEnds[i] >= end })
+		bound := segEnds[min(k+blob.DefaultWindow-1, len(segEnds)-1)] + probe
+		check(n <= bound && n < l.Size, "want at most %d (%s ends at compressed byte %d) and less than the layer's %d", bound, args[3], end, l.Size)
+	case "span":
+		_, ix := layer(args[2])
+		e := entry(ix, args[3])
+		off, end := ix.Span(e.Header, e.Data+e.Size)
+		check(float64(n) <= 1.1*float64(end-off), "want at most 1.1 times the span %d-%d (%d bytes)", off, end, end-off)
+	default:
+		ts.Fatalf("unknown check %q", args[1])
+	}
+}
+
+// image returns a fixture image by its script name.
+func (w *world) image(ts *testscript.TestScript, name string) *testenv.Image {
+	switch name {
+	case "plainbig":
+		return w.fx.PlainBig
+	case "plaingzip":
+		return w.fx.Gzip
+	case "craneappend":
+		return w.fx.CraneAppend
+	}
+	ts.Fatalf("unknown plain gzip fixture %q", name)
+	return nil
 }
 
 // checkpresent DIR FIXTURE: every file and link under DIR (whatever a run

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -130,6 +131,17 @@ type FaultProxy struct {
 	mu    sync.Mutex
 	rules []*ruleState
 	seen  []Seen
+
+	blobBytes atomic.Int64
+}
+
+// BlobBytes returns how many bytes of blob bodies the proxy has sent,
+// and with reset set starts counting again from zero.
+func (p *FaultProxy) BlobBytes(reset bool) int64 {
+	if reset {
+		return p.blobBytes.Swap(0)
+	}
+	return p.blobBytes.Load()
 }
 
 type ruleState struct {
@@ -299,7 +311,10 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 		p.note(i, strings.Join(append(applied, fmt.Sprintf("flip byte %d", f.Flip)), ", "), resp.StatusCode)
 		body = &flipReader{r: body, at: f.Flip}
 	}
-	_, _ = io.Copy(w, body)
+	n, _ := io.Copy(w, body)
+	if MatchBlobs(r) {
+		p.blobBytes.Add(n)
+	}
 }
 
 // flipReader inverts the byte at offset at.

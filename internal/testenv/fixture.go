@@ -24,7 +24,7 @@ import (
 
 // fixturesVersion is part of the fixture cache key; bump it whenever the
 // content or layout of the fixtures changes.
-const fixturesVersion = "6"
+const fixturesVersion = "7-plain"
 
 // Media types and formats of fixture layers.
 const (
@@ -235,12 +235,26 @@ type Fixtures struct {
 	// and another eStargz layer (blobs shared with Multi and Gzip), as
 	// images half converted to eStargz are.
 	Mixed *Image `json:"mixed"`
+	// PlainBig is "fixtures/plainbig:v1": a plain gzip layer of about
+	// 30 MB: src/bufio, the toolchain binaries as
+	// "usr/local/go/pkg/tool/NAME", src/net, a hardlink and a symlink.
+	PlainBig *Image `json:"plainBig"`
+	// PlainZstd is "fixtures/plainzstd:v1": a plain zstd tar layer of
+	// src/bufio and src/sort.
+	PlainZstd *Image `json:"plainZstd"`
+	// CraneAppend is "fixtures/craneappend:v1": src/encoding as a layer
+	// made by go-containerregistry's tarball and mutate.Append, as
+	// "crane append" makes them.
+	CraneAppend *Image `json:"craneAppend"`
+	// HostileGzip is "fixtures/hostilegzip:v1": the tar of Hostile as a
+	// plain gzip layer.
+	HostileGzip *Image `json:"hostileGzip"`
 }
 
 // Images returns the single-platform images (GoTree, MinChunk, Multi,
 // Gzip), not the Index.
 func (f *Fixtures) Images() []*Image {
-	return []*Image{f.GoTree, f.MinChunk, f.Multi, f.Gzip, f.Hostile, f.Unpinned, f.Layered, f.Mixed}
+	return []*Image{f.GoTree, f.MinChunk, f.Multi, f.Gzip, f.Hostile, f.Unpinned, f.Layered, f.Mixed, f.PlainBig, f.PlainZstd, f.CraneAppend, f.HostileGzip}
 }
 
 // Layers returns every layer of every fixture image, including those of
@@ -358,6 +372,18 @@ func buildFixtures(dir, goroot, key string) (*Fixtures, error) {
 	}
 	if f.Layered, err = b.layered(); err != nil {
 		return nil, fmt.Errorf("layered: %w", err)
+	}
+	if f.PlainBig, err = b.plainBig(); err != nil {
+		return nil, fmt.Errorf("plainbig: %w", err)
+	}
+	if f.PlainZstd, err = b.plainZstd(); err != nil {
+		return nil, fmt.Errorf("plainzstd: %w", err)
+	}
+	if f.CraneAppend, err = b.craneAppend(); err != nil {
+		return nil, fmt.Errorf("craneappend: %w", err)
+	}
+	if f.HostileGzip, err = b.hostileGzip(); err != nil {
+		return nil, fmt.Errorf("hostilegzip: %w", err)
 	}
 	f.Mixed = &Image{Name: "fixtures/mixed", Tag: "v1", Platform: "linux/amd64",
 		Layers: []*Layer{f.Multi.Layers[0], f.Gzip.Layers[0], f.Multi.Layers[2]}}

@@ -22,10 +22,10 @@ const (
 	// connections to fill a link that gives each one 25 MB/s, and with
 	// DefaultSegmentBytes at most 24 MiB of memory.
 	DefaultWindow = 6
-	// firstSegmentBytes is the first segment's size; each next one doubles
+	// FirstSegmentBytes is the first segment's size; each next one doubles
 	// up to the segment size, so that a stream stopped early (the wanted
 	// file is near the start) has not asked for much more.
-	firstSegmentBytes = 512 << 10
+	FirstSegmentBytes = 512 << 10
 )
 
 // ErrDigestMismatch is matched (errors.Is) by the error a Stream returns at
@@ -163,7 +163,7 @@ func NewStream(ctx context.Context, r RangeReader, off int64, opts ...StreamOpti
 func (s *Stream) produce(off int64) {
 	defer s.wg.Done()
 	defer close(s.queue)
-	n := min(int64(firstSegmentBytes), s.opts.segment)
+	n := min(int64(FirstSegmentBytes), s.opts.segment)
 	for off < s.end {
 		seg := &segment{off: off, buf: make([]byte, min(n, s.end-off)), done: make(chan struct{})}
 		off += int64(len(seg.buf))
