@@ -83,6 +83,7 @@ type tarWalker struct {
 		n int64
 	}
 	base int64
+	ahead int64 // offset of the next header, relative to base
 	tr   *tar.Reader
 }
 
@@ -101,8 +102,11 @@ func newTarWalker(r io.Reader, base int64) *tarWalker {
 
 // next returns the next header and its offset in the layer's tar.
 func (w *tarWalker) next() (*tar.Header, int64, error) {
-	off := w.base + (w.cnt.n+511)&^511
+	off := w.base + w.ahead
 	h, err := w.tr.Next()
+	if err == nil {
+		w.ahead = w.cnt.n + toc.TarDataBlocks(h)
+	}
 	return h, off, err
 }
 
@@ -338,7 +342,7 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 				}
 				continue
 			}
-			ent.TarOffset, ent.DataOffset = off, w.cnt.n
+			ent.TarOffset, ent.DataOffset = off, w.base+w.cnt.n
 			tag, ok := sel.Select(ent)
 			if !ok {
 				continue

@@ -182,10 +182,9 @@ func List(r io.Reader, maxEntries int64) ([]Entry, int64, error) {
 	tr := tar.NewReader(cnt)
 	var entries []Entry
 	buf := make([]byte, 256<<10)
+	var next int64 // where the next header starts
 	for {
-		// Each header starts at the next 512-byte block after the last
-		// entry's contents (tar pads them).
-		header := (cnt.n + 511) &^ 511
+		header := next
 		h, err := tr.Next()
 		if err == io.EOF {
 			return entries, cnt.n, nil
@@ -193,6 +192,7 @@ func List(r io.Reader, maxEntries int64) ([]Entry, int64, error) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("reading layer tar at byte %d: %w", header, err)
 		}
+		next = cnt.n + toc.TarDataBlocks(h)
 		te := toc.HeaderEntry(h)
 		if te == nil {
 			continue

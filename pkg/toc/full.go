@@ -74,6 +74,18 @@ func FromTar(r io.Reader, format string, maxEntries int64) (*TOC, error) {
 	}
 }
 
+// TarDataBlocks is how many bytes of a tar follow header h before the
+// next header: its contents padded to 512-byte blocks (none for the types
+// that have no contents, whatever their size field says, as archive/tar
+// reads them).
+func TarDataBlocks(h *tar.Header) int64 {
+	switch h.Typeflag {
+	case tar.TypeLink, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeDir, tar.TypeFifo:
+		return 0
+	}
+	return (h.Size + 511) &^ 511
+}
+
 // HeaderEntry turns a tar header into a TOC entry (without a digest), or
 // nil for headers that carry no file (PAX globals and the like).
 func HeaderEntry(h *tar.Header) *estargz.TOCEntry {
