@@ -82,9 +82,9 @@ type tarWalker struct {
 		r io.Reader
 		n int64
 	}
-	base int64
+	base  int64
 	ahead int64 // offset of the next header, relative to base
-	tr   *tar.Reader
+	tr    *tar.Reader
 }
 
 func (c *tarWalker) Read(p []byte) (int, error) {
