@@ -67,7 +67,7 @@ func (s *Source) openIndexed(ctx context.Context, repo name.Repository, rec wire
 			return &fetch.Layer{Blob: bl, TOC: t, Pinned: true, Plain: p}, nil
 		}
 	}
-	s.warnf("the cached seek index of %s is unusable (%v): removed it; the layer is read whole instead", what, err)
+	s.warnf("the cached seek index of %s is unusable (%v): removed it", what, err)
 	s.Cache.Remove(indexKind, rec.Digest)
 	return nil, nil
 }
