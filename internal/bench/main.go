@@ -85,7 +85,8 @@ files of the many-files layer), W3 (the whole big layer), W3-small (the
 whole small layer), W4 (a three-layer image with whiteouts and
 replacements, flattened and fetched whole: sg-fetch IMAGE / against
 pulling and unpacking every layer in order); W3-many (the whole
-many-files layer) when named in -only.
+many-files layer) and WG (a 250 MB plain gzip layer: early stop, the
+seek index, whole layer against one stream) when named in -only.
 
 Options:
 `
@@ -144,7 +145,7 @@ func parseFlags(args []string) (*config, error) {
 		for _, w := range strings.Split(*only, ",") {
 			w = strings.TrimSpace(w)
 			if !knownWorkload(w) {
-				return nil, fmt.Errorf("-only: unknown workload %q (want W1, W2, W3, W3-small, W3-many, W4)", w)
+				return nil, fmt.Errorf("-only: unknown workload %q (want W1, W2, W3, W3-small, W3-many, W4, WG)", w)
 			}
 			c.only[w] = true
 		}

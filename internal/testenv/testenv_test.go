@@ -27,6 +27,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
 )
 
 // TestFixturesInRegistry builds the fixtures, checks their ground truth
@@ -87,15 +88,19 @@ func TestFixturesInRegistry(t *testing.T) {
 				t.Fatalf("%v\nregistry log:\n%s", err, tc.reg.Log())
 			}
 			wantRefs := map[string]string{
-				"fixtures/gotree":    tc.reg.Host + "/fixtures/gotree:v1",
-				"fixtures/minchunk":  tc.reg.Host + "/fixtures/minchunk:v1",
-				"fixtures/multi":     tc.reg.Host + "/fixtures/multi:v1",
-				"fixtures/plaingzip": tc.reg.Host + "/fixtures/plaingzip:v1",
-				"fixtures/multiarch": tc.reg.Host + "/fixtures/multiarch:v1",
-				"fixtures/hostile":   tc.reg.Host + "/fixtures/hostile:v1",
-				"fixtures/unpinned":  tc.reg.Host + "/fixtures/unpinned:v1",
-				"fixtures/layered":   tc.reg.Host + "/fixtures/layered:v1",
-				"fixtures/mixed":     tc.reg.Host + "/fixtures/mixed:v1",
+				"fixtures/gotree":      tc.reg.Host + "/fixtures/gotree:v1",
+				"fixtures/minchunk":    tc.reg.Host + "/fixtures/minchunk:v1",
+				"fixtures/multi":       tc.reg.Host + "/fixtures/multi:v1",
+				"fixtures/plaingzip":   tc.reg.Host + "/fixtures/plaingzip:v1",
+				"fixtures/multiarch":   tc.reg.Host + "/fixtures/multiarch:v1",
+				"fixtures/hostile":     tc.reg.Host + "/fixtures/hostile:v1",
+				"fixtures/unpinned":    tc.reg.Host + "/fixtures/unpinned:v1",
+				"fixtures/layered":     tc.reg.Host + "/fixtures/layered:v1",
+				"fixtures/mixed":       tc.reg.Host + "/fixtures/mixed:v1",
+				"fixtures/plainbig":    tc.reg.Host + "/fixtures/plainbig:v1",
+				"fixtures/plainzstd":   tc.reg.Host + "/fixtures/plainzstd:v1",
+				"fixtures/craneappend": tc.reg.Host + "/fixtures/craneappend:v1",
+				"fixtures/hostilegzip": tc.reg.Host + "/fixtures/hostilegzip:v1",
 			}
 			if diff := cmp.Diff(wantRefs, refs); diff != "" {
 				t.Errorf("Push refs (-want +got):\n%s", diff)
@@ -172,7 +177,7 @@ func closeRegistry(t *testing.T, r *Registry) {
 // tests of other packages rely on.
 func checkGroundTruth(t *testing.T, fx *Fixtures) {
 	for _, img := range append(fx.Images(), fx.Index.Images...) {
-		if img == fx.Hostile {
+		if img == fx.Hostile || img == fx.HostileGzip {
 			continue // its names would make this naive untar write outside dir
 		}
 		for i, l := range img.Layers {
@@ -305,7 +310,7 @@ func uncompressedDigest(l *Layer) (string, int64, error) {
 		return "", 0, err
 	}
 	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	zr, err := decompress(l, f)
 	if err != nil {
 		return "", 0, err
 	}
@@ -315,6 +320,14 @@ func uncompressedDigest(l *Layer) (string, int64, error) {
 		return "", 0, err
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// decompress returns the tar stream of a layer blob.
+func decompress(l *Layer, r io.Reader) (io.Reader, error) {
+	if l.Format == FormatZstd {
+		return zstd.NewReader(r)
+	}
+	return gzip.NewReader(r)
 }
 
 func mustDo(t *testing.T, err error) {
@@ -332,7 +345,7 @@ func untarLayer(l *Layer, dir string) error {
 		return err
 	}
 	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	zr, err := decompress(l, f)
 	if err != nil {
 		return err
 	}
@@ -416,7 +429,7 @@ func checkV1Image(t *testing.T, img *Image, ri v1.Image) {
 	var diffIDs []v1.Hash
 	for _, l := range img.Layers {
 		want = append(want, v1.Descriptor{
-			MediaType:   types.OCILayer,
+			MediaType:   types.MediaType(l.MediaType),
 			Size:        l.Size,
 			Digest:      v1.Hash{Algorithm: "sha256", Hex: strings.TrimPrefix(l.Digest, "sha256:")},
 			Annotations: l.Annotations(),

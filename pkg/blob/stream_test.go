@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
@@ -81,6 +82,15 @@ func serve(t *testing.T, size int) *served {
 	return &served{data: data, blob: b, sent: &sent}
 }
 
+// waitSent waits for the server's count to reach want (its handler may
+// count the last bytes after the client has them) and returns it.
+func (s *served) waitSent(want int64) int64 {
+	for i := 0; i < 100 && s.sent.Load() < want; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return s.sent.Load()
+}
+
 func (s *served) digest() string {
 	sum := sha256.Sum256(s.data)
 	return "sha256:" + hex.EncodeToString(sum[:])
@@ -110,8 +120,8 @@ func TestStreamWhole(t *testing.T) {
 			if !bytes.Equal(got, s.data) {
 				t.Fatalf("got %d bytes, not the blob's %d", len(got), len(s.data))
 			}
-			if st.BytesMoved() != int64(len(s.data)) || s.sent.Load() != int64(len(s.data)) {
-				t.Fatalf("moved %d, server sent %d; want %d", st.BytesMoved(), s.sent.Load(), len(s.data))
+			if sent := s.waitSent(int64(len(s.data))); st.BytesMoved() != int64(len(s.data)) || sent != int64(len(s.data)) {
+				t.Fatalf("moved %d, server sent %d; want %d", st.BytesMoved(), sent, len(s.data))
 			}
 		})
 	}
@@ -141,8 +151,8 @@ func TestStreamSpan(t *testing.T) {
 	if err != nil || !bytes.Equal(got, s.data[1000:2<<20+5]) {
 		t.Fatalf("got %d bytes, %v", len(got), err)
 	}
-	if s.sent.Load() != int64(len(got)) {
-		t.Fatalf("server sent %d bytes for a span of %d", s.sent.Load(), len(got))
+	if sent := s.waitSent(int64(len(got))); sent != int64(len(got)) {
+		t.Fatalf("server sent %d bytes for a span of %d", sent, len(got))
 	}
 }
 
