@@ -61,9 +61,14 @@ Options:
                             1 turns them off                SG_MAX_RANGES
   --progress auto|always|never  progress bar on stderr; auto shows it when
                             stderr is a terminal (default auto) SG_PROGRESS
-  --allow-full-layers       fetch from layers that are not eStargz by
-                            downloading each whole once (checked against
-                            its digest); by default they are an error
+  --allow-full-layers       fetch from layers that are not eStargz (plain
+                            gzip, zstd, tar) by streaming them in parallel
+                            segments: with IMAGE BLOB PATH, reading stops
+                            after the last file wanted (the layer digest is
+                            then not checked); read to the end, the layer
+                            is checked against its digest. A gzip layer
+                            listed before (its seek index is cached) needs
+                            no flag: its files are read lazily
                                                       SG_ALLOW_FULL_LAYERS
   --require-verified        refuse layers whose TOC is not pinned by a TOC
                             digest annotation in the manifest, and files
@@ -80,6 +85,7 @@ Options:
   --devices                 create fifos, and char/block devices when
                             running as root (skipped by default) SG_DEVICES
 
+` + cli.CacheUsage + `
 ` + cli.LimitUsage + `
 ` + cli.RegistryUsage + `
 Examples:

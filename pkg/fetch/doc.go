@@ -20,4 +20,11 @@
 //     its chunk's), the temp file is renamed into place. Every filesystem
 //     operation goes through an os.Root, so no name in a TOC can reach
 //     outside the output directory.
+//
+// Layers that are not eStargz (plain gzip, zstd, tar; see plain.go) come
+// with a Plain reader instead of chunks: their files are written as the
+// layer's tar streams past, stopping after the last one wanted, or, when a
+// seek index is at hand, read in runs from the nearest inflate checkpoint.
+// RunStream does the same for a layer not yet listed, listing it as it
+// goes.
 package fetch
