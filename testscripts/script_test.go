@@ -34,6 +34,8 @@
 package testscripts
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -52,6 +54,7 @@ import (
 	"github.com/stargz-get/stargz-get/internal/sgls"
 	"github.com/stargz-get/stargz-get/internal/testenv"
 	"github.com/stargz-get/stargz-get/pkg/blob"
+	"github.com/stargz-get/stargz-get/pkg/cache"
 	"github.com/stargz-get/stargz-get/pkg/gzindex"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 )
@@ -180,6 +183,7 @@ func TestScripts(t *testing.T) {
 			"checkpresent": w.checkpresent,
 			"checkroot":    w.checkroot,
 			"moved":        w.moved,
+			"forgeindex":   forgeindex,
 		},
 	})
 }
@@ -520,6 +524,50 @@ func (w *world) moved(ts *testscript.TestScript, neg bool, args []string) {
 	default:
 		ts.Fatalf("unknown check %q", args[1])
 	}
+}
+
+// forgeindex CACHEDIR LAYER NAME1 NAME2: rewrite the cached seek index of
+// LAYER, validly stored, with the names of the regular
+// files NAME1 and NAME2 swapped, as an index that does not describe its
+// layer would be.
+func forgeindex(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 4 || neg {
+		ts.Fatalf("usage: forgeindex CACHEDIR LAYER NAME1 NAME2")
+	}
+	c, err := cache.Open(ts.MkAbs(args[0]))
+	ts.Check(err)
+	b, ok := c.Get("gzindex", args[1])
+	if !ok {
+		ts.Fatalf("no index of %s cached", args[1])
+	}
+	ix, err := gzindex.Unmarshal(b, args[1], mustSize(ts, b))
+	ts.Check(err)
+	var a, z *gzindex.Entry
+	for i := range ix.Entries {
+		switch strings.TrimPrefix(ix.Entries[i].Name, "./") {
+		case args[2]:
+			a = &ix.Entries[i]
+		case args[3]:
+			z = &ix.Entries[i]
+		}
+	}
+	if a == nil || z == nil {
+		ts.Fatalf("no %s or %s in the index", args[2], args[3])
+	}
+	a.Name, z.Name = z.Name, a.Name
+	b, err = ix.Marshal()
+	ts.Check(err)
+	ts.Check(c.Put("gzindex", args[1], b))
+}
+
+// mustSize reads the layer size an index records, so that Unmarshal's
+// check passes for the index as it is.
+func mustSize(ts *testscript.TestScript, b []byte) int64 {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	ts.Check(err)
+	var hdr struct{ Size int64 }
+	ts.Check(json.NewDecoder(zr).Decode(&hdr))
+	return hdr.Size
 }
 
 // image returns a fixture image by its script name.
