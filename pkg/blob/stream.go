@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
+
 	"io"
 	"sync"
 	"sync/atomic"
@@ -113,9 +113,13 @@ type Stream struct {
 
 	cur  *segment
 	pos  int64 // offset of the next byte Read delivers
-	hash hash.Hash
 	err  error // sticky
 	once sync.Once
+
+	// With a digest to check, the segments are hashed in order on a
+	// goroutine of their own, off the reader's path.
+	hashQueue chan *segment
+	hashed    chan string // the digest, once every segment is hashed
 }
 
 // segment is one ranged read, filled in the background.
@@ -152,7 +156,9 @@ func NewStream(ctx context.Context, r RangeReader, off int64, opts ...StreamOpti
 	s := &Stream{ctx: ctx, cancel: cancel, r: r, opts: o, end: size, pos: off,
 		queue: make(chan *segment, o.window-1)}
 	if o.digest != "" {
-		s.hash = sha256.New()
+		n := (size-off)/FirstSegmentBytes + 2
+		s.hashQueue, s.hashed = make(chan *segment, n), make(chan string, 1)
+		go s.hash()
 	}
 	s.wg.Add(1)
 	go s.produce(off)
@@ -163,6 +169,9 @@ func NewStream(ctx context.Context, r RangeReader, off int64, opts ...StreamOpti
 func (s *Stream) produce(off int64) {
 	defer s.wg.Done()
 	defer close(s.queue)
+	if s.hashQueue != nil {
+		defer close(s.hashQueue)
+	}
 	n := min(int64(FirstSegmentBytes), s.opts.segment)
 	for off < s.end {
 		seg := &segment{off: off, buf: make([]byte, min(n, s.end-off)), done: make(chan struct{})}
@@ -175,8 +184,38 @@ func (s *Stream) produce(off int64) {
 		case <-s.ctx.Done():
 			return
 		}
+		if s.hashQueue != nil {
+			s.hashQueue <- seg // never full: it has room for every segment
+		}
 		s.wg.Add(1)
 		go s.fill(seg)
+	}
+}
+
+// hash hashes the segments in order; it reports "" when one failed.
+func (s *Stream) hash() {
+	h := sha256.New()
+	ok := true
+	for seg := range s.hashQueue {
+		if !ok {
+			continue
+		}
+		select {
+		case <-seg.done:
+		case <-s.ctx.Done():
+			ok = false
+			continue
+		}
+		if seg.err != nil {
+			ok = false
+			continue
+		}
+		h.Write(seg.buf)
+	}
+	if ok {
+		s.hashed <- "sha256:" + hex.EncodeToString(h.Sum(nil))
+	} else {
+		s.hashed <- ""
 	}
 }
 
@@ -211,6 +250,8 @@ func (s *Stream) Read(p []byte) (int, error) {
 		return 0, s.err
 	}
 	for s.cur == nil || s.cur.rd == len(s.cur.buf) {
+		// (a segment read to its end is let go here, when the hasher
+		// is done with it too)
 		s.cur = nil
 		var seg *segment
 		var ok bool
@@ -241,15 +282,8 @@ func (s *Stream) Read(p []byte) (int, error) {
 		s.cur = seg
 	}
 	n := copy(p, s.cur.buf[s.cur.rd:])
-	if s.hash != nil {
-		s.hash.Write(p[:n])
-	}
 	s.cur.rd += n
 	s.pos += int64(n)
-	if s.cur.rd == len(s.cur.buf) {
-		s.cur.buf = nil // let it go
-		s.cur.rd = 0
-	}
 	return n, nil
 }
 
@@ -258,8 +292,14 @@ func (s *Stream) finish() error {
 	if s.pos != s.end {
 		return fmt.Errorf("stream ended at byte %d of %d", s.pos, s.end)
 	}
-	if s.hash != nil {
-		if got := "sha256:" + hex.EncodeToString(s.hash.Sum(nil)); got != s.opts.digest {
+	if s.hashed != nil {
+		var got string
+		select {
+		case got = <-s.hashed:
+		case <-s.ctx.Done():
+			return s.ctx.Err()
+		}
+		if got != s.opts.digest {
 			return fmt.Errorf("%w: the blob's %d bytes have digest %s, want %s", ErrDigestMismatch, s.end, got, s.opts.digest)
 		}
 	}

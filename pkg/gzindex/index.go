@@ -2,6 +2,7 @@ package gzindex
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
@@ -173,20 +174,25 @@ type offsetReader = counter
 
 // List walks an uncompressed tar stream and returns its entries, with
 // offsets and the digests of regular files' contents, and the bytes the
-// walk read (up to the end-of-archive marker).
+// walk read (up to the end-of-archive marker). The contents are hashed on
+// another goroutine, so that hashing does not slow down inflating.
 func List(r io.Reader, maxEntries int64) ([]Entry, int64, error) {
 	if maxEntries <= 0 {
 		maxEntries = toc.DefaultMaxEntries
 	}
+	hs := startHasher()
+	defer hs.stop()
 	cnt := &offsetReader{r: r}
 	tr := tar.NewReader(cnt)
 	var entries []Entry
-	buf := make([]byte, 256<<10)
 	var next int64 // where the next header starts
 	for {
 		header := next
 		h, err := tr.Next()
 		if err == io.EOF {
+			for _, d := range hs.stop() {
+				entries[d.idx].Digest = d.digest
+			}
 			return entries, cnt.n, nil
 		}
 		if err != nil {
@@ -200,16 +206,93 @@ func List(r io.Reader, maxEntries int64) ([]Entry, int64, error) {
 		if int64(len(entries)) >= maxEntries {
 			return nil, 0, fmt.Errorf("layer has more than %d entries (raise the limit with --max-toc-entries)", maxEntries)
 		}
-		e := Entry{TOCEntry: *te, Header: header, Data: cnt.n}
+		entries = append(entries, Entry{TOCEntry: *te, Header: header, Data: cnt.n})
 		if te.Type == "reg" {
-			d := sha256.New()
-			if _, err := io.CopyBuffer(d, tr, buf); err != nil {
+			if err := hs.file(tr, len(entries)-1); err != nil {
 				return nil, 0, fmt.Errorf("reading layer tar: %s: %w", h.Name, err)
 			}
-			e.Digest = "sha256:" + hex.EncodeToString(d.Sum(nil))
 		}
-		entries = append(entries, e)
 	}
+}
+
+// hasher hashes files' contents on a goroutine of its own.
+type hasher struct {
+	free    chan []byte
+	jobs    chan hashJob
+	done    chan struct{}
+	digests []fileDigest
+	stopped bool
+}
+
+type hashJob struct {
+	buf []byte
+	n   int
+	idx int
+	end bool
+}
+
+type fileDigest struct {
+	idx    int
+	digest string
+}
+
+// hashBuffers and hashBufferSize bound what is in flight to the hasher.
+const (
+	hashBuffers    = 8
+	hashBufferSize = 256 << 10
+)
+
+func startHasher() *hasher {
+	hs := &hasher{free: make(chan []byte, hashBuffers), jobs: make(chan hashJob, hashBuffers), done: make(chan struct{})}
+	for range hashBuffers {
+		hs.free <- make([]byte, hashBufferSize)
+	}
+	go func() {
+		defer close(hs.done)
+		h := sha256.New()
+		for j := range hs.jobs {
+			if j.buf != nil {
+				h.Write(j.buf[:j.n])
+				hs.free <- j.buf
+			}
+			if j.end {
+				hs.digests = append(hs.digests, fileDigest{j.idx, "sha256:" + hex.EncodeToString(h.Sum(nil))})
+				h.Reset()
+			}
+		}
+	}()
+	return hs
+}
+
+// file hands the contents of entry idx, read from r, to the hasher.
+func (hs *hasher) file(r io.Reader, idx int) error {
+	for {
+		buf := <-hs.free
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			hs.jobs <- hashJob{buf: buf, n: n, idx: idx}
+		} else {
+			hs.free <- buf
+		}
+		switch err {
+		case nil:
+			continue
+		case io.EOF, io.ErrUnexpectedEOF:
+			hs.jobs <- hashJob{idx: idx, end: true}
+			return nil
+		}
+		return err
+	}
+}
+
+// stop waits for the hasher and returns the digests, in file order.
+func (hs *hasher) stop() []fileDigest {
+	if !hs.stopped {
+		hs.stopped = true
+		close(hs.jobs)
+		<-hs.done
+	}
+	return hs.digests
 }
 
 // TOC turns the index into the TOC model: a Full listing whose entries
@@ -222,8 +305,7 @@ func (ix *Index) TOC(format string, maxEntries int64) (*toc.TOC, error) {
 func EntriesTOC(entries []Entry, format string, maxEntries int64) (*toc.TOC, error) {
 	b := toc.NewBuilder(format, maxEntries)
 	for i := range entries {
-		te := entries[i].TOCEntry // a copy: the TOC may be changed by its users
-		e, err := b.Add(&te)
+		e, err := b.Add(&entries[i].TOCEntry)
 		if err != nil {
 			return nil, err
 		}
@@ -234,12 +316,22 @@ func EntriesTOC(entries []Entry, format string, maxEntries int64) (*toc.TOC, err
 	return b.TOC(), nil
 }
 
-// Marshal serialises the index for the cache.
+// Marshal serialises the index for the cache: gzip-compressed JSON
+// lines, the index without its entries first, then one line per entry, so
+// that neither writing nor reading it holds more than one entry's JSON.
 func (ix *Index) Marshal() ([]byte, error) {
 	var buf bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	if err := json.NewEncoder(zw).Encode(ix); err != nil {
+	enc := json.NewEncoder(zw)
+	head := *ix
+	head.Entries = nil
+	if err := enc.Encode(&head); err != nil {
 		return nil, err
+	}
+	for i := range ix.Entries {
+		if err := enc.Encode(&ix.Entries[i]); err != nil {
+			return nil, err
+		}
 	}
 	if err := zw.Close(); err != nil {
 		return nil, err
@@ -247,8 +339,9 @@ func (ix *Index) Marshal() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// maxIndexJSON bounds a serialised index once decompressed.
-const maxIndexJSON = 1 << 30
+// maxIndexLine bounds one line of a serialised index (the first holds the
+// checkpoints' windows).
+const maxIndexLine = 256 << 20
 
 // Unmarshal reads an index back and checks that it is consistent and
 // describes the blob layer of size bytes.
@@ -257,14 +350,55 @@ func Unmarshal(b []byte, layer string, size int64) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading seek index: %w", err)
 	}
+	br := bufio.NewReaderSize(zr, 64<<10)
 	var ix Index
-	if err := json.NewDecoder(io.LimitReader(zr, maxIndexJSON)).Decode(&ix); err != nil {
-		return nil, fmt.Errorf("reading seek index: %w", err)
+	for n := 0; ; n++ {
+		line, err := readLine(br)
+		if err == io.EOF && n > 0 {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading seek index line %d: %w", n+1, noEOF(err))
+		}
+		if n == 0 {
+			err = json.Unmarshal(line, &ix)
+		} else {
+			ix.Entries = append(ix.Entries, Entry{})
+			err = json.Unmarshal(line, &ix.Entries[len(ix.Entries)-1])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading seek index line %d: %w", n+1, err)
+		}
 	}
 	if err := ix.check(layer, size); err != nil {
 		return nil, fmt.Errorf("seek index: %w", err)
 	}
 	return &ix, nil
+}
+
+// readLine returns the next line, without its newline.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var long []byte
+	for {
+		part, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			if len(long)+len(part) > maxIndexLine {
+				return nil, errors.New("line too long")
+			}
+			long = append(long, part...)
+			continue
+		}
+		if err != nil {
+			if err == io.EOF && len(long)+len(part) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if long != nil {
+			return append(long, part[:len(part)-1]...), nil
+		}
+		return part[:len(part)-1], nil
+	}
 }
 
 // check reports an index that cannot be right for the blob.
