@@ -107,6 +107,7 @@ func (s *Source) openPlain(ctx context.Context, repo name.Repository, rec wire.L
 	} else {
 		entries, err = listTar(st, compression, s.TOC.MaxEntries)
 	}
+	st.Close() // its buffers go before the index is written out
 	if err != nil {
 		if errors.Is(err, blob.ErrDigestMismatch) {
 			s.Cache.Remove(indexKind, rec.Digest)

@@ -16,12 +16,14 @@ import (
 const (
 	// DefaultSegmentBytes is the largest range one segment asks for: big
 	// enough that a request's round trip is small beside its transfer
-	// (4 MiB take 160 ms at 25 MB/s, against a 20 ms RTT).
-	DefaultSegmentBytes = 4 << 20
+	// (2 MiB take 80 ms at 25 MB/s, against a 20 ms RTT).
+	DefaultSegmentBytes = 2 << 20
 	// DefaultWindow is how many segments are in flight at once: enough
-	// connections to fill a link that gives each one 25 MB/s, and with
-	// DefaultSegmentBytes at most 24 MiB of memory.
-	DefaultWindow = 6
+	// connections to fill a link that gives each one 25 MB/s well past
+	// what inflating one gzip stream can take (about 100 MB/s), and with
+	// DefaultSegmentBytes at most 16 MiB of memory, so that a whole layer
+	// is listed in well under 100 MiB.
+	DefaultWindow = 8
 	// FirstSegmentBytes is the first segment's size; each next one doubles
 	// up to the segment size, so that a stream stopped early (the wanted
 	// file is near the start) has not asked for much more.
@@ -108,6 +110,7 @@ type Stream struct {
 	end    int64
 
 	queue chan *segment // in order; its capacity bounds the window
+	free  chan []byte   // full-size buffers of segments read, for reuse
 	wg    sync.WaitGroup
 	moved atomic.Int64
 
@@ -129,6 +132,19 @@ type segment struct {
 	done chan struct{}
 	err  error
 	rd   int // bytes of buf already delivered
+	// refs counts the reader and the hasher still using buf; the last
+	// one gives a full-size buf back for a later segment.
+	refs atomic.Int32
+}
+
+// release ends one user's use of seg.buf.
+func (s *Stream) release(seg *segment) {
+	if seg.refs.Add(-1) == 0 && int64(len(seg.buf)) == s.opts.segment {
+		select {
+		case s.free <- seg.buf:
+		default:
+		}
+	}
 }
 
 // NewStream starts reading r from off to its end (or WithEnd's).
@@ -154,7 +170,7 @@ func NewStream(ctx context.Context, r RangeReader, off int64, opts ...StreamOpti
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &Stream{ctx: ctx, cancel: cancel, r: r, opts: o, end: size, pos: off,
-		queue: make(chan *segment, o.window-1)}
+		queue: make(chan *segment, o.window-1), free: make(chan []byte, o.window+1)}
 	if o.digest != "" {
 		n := (size-off)/FirstSegmentBytes + 2
 		s.hashQueue, s.hashed = make(chan *segment, n), make(chan string, 1)
@@ -174,7 +190,16 @@ func (s *Stream) produce(off int64) {
 	}
 	n := min(int64(FirstSegmentBytes), s.opts.segment)
 	for off < s.end {
-		seg := &segment{off: off, buf: make([]byte, min(n, s.end-off)), done: make(chan struct{})}
+		seg := &segment{off: off, done: make(chan struct{})}
+		if k := min(n, s.end-off); k == s.opts.segment && len(s.free) > 0 {
+			seg.buf = <-s.free
+		} else {
+			seg.buf = make([]byte, k)
+		}
+		seg.refs.Store(1)
+		if s.hashQueue != nil {
+			seg.refs.Store(2)
+		}
 		off += int64(len(seg.buf))
 		n = min(2*n, s.opts.segment)
 		// Queued before it is started, so that what is in flight is the
@@ -211,6 +236,7 @@ func (s *Stream) hash() {
 			continue
 		}
 		h.Write(seg.buf)
+		s.release(seg)
 	}
 	if ok {
 		s.hashed <- "sha256:" + hex.EncodeToString(h.Sum(nil))
@@ -250,8 +276,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 		return 0, s.err
 	}
 	for s.cur == nil || s.cur.rd == len(s.cur.buf) {
-		// (a segment read to its end is let go here, when the hasher
-		// is done with it too)
+		if s.cur != nil {
+			s.release(s.cur)
+		}
 		s.cur = nil
 		var seg *segment
 		var ok bool
@@ -289,6 +316,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 
 // finish checks the digest at the end of the blob.
 func (s *Stream) finish() error {
+	s.drainFree()
 	if s.pos != s.end {
 		return fmt.Errorf("stream ended at byte %d of %d", s.pos, s.end)
 	}
@@ -306,6 +334,17 @@ func (s *Stream) finish() error {
 	return io.EOF
 }
 
+// drainFree lets the buffers kept for reuse go.
+func (s *Stream) drainFree() {
+	for {
+		select {
+		case <-s.free:
+		default:
+			return
+		}
+	}
+}
+
 // Offset returns the offset of the next byte Read delivers.
 func (s *Stream) Offset() int64 { return s.pos }
 
@@ -320,6 +359,7 @@ func (s *Stream) Close() error {
 		for range s.queue { // unblock the producer
 		}
 		s.wg.Wait()
+		s.drainFree()
 	})
 	return nil
 }

@@ -53,13 +53,35 @@ type Boundary struct {
 	Out int64 `json:"out"`
 }
 
-// Entry is one tar entry.
+// Entry is one tar entry: what the TOC model needs of its header (kept
+// compact: a layer may have a million), its contents' digest, and where
+// it is.
 type Entry struct {
-	estargz.TOCEntry
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Size     int64  `json:"size,omitempty"`
+	Mode     int64  `json:"mode,omitempty"`
+	UID      int    `json:"uid,omitempty"`
+	GID      int    `json:"gid,omitempty"`
+	Uname    string `json:"userName,omitempty"`
+	Gname    string `json:"groupName,omitempty"`
+	ModTime  string `json:"modtime,omitempty"`
+	LinkName string `json:"linkName,omitempty"`
+	DevMajor int    `json:"devMajor,omitempty"`
+	DevMinor int    `json:"devMinor,omitempty"`
+	Digest   string `json:"digest,omitempty"`
 	// Header and Data are where the entry's first header block and its
 	// contents start in the uncompressed tar.
 	Header int64 `json:"header"`
 	Data   int64 `json:"data"`
+}
+
+// tocEntry is the entry in the TOC model.
+func (e *Entry) tocEntry() *estargz.TOCEntry {
+	return &estargz.TOCEntry{
+		Name: e.Name, Type: e.Type, Size: e.Size, Mode: e.Mode, UID: e.UID, GID: e.GID, Uname: e.Uname, Gname: e.Gname,
+		ModTime3339: e.ModTime, LinkName: e.LinkName, DevMajor: e.DevMajor, DevMinor: e.DevMinor, Digest: e.Digest,
+	}
 }
 
 // Index is the seek index of one plain gzip layer.
@@ -206,7 +228,10 @@ func List(r io.Reader, maxEntries int64) ([]Entry, int64, error) {
 		if int64(len(entries)) >= maxEntries {
 			return nil, 0, fmt.Errorf("layer has more than %d entries (raise the limit with --max-toc-entries)", maxEntries)
 		}
-		entries = append(entries, Entry{TOCEntry: *te, Header: header, Data: cnt.n})
+		entries = append(entries, Entry{
+			Name: te.Name, Type: te.Type, Size: te.Size, Mode: te.Mode, UID: te.UID, GID: te.GID, Uname: te.Uname, Gname: te.Gname,
+			ModTime: te.ModTime3339, LinkName: te.LinkName, DevMajor: te.DevMajor, DevMinor: te.DevMinor, Header: header, Data: cnt.n,
+		})
 		if te.Type == "reg" {
 			if err := hs.file(tr, len(entries)-1); err != nil {
 				return nil, 0, fmt.Errorf("reading layer tar: %s: %w", h.Name, err)
@@ -305,7 +330,7 @@ func (ix *Index) TOC(format string, maxEntries int64) (*toc.TOC, error) {
 func EntriesTOC(entries []Entry, format string, maxEntries int64) (*toc.TOC, error) {
 	b := toc.NewBuilder(format, maxEntries)
 	for i := range entries {
-		e, err := b.Add(&entries[i].TOCEntry)
+		e, err := b.Add(entries[i].tocEntry())
 		if err != nil {
 			return nil, err
 		}
