@@ -114,12 +114,14 @@ func (s *Source) openPlain(ctx context.Context, repo name.Repository, rec wire.L
 		}
 		return nil, false, fmt.Errorf("reading %s: %w", what, err)
 	}
+	if ix != nil {
+		// Written out before the TOC is made, so that the two do not
+		// take memory at once.
+		s.keep(ix, what)
+		p.ix.Store(ix)
+	}
 	if l.TOC, err = gzindex.EntriesTOC(entries, rec.Format, s.TOC.MaxEntries); err != nil {
 		return nil, false, fmt.Errorf("reading %s: %w", what, err)
-	}
-	if ix != nil {
-		p.ix.Store(ix)
-		s.keep(ix, what)
 	}
 	if s.Logf != nil {
 		s.Logf("%s: %d entries; %d bytes moved", what, len(l.TOC.Entries), st.BytesMoved())
