@@ -21,7 +21,7 @@ import (
 
 // wGzip is the plain gzip workload (issue 14), run only when named in
 // -only: a ~250 MB plain gzip layer (archive/tar + compress/gzip, as
-// docker writes layers) of GOROOT three times over, with a small file
+// docker writes layers) of GOROOT four times over, with a small file
 // first. It measures one file early in the layer (early stop) against
 // downloading the layer whole; the same file from the cached seek index;
 // and the whole layer streamed in parallel segments (sg-ls, which also
@@ -29,21 +29,21 @@ import (
 const wGzip = "WG"
 
 // wGzipVersion is part of the layer's cache key.
-const wGzipVersion = "1"
+const wGzipVersion = "2"
 
 // wGzipCopies is how many times GOROOT goes into the layer.
-const wGzipCopies = 3
+const wGzipCopies = 4
 
 // wGzipEarly is the file at the start of the layer; wGzipLate one near
 // its end.
 const (
 	wGzipEarly = "etc/go-version"
-	wGzipLate  = "copy3/go/VERSION"
+	wGzipLate  = "copy4/go/VERSION"
 )
 
 // gzipLayer builds the workload's layer into cacheDir, or loads it.
 func gzipLayer(cacheDir, goroot string) (*Layer, error) {
-	key := sha256.Sum256([]byte(wGzipVersion + "\n" + runtime.Version() + "\n" + goroot))
+	key := sha256.Sum256([]byte(fmt.Sprintf("%s\n%d\n%s\n%s", wGzipVersion, wGzipCopies, runtime.Version(), goroot)))
 	dir := filepath.Join(cacheDir, "gzip-"+hex.EncodeToString(key[:6]))
 	meta := filepath.Join(dir, "layer.json")
 	if b, err := os.ReadFile(meta); err == nil {

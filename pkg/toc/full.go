@@ -4,8 +4,6 @@ import (
 	"archive/tar"
 	"bufio"
 	"compress/gzip"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"time"
@@ -40,38 +38,6 @@ func Decompress(r io.Reader, compression string) (io.ReadCloser, error) {
 		return io.NopCloser(r), nil
 	}
 	return nil, fmt.Errorf("unsupported layer compression %q", compression)
-}
-
-// FromTar lists a whole (non-eStargz) layer by reading its tar stream,
-// computing each regular file's digest on the way, and returns a TOC whose
-// entries have no chunks: their contents can only be had by streaming the
-// layer again (Full is set). maxEntries bounds the entries (0: default).
-func FromTar(r io.Reader, format string, maxEntries int64) (*TOC, error) {
-	b := NewBuilder(format, maxEntries)
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return b.TOC(), nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading layer tar: %w", err)
-		}
-		te := HeaderEntry(h)
-		if te == nil {
-			continue
-		}
-		if te.Type == "reg" {
-			d := sha256.New()
-			if _, err := io.Copy(d, tr); err != nil {
-				return nil, fmt.Errorf("reading layer tar: %s: %w", h.Name, err)
-			}
-			te.Digest = "sha256:" + hex.EncodeToString(d.Sum(nil))
-		}
-		if _, err := b.Add(te); err != nil {
-			return nil, err
-		}
-	}
 }
 
 // TarDataBlocks is how many bytes of a tar follow header h before the

@@ -77,7 +77,8 @@ type TOC struct {
 	Requests  int
 	BytesRead int64
 	// Full is set for a listing made by reading a whole non-eStargz layer
-	// (FromTar): its entries have no chunks.
+	// (see Builder): its entries have no chunks, but their offsets in the
+	// layer's tar.
 	Full bool
 	// Tail holds the blob's bytes from TailStart to the TOC, read along
 	// with the TOC, so that chunks in it need not be downloaded again.
