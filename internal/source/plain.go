@@ -60,6 +60,7 @@ func (s *Source) openIndexed(ctx context.Context, repo name.Repository, rec wire
 				return nil, err
 			}
 			p := &plainLayer{s: s, blob: bl, compression: toc.CompressionGzip, what: what}
+			ix.Entries = nil // in the TOC now
 			p.ix.Store(ix)
 			if s.Logf != nil {
 				s.Logf("%s: listed from its cached seek index (%d entries, %d checkpoints), no blob bytes read", what, len(t.Entries), len(ix.Checkpoints))
@@ -122,6 +123,9 @@ func (s *Source) openPlain(ctx context.Context, repo name.Repository, rec wire.L
 	}
 	if l.TOC, err = gzindex.EntriesTOC(entries, rec.Format, s.TOC.MaxEntries); err != nil {
 		return nil, false, fmt.Errorf("reading %s: %w", what, err)
+	}
+	if ix != nil {
+		ix.Entries = nil // in the TOC now; reading through the index needs no more
 	}
 	if s.Logf != nil {
 		s.Logf("%s: %d entries; %d bytes moved", what, len(l.TOC.Entries), st.BytesMoved())
