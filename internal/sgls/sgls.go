@@ -71,13 +71,13 @@ are still listed), 2 on usage errors.
 func Main() int {
 	// Listing a plain layer holds its entry table and seek index besides
 	// the stream's segments; collecting at half again the live heap, and
-	// harder near 96 MiB, keeps peak RSS under 100 MiB for layers of 50,000
+	// harder near 80 MiB, keeps peak RSS under 100 MiB for layers of 70,000
 	// entries streamed whole, even when the GC is short of CPU.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(96 << 20)
+		debug.SetMemoryLimit(80 << 20)
 	}
 	return cli.Main(tool, Run)
 }
