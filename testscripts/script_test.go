@@ -446,7 +446,7 @@ func (w *world) checkroot(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// moved PROXY [zero | early FIXTURE PATH | whole FIXTURE | span FIXTURE PATH]
+// moved PROXY [zero | early FIXTURE PATH | whole FIXTURE | span FIXTURE PATH | most FIXTURE K]
 //
 // Prints the blob bytes the COUNT* proxy PROXY has sent since the last
 // moved ("moved N bytes") and starts counting again. With a check, fails
@@ -455,7 +455,8 @@ func (w *world) checkroot(ts *testscript.TestScript, neg bool, args []string) {
 // window of stream segments and the footer probe (early), and less than the
 // layer; the layer once (whole), give or take the footer probe; no more than
 // 1.1 times the span of the layer from the nearest checkpoint before
-// PATH's header to the block boundary after its end (span).
+// PATH's header to the block boundary after its end (span); no more than K
+// times the layer (most).
 func (w *world) moved(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) < 1 || neg {
 		ts.Fatalf("usage: moved PROXY [zero | early FIXTURE PATH | whole FIXTURE | span FIXTURE PATH]")
@@ -499,6 +500,11 @@ func (w *world) moved(ts *testscript.TestScript, neg bool, args []string) {
 	switch args[1] {
 	case "zero":
 		check(n == 0, "want none")
+	case "most":
+		l := w.image(ts, args[2]).Layers[0]
+		var k int64
+		fmt.Sscan(args[3], &k)
+		check(k > 0 && n <= k*l.Size, "want at most %d times the layer's %d", k, l.Size)
 	case "whole":
 		l, _ := layer(args[2])
 		check(n >= l.Size && n <= l.Size+probe, "want the layer's %d once", l.Size)

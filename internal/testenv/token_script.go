@@ -50,6 +50,7 @@ const slowRate = 2_500_000
 //	COUNTA...COUNTD host:port of proxies in front of the anonymous
 //	                registry that count the blob bytes they send (see
 //	                Counters)
+//	NORANGECOUNT    the same, dropping Range headers from blob GETs
 //
 // Each proxy's faults are used up by the requests that come first, so
 // each proxy serves one script.
@@ -151,6 +152,14 @@ func StartScriptRegistries(ctx context.Context, fx *Fixtures, anon string) (_ *S
 		s.Counters[n] = p
 		add(n, p.Host)
 	}
+	noRange, err := StartFaultProxy(anon)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, noRange.Close)
+	noRange.Add(Rule{Match: MatchBlobs, Fault: Fault{IgnoreRange: true}})
+	s.Counters["NORANGECOUNT"] = noRange
+	add("NORANGECOUNT", noRange.Host)
 	multiRange := func(r *http.Request) bool { return strings.Contains(r.Header.Get("Range"), ",") }
 	if _, err := proxy("NOMULTIGOTREE", anon, Rule{Match: MatchAll(MatchBlobs, multiRange), Fault: Fault{IgnoreRange: true}}); err != nil {
 		return nil, err

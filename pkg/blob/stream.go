@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 
 	"io"
 	"sync"
@@ -123,15 +124,27 @@ type Stream struct {
 	// goroutine of their own, off the reader's path.
 	hashQueue chan *segment
 	hashed    chan string // the digest, once every segment is hashed
+	// At a stream segment the hasher hands its state over to the reader,
+	// which hashes the rest as it reads it.
+	handoff chan hash.Hash
+	inline  hash.Hash
+	body    io.ReadCloser // of a stream segment
 }
 
-// segment is one ranged read, filled in the background.
+// rangeIgnorer is a RangeReader that can tell that the server ignores
+// ranges (registry.Blob).
+type rangeIgnorer interface{ RangeIgnored() bool }
+
+// segment is one ranged read, filled in the background, or (stream) the
+// rest of the blob read by the reader itself, from one request.
 type segment struct {
-	off  int64
-	buf  []byte
-	done chan struct{}
-	err  error
-	rd   int // bytes of buf already delivered
+	stream bool
+	n      int64 // a stream segment's length
+	off    int64
+	buf    []byte
+	done   chan struct{}
+	err    error
+	rd     int // bytes of buf already delivered
 	// refs counts the reader and the hasher still using buf; the last
 	// one gives a full-size buf back for a later segment.
 	refs atomic.Int32
@@ -173,7 +186,7 @@ func NewStream(ctx context.Context, r RangeReader, off int64, opts ...StreamOpti
 		queue: make(chan *segment, o.window-1), free: make(chan []byte, o.window+1)}
 	if o.digest != "" {
 		n := (size-off)/FirstSegmentBytes + 2
-		s.hashQueue, s.hashed = make(chan *segment, n), make(chan string, 1)
+		s.hashQueue, s.hashed, s.handoff = make(chan *segment, n), make(chan string, 1), make(chan hash.Hash, 1)
 		go s.hash()
 	}
 	s.wg.Add(1)
@@ -189,6 +202,7 @@ func (s *Stream) produce(off int64) {
 		defer close(s.hashQueue)
 	}
 	n := min(int64(FirstSegmentBytes), s.opts.segment)
+	start := off
 	for off < s.end {
 		seg := &segment{off: off, done: make(chan struct{})}
 		if k := min(n, s.end-off); k == s.opts.segment && len(s.free) > 0 {
@@ -214,6 +228,29 @@ func (s *Stream) produce(off int64) {
 		}
 		s.wg.Add(1)
 		go s.fill(seg)
+		if ri, ok := s.r.(rangeIgnorer); ok && seg.off == start && off < s.end {
+			// Whether the server honours ranges is known after the
+			// first one; if not, each segment would cost the blob up to
+			// its end: the rest comes from one request instead.
+			select {
+			case <-seg.done:
+			case <-s.ctx.Done():
+				return
+			}
+			if ri.RangeIgnored() {
+				rest := &segment{stream: true, off: off, n: s.end - off, done: make(chan struct{})}
+				close(rest.done)
+				select {
+				case s.queue <- rest:
+				case <-s.ctx.Done():
+					return
+				}
+				if s.hashQueue != nil {
+					s.hashQueue <- rest
+				}
+				return
+			}
+		}
 	}
 }
 
@@ -224,6 +261,10 @@ func (s *Stream) hash() {
 	for seg := range s.hashQueue {
 		if !ok {
 			continue
+		}
+		if seg.stream {
+			s.handoff <- h
+			return
 		}
 		select {
 		case <-seg.done:
@@ -275,6 +316,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 	if s.err != nil {
 		return 0, s.err
 	}
+	if s.body != nil {
+		return s.readBody(p)
+	}
 	for s.cur == nil || s.cur.rd == len(s.cur.buf) {
 		if s.cur != nil {
 			s.release(s.cur)
@@ -306,11 +350,59 @@ func (s *Stream) Read(p []byte) (int, error) {
 			s.err = seg.err
 			return 0, s.err
 		}
+		if seg.stream {
+			return s.startBody(seg, p)
+		}
 		s.cur = seg
 	}
 	n := copy(p, s.cur.buf[s.cur.rd:])
 	s.cur.rd += n
 	s.pos += int64(n)
+	return n, nil
+}
+
+// startBody opens the stream segment seg and reads from it.
+func (s *Stream) startBody(seg *segment, p []byte) (int, error) {
+	if s.handoff != nil {
+		select {
+		case s.inline = <-s.handoff:
+		case <-s.ctx.Done():
+			s.err = s.ctx.Err()
+			return 0, s.err
+		}
+	}
+	body, err := s.r.ReadRange(s.ctx, seg.off, seg.n)
+	if err != nil {
+		s.err = err
+		return 0, err
+	}
+	s.body = body
+	return s.readBody(p)
+}
+
+// readBody reads from the stream segment.
+func (s *Stream) readBody(p []byte) (int, error) {
+	if s.pos == s.end {
+		s.body.Close()
+		s.body = nil
+		s.err = s.finish()
+		return 0, s.err
+	}
+	p = p[:min(int64(len(p)), s.end-s.pos)]
+	n, err := s.body.Read(p)
+	s.moved.Add(int64(n))
+	s.pos += int64(n)
+	if s.inline != nil {
+		s.inline.Write(p[:n])
+	}
+	if err != nil && err != io.EOF {
+		s.err = err
+		return n, err
+	}
+	if err == io.EOF && s.pos < s.end {
+		s.err = fmt.Errorf("reading bytes %d-%d: %w", s.pos, s.end-1, io.ErrUnexpectedEOF)
+		return n, s.err
+	}
 	return n, nil
 }
 
@@ -322,10 +414,14 @@ func (s *Stream) finish() error {
 	}
 	if s.hashed != nil {
 		var got string
-		select {
-		case got = <-s.hashed:
-		case <-s.ctx.Done():
-			return s.ctx.Err()
+		if s.inline != nil {
+			got = "sha256:" + hex.EncodeToString(s.inline.Sum(nil))
+		} else {
+			select {
+			case got = <-s.hashed:
+			case <-s.ctx.Done():
+				return s.ctx.Err()
+			}
 		}
 		if got != s.opts.digest {
 			return fmt.Errorf("%w: the blob's %d bytes have digest %s, want %s", ErrDigestMismatch, s.end, got, s.opts.digest)
@@ -359,6 +455,9 @@ func (s *Stream) Close() error {
 		for range s.queue { // unblock the producer
 		}
 		s.wg.Wait()
+		if s.body != nil {
+			s.body.Close()
+		}
 		s.drainFree()
 	})
 	return nil

@@ -45,7 +45,11 @@ func (w countingWriter) Write(p []byte) (int, error) {
 	return k, err
 }
 
-func serve(t *testing.T, size int) *served {
+func serve(t *testing.T, size int) *served { return serveWith(t, size, false) }
+
+// serveWith serves a blob; noRange makes the server ignore Range headers,
+// as some registries and proxies do.
+func serveWith(t *testing.T, size int, noRange bool) *served {
 	t.Helper()
 	data := make([]byte, size)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -57,6 +61,9 @@ func serve(t *testing.T, size int) *served {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.URL.Path, "/blobs/sha256:") && r.Method == http.MethodGet {
 			w = countingWriter{w, &sent}
+			if noRange {
+				r.Header.Del("Range")
+			}
 		}
 		reg.ServeHTTP(w, r)
 	}))
@@ -124,6 +131,30 @@ func TestStreamWhole(t *testing.T) {
 				t.Fatalf("moved %d, server sent %d; want %d", st.BytesMoved(), sent, len(s.data))
 			}
 		})
+	}
+}
+
+// A server that ignores Range: after the first segment shows it, the rest
+// comes from one request, not a request (and the blob again) per segment.
+func TestStreamRangeIgnored(t *testing.T) {
+	s := serveWith(t, 19<<20+777, true)
+	st, err := NewStream(context.Background(), s.blob, 0, WithDigest(s.digest()), WithSegmentBytes(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(st)
+	st.Close()
+	if err != nil || !bytes.Equal(got, s.data) {
+		t.Fatalf("got %d bytes, %v", len(got), err)
+	}
+	if sent := s.sent.Load(); sent > 3*int64(len(s.data)) {
+		t.Fatalf("server sent %d bytes for a blob of %d", sent, len(s.data))
+	}
+	// And with a wrong digest, the mismatch is still found.
+	st, _ = NewStream(context.Background(), s.blob, 0, WithDigest("sha256:"+strings.Repeat("0", 64)))
+	defer st.Close()
+	if _, err := io.ReadAll(st); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("err = %v, want a digest mismatch", err)
 	}
 }
 
