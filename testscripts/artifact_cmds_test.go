@@ -17,11 +17,11 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
-// moved PROXY SIZE FACTOR: the proxy named PROXY (e.g. SLOWART) has sent
-// at least SIZE and at most FACTOR times SIZE body bytes so far.
-func (w *world) moved(ts *testscript.TestScript, neg bool, args []string) {
+// sentbytes PROXY SIZE FACTOR: the proxy named PROXY (e.g. SLOWART) has
+// sent at least SIZE and at most FACTOR times SIZE body bytes so far.
+func (w *world) sentbytes(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 3 || neg {
-		ts.Fatalf("usage: moved PROXY SIZE FACTOR")
+		ts.Fatalf("usage: sentbytes PROXY SIZE FACTOR")
 	}
 	p := w.artRegs.Proxies[args[0]]
 	if p == nil {
@@ -30,7 +30,7 @@ func (w *world) moved(ts *testscript.TestScript, neg bool, args []string) {
 	size, err1 := strconv.ParseInt(args[1], 10, 64)
 	factor, err2 := strconv.ParseFloat(args[2], 64)
 	if err1 != nil || err2 != nil {
-		ts.Fatalf("usage: moved PROXY SIZE FACTOR")
+		ts.Fatalf("usage: sentbytes PROXY SIZE FACTOR")
 	}
 	got := p.BodyBytes()
 	ts.Logf("%s sent %d body bytes for a %d-byte blob (%.3fx)", args[0], got, size, float64(got)/float64(size))

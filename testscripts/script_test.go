@@ -21,6 +21,9 @@
 //	ZSTDESTARGZ  the same files as zstd:chunked written by estargz
 //	PLAINZSTD    a plain tar+zstd layer (no TOC)
 //	ZMIXED     eStargz, zstd:chunked (with a whiteout), plain zstd layers
+//	PLAINBIG   a ~30 MB plain gzip layer (src/bufio, toolchain binaries, src/net)
+//	CRANEAPPEND  a gzip layer made as "crane append" makes them
+//	HOSTILEGZIP  HOSTILE's tar as a plain gzip layer
 //	*_L0...    layer digests of each image, e.g. GOTREE_L0, MULTI_L2
 //	DIFFA, DIFFB  two versions of one image for sg-ls --diff (see
 //	           testenv.DiffPair); DIFFROOTB is DIFFB unpacked
@@ -42,6 +45,8 @@
 package testscripts
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -59,6 +64,10 @@ import (
 	"github.com/stargz-get/stargz-get/internal/sglayers"
 	"github.com/stargz-get/stargz-get/internal/sgls"
 	"github.com/stargz-get/stargz-get/internal/testenv"
+	"github.com/stargz-get/stargz-get/pkg/blob"
+	"github.com/stargz-get/stargz-get/pkg/cache"
+	"github.com/stargz-get/stargz-get/pkg/gzindex"
+	"github.com/stargz-get/stargz-get/pkg/toc"
 )
 
 func TestMain(m *testing.M) {
@@ -141,7 +150,8 @@ func setupWorld() (*world, error) {
 	add("AUTHREG", w.authReg.Host)
 	add("AUTHGOTREE", fx.GoTree.Ref(w.authReg.Host))
 	for name, img := range map[string]*testenv.Image{"GOTREE": fx.GoTree, "MINCHUNK": fx.MinChunk, "MULTI": fx.Multi, "PLAINGZIP": fx.Gzip, "HOSTILE": fx.Hostile, "UNPINNED": fx.Unpinned, "LAYERED": fx.Layered, "MIXED": fx.Mixed,
-		"ZSTDCHUNKED": fx.ZstdChunked, "ZSTDBARE": fx.ZstdNoAnnotations, "ZSTDESTARGZ": fx.ZstdEStargz, "PLAINZSTD": fx.PlainZstd, "ZMIXED": fx.ZMixed} {
+		"ZSTDCHUNKED": fx.ZstdChunked, "ZSTDBARE": fx.ZstdNoAnnotations, "ZSTDESTARGZ": fx.ZstdEStargz, "PLAINZSTD": fx.PlainZstd, "ZMIXED": fx.ZMixed,
+		"PLAINBIG": fx.PlainBig, "CRANEAPPEND": fx.CraneAppend, "HOSTILEGZIP": fx.HostileGzip} {
 		add(name, img.Ref(w.reg.Host))
 		add(name+"_MANIFEST", img.Digest)
 		for i, l := range img.Layers {
@@ -189,6 +199,8 @@ func TestScripts(t *testing.T) {
 		UpdateScripts:       os.Getenv("UPDATE_SCRIPTS") != "",
 		Setup: func(e *testscript.Env) error {
 			e.Vars = append(e.Vars, w.env...)
+			// Each script has its own cache (HOME is not writable).
+			e.Setenv("SG_CACHE_DIR", filepath.Join(e.WorkDir, "sg-cache"))
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {
@@ -207,10 +219,12 @@ func TestScripts(t *testing.T) {
 			"checkroot":    w.checkroot,
 			"checkdiff":    checkdiff,
 			"moved":        w.moved,
+			"sentbytes":    w.sentbytes,
 			"waitstate":    waitstate,
 			"sha":          sha,
 			"perm":         perm,
 			"checkgosrc":   w.checkgosrc,
+			"forgeindex":   forgeindex,
 		},
 	})
 }
@@ -232,6 +246,14 @@ func (w *world) groundTruth(ts *testscript.TestScript, spec string) ([]testenv.F
 		img = w.fx.Gzip
 	case "mixed":
 		img = w.fx.Mixed
+	case "plainbig":
+		img = w.fx.PlainBig
+	case "plainzstd":
+		img = w.fx.PlainZstd
+	case "craneappend":
+		img = w.fx.CraneAppend
+	case "hostilegzip":
+		img = w.fx.HostileGzip
 	case "hostile":
 		img = w.fx.Hostile
 	case "unpinned":
@@ -240,8 +262,6 @@ func (w *world) groundTruth(ts *testscript.TestScript, spec string) ([]testenv.F
 		img = w.fx.ZstdChunked
 	case "zstdestargz":
 		img = w.fx.ZstdEStargz
-	case "plainzstd":
-		img = w.fx.PlainZstd
 	case "zmixed":
 		img = w.fx.ZMixed
 	default:
@@ -471,6 +491,150 @@ func (w *world) checkroot(ts *testscript.TestScript, neg bool, args []string) {
 	if err := testenv.CompareTrees(w.rootfs, ts.MkAbs(args[0])); err != nil {
 		ts.Fatalf("%v", err)
 	}
+}
+
+// moved PROXY [zero | early FIXTURE PATH | whole FIXTURE | span FIXTURE PATH | most FIXTURE K]
+//
+// Prints the blob bytes the COUNT* proxy PROXY has sent since the last
+// moved ("moved N bytes") and starts counting again. With a check, fails
+// unless they are: none (zero); no more than the compressed end of PATH's
+// entry in the one-layer plain gzip FIXTURE plus the read-ahead of one
+// window of stream segments and the footer probe (early), and less than the
+// layer; the layer once (whole), give or take the footer probe; no more than
+// 1.1 times the span of the layer from the nearest checkpoint before
+// PATH's header to the block boundary after its end (span); no more than K
+// times the layer (most).
+func (w *world) moved(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 1 || neg {
+		ts.Fatalf("usage: moved PROXY [zero | early FIXTURE PATH | whole FIXTURE | span FIXTURE PATH]")
+	}
+	p := w.more.Counters[args[0]]
+	if p == nil {
+		ts.Fatalf("no counting proxy %q", args[0])
+	}
+	n := p.BlobBytes(true)
+	fmt.Fprintf(ts.Stdout(), "moved %d bytes\n", n)
+	if len(args) == 1 {
+		return
+	}
+	check := func(ok bool, format string, a ...any) {
+		if !ok {
+			ts.Fatalf("moved %d blob bytes: %s", n, fmt.Sprintf(format, a...))
+		}
+	}
+	layer := func(fixture string) (*testenv.Layer, *gzindex.Index) {
+		img := w.image(ts, fixture)
+		l := img.Layers[0]
+		f, err := os.Open(l.BlobPath)
+		ts.Check(err)
+		defer f.Close()
+		ix, err := gzindex.Build(f, l.Digest, l.Size)
+		ts.Check(err)
+		return l, ix
+	}
+	entry := func(ix *gzindex.Index, name string) gzindex.Entry {
+		for _, e := range ix.Entries {
+			if strings.TrimSuffix(e.Name, "/") == name {
+				return e
+			}
+		}
+		ts.Fatalf("no %s in the layer", name)
+		return gzindex.Entry{}
+	}
+	// What finding out that a layer is not eStargz costs: its tail, read
+	// for a footer and TOC, and a footer probe.
+	const probe = toc.DefaultTailBytes + 1024
+	switch args[1] {
+	case "zero":
+		check(n == 0, "want none")
+	case "most":
+		l := w.image(ts, args[2]).Layers[0]
+		var k int64
+		fmt.Sscan(args[3], &k)
+		check(k > 0 && n <= k*l.Size, "want at most %d times the layer's %d", k, l.Size)
+	case "whole":
+		l, _ := layer(args[2])
+		check(n >= l.Size && n <= l.Size+probe, "want the layer's %d once", l.Size)
+	case "early":
+		l, ix := layer(args[2])
+		e := entry(ix, args[3])
+		_, end := ix.Span(e.Data+e.Size, e.Data+e.Size)
+		// The stream's segments grow from blob.FirstSegmentBytes to
+		// blob.DefaultSegmentBytes; a window of them is in flight.
+		var segEnds []int64
+		for off, s := int64(0), int64(blob.FirstSegmentBytes); off < l.Size; s = min(2*s, blob.DefaultSegmentBytes) {
+			off = min(off+s, l.Size)
+			segEnds = append(segEnds, off)
+		}
+		k := sort.Search(len(segEnds), func(i int) bool { return segEnds[i] >= end })
+		bound := segEnds[min(k+blob.DefaultWindow-1, len(segEnds)-1)] + probe
+		check(n <= bound && n < l.Size, "want at most %d (%s ends at compressed byte %d) and less than the layer's %d", bound, args[3], end, l.Size)
+	case "span":
+		_, ix := layer(args[2])
+		e := entry(ix, args[3])
+		off, end := ix.Span(e.Header, e.Data+e.Size)
+		check(float64(n) <= 1.1*float64(end-off), "want at most 1.1 times the span %d-%d (%d bytes)", off, end, end-off)
+	default:
+		ts.Fatalf("unknown check %q", args[1])
+	}
+}
+
+// forgeindex CACHEDIR LAYER NAME1 NAME2: rewrite the cached seek index of
+// LAYER, validly stored, with the names of the regular
+// files NAME1 and NAME2 swapped, as an index that does not describe its
+// layer would be.
+func forgeindex(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 4 || neg {
+		ts.Fatalf("usage: forgeindex CACHEDIR LAYER NAME1 NAME2")
+	}
+	c, err := cache.Open(ts.MkAbs(args[0]))
+	ts.Check(err)
+	b, ok := c.Get("gzindex", args[1])
+	if !ok {
+		ts.Fatalf("no index of %s cached", args[1])
+	}
+	ix, err := gzindex.Unmarshal(b, args[1], mustSize(ts, b))
+	ts.Check(err)
+	var a, z *gzindex.Entry
+	for i := range ix.Entries {
+		switch strings.TrimPrefix(ix.Entries[i].Name, "./") {
+		case args[2]:
+			a = &ix.Entries[i]
+		case args[3]:
+			z = &ix.Entries[i]
+		}
+	}
+	if a == nil || z == nil {
+		ts.Fatalf("no %s or %s in the index", args[2], args[3])
+	}
+	a.Name, z.Name = z.Name, a.Name
+	b, err = ix.Marshal()
+	ts.Check(err)
+	ts.Check(c.Put("gzindex", args[1], b))
+}
+
+// mustSize reads the layer size an index records, so that Unmarshal's
+// check passes for the index as it is.
+func mustSize(ts *testscript.TestScript, b []byte) int64 {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	ts.Check(err)
+	var hdr struct{ Size int64 }
+	ts.Check(json.NewDecoder(zr).Decode(&hdr))
+	return hdr.Size
+}
+
+// image returns a fixture image by its script name.
+func (w *world) image(ts *testscript.TestScript, name string) *testenv.Image {
+	switch name {
+	case "plainbig":
+		return w.fx.PlainBig
+	case "plaingzip":
+		return w.fx.Gzip
+	case "craneappend":
+		return w.fx.CraneAppend
+	}
+	ts.Fatalf("unknown plain gzip fixture %q", name)
+	return nil
 }
 
 // checkpresent DIR FIXTURE: every file and link under DIR (whatever a run

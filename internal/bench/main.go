@@ -93,9 +93,11 @@ files of the many-files layer), W3 (the whole big layer), W3-small (the
 whole small layer), W4 (a three-layer image with whiteouts and
 replacements, flattened and fetched whole: sg-fetch IMAGE / against
 pulling and unpacking every layer in order), W5 (one 256 MiB blob of an
-oras-pushed artifact: sg-fetch against oras pull); W3-many (the whole
-many-files layer) when named in -only; W1-zstd and W2-zstd (W1 and W2 on
-the same content as zstd:chunked, written by containers/storage).
+oras-pushed artifact: sg-fetch against oras pull); W1-zstd and W2-zstd
+(W1 and W2 on the same content as zstd:chunked, written by
+containers/storage); W3-many (the whole many-files layer) and WG (a 250
+MB plain gzip layer: early stop, the seek index, whole layer against one
+stream) when named in -only.
 
 Options:
 `
@@ -111,7 +113,7 @@ func parseFlags(args []string) (*config, error) {
 	bw := fs.String("bw", "25MB", "bandwidth cap per connection, per second (25MB, 100MiB; 0 for none)")
 	total := fs.String("total-bw", "100MB", "bandwidth cap of all connections together, per second (the link; 0 for none)")
 	runs := fs.Int("runs", 3, "runs per workload, RTT and mode; the table shows medians")
-	only := fs.String("only", "", "comma-separated workloads to run (W1,W2,W3,W3-small,W4,W5,W1-stdout,W6-diff,W1-zstd,W2-zstd; W3-many only when named); default all but W3-many")
+	only := fs.String("only", "", "comma-separated workloads to run (W1,W2,W3,W3-small,W4,W5,W1-stdout,W6-diff,W1-zstd,W2-zstd; W3-many and WG only when named); default all but W3-many and WG")
 	extra := fs.String("extra-j", "", "comma-separated extra sg-fetch -j values to measure besides the default and 1")
 	out := fs.String("out", defaultOut(), "directory under which each run's output directory is created; /dev/shm (tmpfs) when writable, so that the disk is not what is measured")
 	cache := fs.String("cache", filepath.Join(os.TempDir(), "stargz-get-bench"), "layer cache directory")
@@ -158,7 +160,7 @@ func parseFlags(args []string) (*config, error) {
 		for _, w := range strings.Split(*only, ",") {
 			w = strings.TrimSpace(w)
 			if !knownWorkload(w) {
-				return nil, fmt.Errorf("-only: unknown workload %q (want W1, W2, W3, W3-small, W3-many, W4, W5, W1-stdout, W6-diff, W1-zstd, W2-zstd)", w)
+				return nil, fmt.Errorf("-only: unknown workload %q (want W1, W2, W3, W3-small, W3-many, W4, W5, W1-stdout, W6-diff, W1-zstd, W2-zstd, WG)", w)
 			}
 			c.only[w] = true
 		}

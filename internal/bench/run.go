@@ -36,7 +36,7 @@ const (
 
 func knownWorkload(w string) bool {
 	switch w {
-	case wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wFlatten, wArtifact, wStdout, wDiff, wOneLargeZstd, wSmallFilesZstd:
+	case wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wFlatten, wArtifact, wStdout, wDiff, wOneLargeZstd, wSmallFilesZstd, wGzip:
 		return true
 	}
 	return false
@@ -247,6 +247,14 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	b.timing("start registry + push", t)
+	if b.wants(wGzip) {
+		if err := b.runGzip(ctx); err != nil {
+			return err
+		}
+		if len(workloads) == 0 {
+			return nil
+		}
+	}
 
 	t = time.Now()
 	for _, w := range workloads {
@@ -379,7 +387,7 @@ func buildTools(ctx context.Context, work string) (string, error) {
 // wants reports whether the flags ask for workload w: the ones named in
 // -only, or all but W3-many.
 func (b *bench) wants(w string) bool {
-	return (b.cfg.only == nil && w != wWholeMany) || b.cfg.only[w]
+	return (b.cfg.only == nil && w != wWholeMany && w != wGzip) || b.cfg.only[w]
 }
 
 // selected returns the workloads the flags ask for, without entries yet.

@@ -89,9 +89,14 @@ Options:
                             1 turns them off                SG_MAX_RANGES
   --progress auto|always|never  progress bar on stderr; auto shows it when
                             stderr is a terminal (default auto) SG_PROGRESS
-  --allow-full-layers       fetch from layers that are not eStargz by
-                            downloading each whole once (checked against
-                            its digest); by default they are an error
+  --allow-full-layers       fetch from layers that are not eStargz (plain
+                            gzip, zstd, tar) by streaming them in parallel
+                            segments: with IMAGE BLOB PATH, reading stops
+                            after the last file wanted (the layer digest is
+                            then not checked); read to the end, the layer
+                            is checked against its digest. A gzip layer
+                            listed before (its seek index is cached) needs
+                            no flag: its files are read lazily
                                                       SG_ALLOW_FULL_LAYERS
   --require-verified        refuse layers whose TOC is not pinned by a TOC
                             digest annotation in the manifest, and files
@@ -118,6 +123,7 @@ Options:
   --keep-archive            with --extract, keep the archive too
                                                          SG_KEEP_ARCHIVE
 
+` + cli.CacheUsage + `
 ` + cli.LimitUsage + `
 ` + cli.RegistryUsage + `
 Examples:
@@ -180,6 +186,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.BoolVar(&bo.overwrite, "overwrite", false, "download blobs already in place")
 	fs.BoolVar(&bo.extract, "extract", false, "unpack archive blobs")
 	fs.BoolVar(&bo.keepArchive, "keep-archive", false, "keep unpacked archives")
+	var cf cli.CacheFlags
+	cf.Register(fs)
 	var limits cli.LimitFlags
 	limits.Register(fs)
 	pos, err := cli.Parse(fs, args, usage, stdout)
@@ -214,6 +222,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	src.AllowFull = *allowFull
+	src.Cache = cf.Open(tool, stderr)
+	src.Warnf = cli.Warnf(tool, stderr)
 	defer src.Close()
 	bo.jobs, bo.progress, bo.logf = jobs, *progress, log.Func()
 
@@ -248,16 +258,21 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	stdin = br
 
 	var items []*item
+	var job *plainJob // a plain layer without a seek index, read once
 	switch {
 	case len(pos) > 0 && source.LooksLikeLayer(pos[1]):
-		items, err = fromArgs(ctx, src, pos[0], pos[1], pos[2:])
+		items, job, err = fromArgs(ctx, src, pos[0], pos[1], pos[2:])
 	case len(pos) > 0:
-		items, err = fromFlattened(ctx, src, pos[0], pos[1:])
+		items, job, err = fromFlattened(ctx, src, pos[0], pos[1:])
 	default:
 		items, err = fromStdin(ctx, src, limits.Decoder(wire.NewDecoder(stdin, "stdin")))
 	}
 	if err != nil {
 		return err
+	}
+	if (*tarMode || out == "-") && job != nil {
+		return cli.WithHint(fmt.Errorf("-o - and --tar read eStargz, zstd:chunked and indexed plain layers; layer %s is a plain layer without a seek index", job.rec.Digest),
+			"list it once with sg-ls --allow-full-layers, which builds its index, then run this again")
 	}
 	if *tarMode || out == "-" {
 		opts.Jobs, opts.Logf, opts.RequireVerified = jobs, log.Func(), *requireVerified
@@ -320,7 +335,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	start := time.Now()
 	var entries int
 	var compressed int64
-	fetch.Run(ctx, root, wants, opts, func(o *fetch.Outcome) { // calls are serialized
+	emit := func(o *fetch.Outcome) { // calls are serialized
 		it := o.Want.Tag.(*item)
 		r := it.result(out, o.Status, o.Err)
 		r.Path = filepath.Join(out, filepath.FromSlash(o.Path))
@@ -337,7 +352,13 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		entries++
 		compressed += o.CompressedBytes
 		em.put(r)
-	})
+	}
+	var jobErr error
+	if job != nil {
+		jobErr = job.run(ctx, root, limits.MaxTOCEntries, *requireVerified, opts, emit, stderr)
+	} else {
+		fetch.Run(ctx, root, wants, opts, emit)
+	}
 	bar.finish()
 	log.Logf("%d entries, %d compressed bytes of chunks, in %s", entries, compressed, time.Since(start).Round(time.Millisecond))
 	if err := em.close(); err != nil {
@@ -345,6 +366,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if jobErr != nil {
+		return jobErr
+	}
+	if job != nil {
+		items = make([]*item, entries)
 	}
 	switch {
 	case em.failed > 0 && em.refused > 0:
@@ -572,20 +599,28 @@ func openLayer(ctx context.Context, src *source.Source, ref, manifest, layer str
 	return nil, fmt.Errorf("%w: layer %s is not in %s (manifest %s)", registry.ErrNotFound, layer, ref, img.Manifest)
 }
 
-// fromArgs selects PATHs (files or whole directories) of one layer.
-func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths []string) ([]*item, error) {
+// fromArgs selects PATHs (files or whole directories) of one layer. A
+// plain layer without a seek index is not listed first: the job returned
+// streams it once, writing what matches as it passes.
+func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths []string) ([]*item, *plainJob, error) {
 	img, err := src.Image(ctx, image, "")
 	if err != nil {
-		return nil, cli.Hint(err)
+		return nil, nil, cli.Hint(err)
 	}
 	l, err := source.FindLayer(img, blob)
 	if err != nil {
-		return nil, cli.Hint(err)
+		return nil, nil, cli.Hint(err)
 	}
 	rec := source.Record(img, l, "")
-	layer, err := src.Open(ctx, img.Ref.Context(), rec)
+	layer, listed, err := src.OpenStreaming(ctx, img.Ref.Context(), rec)
 	if err != nil {
-		return nil, cli.Hint(err)
+		return nil, nil, cli.Hint(err)
+	}
+	notFound := func(p string) error {
+		return cli.WithHint(fmt.Errorf("%q is not in layer %d (%s) of %s", p, l.Index, l.Digest, img.Ref), fmt.Sprintf("list the layer's files with: sg-ls %s %s", image, blob))
+	}
+	if !listed {
+		return nil, newPlainJob(rec, layer, paths, notFound), nil
 	}
 	var entries []source.FlatEntry
 	for _, e := range layer.TOC.Entries {
@@ -593,28 +628,33 @@ func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths
 			entries = append(entries, source.FlatEntry{Rec: rec, Layer: layer, Entry: e})
 		}
 	}
-	return selectPaths(entries, paths, func(p string) error {
-		return cli.WithHint(fmt.Errorf("%q is not in layer %d (%s) of %s", p, l.Index, l.Digest, img.Ref), fmt.Sprintf("list the layer's files with: sg-ls %s %s", image, blob))
-	})
+	items, err := selectPaths(entries, paths, notFound)
+	return items, nil, err
 }
 
-// fromFlattened selects PATHs from the flattened view of an image.
-func fromFlattened(ctx context.Context, src *source.Source, image string, paths []string) ([]*item, error) {
+// fromFlattened selects PATHs from the flattened view of an image. An
+// image of one layer is that layer (see fromArgs); with more, every layer
+// is listed first, as whiteouts in upper layers decide what is there.
+func fromFlattened(ctx context.Context, src *source.Source, image string, paths []string) ([]*item, *plainJob, error) {
 	img, err := src.Image(ctx, image, "")
 	if err != nil {
-		return nil, cli.Hint(err)
+		return nil, nil, cli.Hint(err)
+	}
+	if len(img.Layers) == 1 {
+		return fromArgs(ctx, src, image, "0", paths)
 	}
 	recs, err := src.ImageRecords(ctx, img)
 	if err != nil {
-		return nil, cli.Hint(err)
+		return nil, nil, cli.Hint(err)
 	}
 	entries, err := src.Flatten(ctx, recs)
 	if err != nil {
-		return nil, cli.Hint(err)
+		return nil, nil, cli.Hint(err)
 	}
-	return selectPaths(entries, paths, func(p string) error {
+	items, err := selectPaths(entries, paths, func(p string) error {
 		return cli.WithHint(fmt.Errorf("%q is not in the filesystem of %s (its %d layers flattened)", p, img.Ref, len(recs)), fmt.Sprintf("list it with: sg-ls --flatten %s", image))
 	})
+	return items, nil, err
 }
 
 // selectPaths picks the entries at or under each path, in the order of

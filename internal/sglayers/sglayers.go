@@ -47,6 +47,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs := flag.NewFlagSet(tool, flag.ContinueOnError)
 	var rf cli.RegistryFlags
 	rf.Register(fs)
+	var cf cli.CacheFlags
+	cf.Register(fs)
 	images, err := cli.Parse(fs, args, usage, stdout)
 	if err != nil {
 		return err
@@ -60,6 +62,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		return err
 	}
+	src.Cache = cf.Open(tool, stderr)
+	src.Warnf = cli.Warnf(tool, stderr)
 	defer src.Close()
 	enc := wire.NewEncoder(stdout)
 	failed := 0
@@ -89,7 +93,9 @@ func list(ctx context.Context, src *source.Source, image string, all bool, enc *
 			if err != nil {
 				return err
 			}
-			if err := enc.Encode(source.Record(img, l, format)); err != nil {
+			rec := source.Record(img, l, format)
+			rec.Indexed = src.Indexed(rec.Digest)
+			if err := enc.Encode(rec); err != nil {
 				return err
 			}
 		}

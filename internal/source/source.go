@@ -8,12 +8,8 @@ package source
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/stargz-get/stargz-get/pkg/cache"
 	"github.com/stargz-get/stargz-get/pkg/fetch"
 	"github.com/stargz-get/stargz-get/pkg/registry"
 	"github.com/stargz-get/stargz-get/pkg/toc"
@@ -46,12 +43,17 @@ type Source struct {
 	Platform v1.Platform
 	TOC      toc.Options
 	Logf     func(format string, args ...any)
-	// AllowFull lets layers that are not eStargz be read whole (downloaded
-	// once into a temp file, checked against their digest, then listed
-	// and extracted from there) instead of failing.
+	// AllowFull lets layers that are not eStargz be read whole (streamed,
+	// checked against their digest) instead of failing; see plain.go.
 	AllowFull bool
+	// Cache keeps seek indexes of plain gzip layers across runs; nil
+	// keeps nothing.
+	Cache *cache.Cache
+	// Warnf, when set, receives warnings the user should see (a cached
+	// index discarded, a cache that cannot be written).
+	Warnf func(format string, args ...any)
 
-	spools []*os.File
+	warnCache sync.Once
 
 	mu     sync.Mutex
 	images map[string]*onceImage
@@ -196,6 +198,9 @@ func (s *Source) Format(ctx context.Context, img *registry.Image, l registry.Lay
 	if f := descriptorFormat(string(l.MediaType), l.Annotations); f != "" {
 		return f, nil
 	}
+	if s.Indexed(l.Digest.String()) { // only plain gzip layers have one
+		return wire.FormatGzip, nil
+	}
 	blob, err := s.Client.Blob(ctx, img.Ref.Context(), l.Digest, l.Size)
 	if err != nil {
 		return "", err
@@ -285,22 +290,39 @@ func (s *Source) layerOnce(repo name.Repository, digest string) *onceLayer {
 }
 
 func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer) (*fetch.Layer, error) {
+	l, listed, err := s.openAny(ctx, repo, rec, true)
+	if err == nil && !listed {
+		err = fmt.Errorf("%s was not listed", describe(rec))
+	}
+	return l, err
+}
+
+// openAny opens a layer of any format; list says to list a plain layer
+// without a seek index by streaming it whole (else it is returned
+// unlisted, TOC empty, for RunStream).
+func (s *Source) openAny(ctx context.Context, repo name.Repository, rec wire.Layer, list bool) (*fetch.Layer, bool, error) {
 	what := describe(rec)
 	if rec.Format == wire.FormatBlob {
-		return nil, fmt.Errorf("cannot list %s: %w", what, ErrBlob)
+		return nil, false, fmt.Errorf("cannot list %s: %w", what, ErrBlob)
 	}
 	if rec.Format == "" && rec.MediaType != "" {
 		rec.Format = descriptorFormat(rec.MediaType, nil)
 	}
+	if (rec.Format == "" || rec.Format == wire.FormatGzip) && s.Indexed(rec.Digest) {
+		rec.Format = wire.FormatGzip
+		if l, err := s.openIndexed(ctx, repo, rec, what); l != nil || err != nil {
+			return l, l != nil, err
+		}
+	}
 	if rec.Format != "" && !wire.Lazy(rec.Format) {
 		if s.AllowFull {
-			return s.openFull(ctx, repo, rec, what)
+			return s.openPlain(ctx, repo, rec, what, list)
 		}
-		return nil, fmt.Errorf("%s is %s, not eStargz or zstd:chunked: %w", what, rec.Format, ErrNotLazy)
+		return nil, false, fmt.Errorf("%s is %s, not eStargz or zstd:chunked: %w", what, rec.Format, ErrNotLazy)
 	}
 	blob, err := s.blob(ctx, repo, rec.Digest, rec.Size, what)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	opts := s.TOC
 	opts.Zstd = zstdPosition(rec)
@@ -308,13 +330,14 @@ func (s *Source) open(ctx context.Context, repo name.Repository, rec wire.Layer)
 	switch {
 	case errors.Is(err, toc.ErrNotStargz) && s.AllowFull:
 		rec.Format = plainFormat(rec.MediaType)
-		return s.openFull(ctx, repo, rec, what)
+		return s.openPlain(ctx, repo, rec, what, list)
 	case errors.Is(err, toc.ErrNotStargz):
-		return nil, fmt.Errorf("%s is %s, not eStargz or zstd:chunked: %w", what, plainFormat(rec.MediaType), ErrNotLazy)
+		return nil, false, fmt.Errorf("%s is %s, not eStargz or zstd:chunked: %w", what, plainFormat(rec.MediaType), ErrNotLazy)
 	case err != nil:
-		return nil, fmt.Errorf("reading TOC of %s: %w", what, err)
+		return nil, false, fmt.Errorf("reading TOC of %s: %w", what, err)
 	}
-	return s.pin(&fetch.Layer{Blob: blob, TOC: t}, rec, what)
+	l, err := s.pin(&fetch.Layer{Blob: blob, TOC: t}, rec, what)
+	return l, err == nil, err
 }
 
 // pin checks a TOC read from the layer rec describes against the TOC
@@ -379,63 +402,5 @@ func (s *Source) blob(ctx context.Context, repo name.Repository, dgst string, si
 // NotLazyHint is what to tell a user whose layer is not eStargz.
 const NotLazyHint = "only eStargz and zstd:chunked layers can be read without pulling them; convert the image first (e.g. 'nerdctl image convert --estargz --oci', 'ctr-remote image optimize' or 'skopeo copy --dest-compress-format zstd:chunked'), or pass --allow-full-layers to download such layers whole"
 
-// openFull downloads a whole non-eStargz layer into a temp file, checks it
-// against its digest, and lists it.
-func (s *Source) openFull(ctx context.Context, repo name.Repository, rec wire.Layer, what string) (*fetch.Layer, error) {
-	compression := map[string]string{
-		wire.FormatGzip: toc.CompressionGzip, wire.FormatZstd: toc.CompressionZstd,
-		wire.FormatZstdChunked: toc.CompressionZstd, wire.FormatTar: toc.CompressionNone,
-	}[rec.Format]
-	if compression == "" {
-		return nil, fmt.Errorf("%s is %s, which cannot be read: %w", what, rec.Format, ErrNotLazy)
-	}
-	blob, err := s.blob(ctx, repo, rec.Digest, rec.Size, what)
-	if err != nil {
-		return nil, err
-	}
-	if s.Logf != nil {
-		s.Logf("%s is %s, not eStargz: downloading it whole (%d bytes)", what, rec.Format, rec.Size)
-	}
-	spool, err := os.CreateTemp("", "sg-layer-*")
-	if err != nil {
-		return nil, err
-	}
-	os.Remove(spool.Name()) // unlinked: the file goes when the process does
-	s.mu.Lock()
-	s.spools = append(s.spools, spool)
-	s.mu.Unlock()
-	body, err := blob.ReadRange(ctx, 0, rec.Size)
-	if err != nil {
-		return nil, fmt.Errorf("downloading %s: %w", what, err)
-	}
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(spool, h), body)
-	body.Close()
-	if err != nil {
-		return nil, fmt.Errorf("downloading %s: %w", what, err)
-	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); n != rec.Size || got != blob.Digest().String() {
-		return nil, fmt.Errorf("downloading %s: got %d bytes with digest %s, want %d bytes with %s", what, n, got, rec.Size, blob.Digest())
-	}
-	tr, err := toc.Decompress(io.NewSectionReader(spool, 0, n), compression)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", what, err)
-	}
-	defer tr.Close()
-	t, err := toc.FromTar(tr, compression, s.TOC.MaxEntries)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", what, err)
-	}
-	return &fetch.Layer{Blob: blob, TOC: t, Pinned: true, Spool: spool}, nil
-}
-
-// Close releases the temp files of whole layers.
-func (s *Source) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, f := range s.spools {
-		f.Close()
-	}
-	s.spools = nil
-	return nil
-}
+// Close releases what the Source holds.
+func (s *Source) Close() error { return nil }

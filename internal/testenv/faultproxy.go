@@ -140,6 +140,16 @@ type FaultProxy struct {
 	seen  []Seen
 
 	bodyBytes atomic.Int64
+	blobBytes atomic.Int64
+}
+
+// BlobBytes returns how many bytes of blob bodies the proxy has sent,
+// and with reset set starts counting again from zero.
+func (p *FaultProxy) BlobBytes(reset bool) int64 {
+	if reset {
+		return p.blobBytes.Swap(0)
+	}
+	return p.blobBytes.Load()
 }
 
 // BodyBytes returns how many response body bytes of proxied requests the
@@ -322,6 +332,9 @@ func (p *FaultProxy) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	n, _ := io.Copy(w, body)
 	p.bodyBytes.Add(n)
+	if MatchBlobs(r) {
+		p.blobBytes.Add(n)
+	}
 }
 
 // flipReader inverts the byte at offset at.

@@ -24,7 +24,7 @@ import (
 
 // fixturesVersion is part of the fixture cache key; bump it whenever the
 // content or layout of the fixtures changes.
-const fixturesVersion = "8"
+const fixturesVersion = "9"
 
 // Media types and formats of fixture layers.
 const (
@@ -270,13 +270,24 @@ type Fixtures struct {
 	// (src/bufio), a zstd:chunked layer with src/bytes and a whiteout of
 	// src/bufio/scan.go, and PlainZstd's layer.
 	ZMixed *Image `json:"zMixed"`
+	// PlainBig is "fixtures/plainbig:v1": a plain gzip layer of about
+	// 30 MB: src/bufio, the toolchain binaries as
+	// "usr/local/go/pkg/tool/NAME", src/net, a hardlink and a symlink.
+	PlainBig *Image `json:"plainBig"`
+	// CraneAppend is "fixtures/craneappend:v1": src/encoding as a layer
+	// made by go-containerregistry's tarball and mutate.Append, as
+	// "crane append" makes them.
+	CraneAppend *Image `json:"craneAppend"`
+	// HostileGzip is "fixtures/hostilegzip:v1": the tar of Hostile as a
+	// plain gzip layer.
+	HostileGzip *Image `json:"hostileGzip"`
 }
 
 // Images returns the single-platform images (GoTree, MinChunk, Multi,
 // Gzip), not the Index.
 func (f *Fixtures) Images() []*Image {
 	return []*Image{f.GoTree, f.MinChunk, f.Multi, f.Gzip, f.Hostile, f.Unpinned, f.Layered, f.Mixed,
-		f.ZstdChunked, f.ZstdNoAnnotations, f.ZstdEStargz, f.PlainZstd, f.ZMixed}
+		f.ZstdChunked, f.ZstdNoAnnotations, f.ZstdEStargz, f.PlainZstd, f.ZMixed, f.PlainBig, f.CraneAppend, f.HostileGzip}
 }
 
 // Layers returns every layer of every fixture image, including those of
@@ -395,6 +406,15 @@ func buildFixtures(dir, goroot, key string) (*Fixtures, error) {
 	}
 	if f.Layered, err = b.layered(); err != nil {
 		return nil, fmt.Errorf("layered: %w", err)
+	}
+	if f.PlainBig, err = b.plainBig(); err != nil {
+		return nil, fmt.Errorf("plainbig: %w", err)
+	}
+	if f.CraneAppend, err = b.craneAppend(); err != nil {
+		return nil, fmt.Errorf("craneappend: %w", err)
+	}
+	if f.HostileGzip, err = b.hostileGzip(); err != nil {
+		return nil, fmt.Errorf("hostilegzip: %w", err)
 	}
 	f.Mixed = &Image{Name: "fixtures/mixed", Tag: "v1", Platform: "linux/amd64",
 		Layers: []*Layer{f.Multi.Layers[0], f.Gzip.Layers[0], f.Multi.Layers[2]}}

@@ -33,11 +33,63 @@ var HostileEntries = map[string]string{
 // ones (its Files). It is written with estargz's Writer, which keeps tar
 // names as they are (estargz.Build would clean them).
 func (b *builder) hostile() (*Image, error) {
+	tb, files, err := b.hostileTar()
+	if err != nil {
+		return nil, err
+	}
+	var blob bytes.Buffer
+	w := estargz.NewWriter(&blob)
+	if err := w.AppendTar(bytes.NewReader(tb)); err != nil {
+		return nil, fmt.Errorf("writing hostile eStargz: %w", err)
+	}
+	tocDigest, err := w.Close()
+	if err != nil {
+		return nil, fmt.Errorf("writing hostile eStargz: %w", err)
+	}
+	l, err := b.writeBlob(bytes.NewReader(blob.Bytes()))
+	if err != nil {
+		return nil, err
+	}
+	size, err := gunzipSize(blob.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	l.DiffID, l.TOCDigest, l.UncompressedSize = w.DiffID(), tocDigest.String(), size
+	l.MediaType, l.Format, l.Files = MediaTypeLayerGzip, FormatEStargz, files
+	return &Image{Name: "fixtures/hostile", Tag: "v1", Platform: "linux/amd64", Layers: []*Layer{l}}, nil
+}
+
+// hostileGzip builds "fixtures/hostilegzip:v1": the tar of Hostile as a
+// plain gzip layer.
+func (b *builder) hostileGzip() (*Image, error) {
+	tb, files, err := b.hostileTar()
+	if err != nil {
+		return nil, err
+	}
+	var blob bytes.Buffer
+	zw := gzip.NewWriter(&blob)
+	zw.Write(tb)
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	l, err := b.writeBlob(bytes.NewReader(blob.Bytes()))
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(tb)
+	l.DiffID, l.UncompressedSize = "sha256:"+hex.EncodeToString(sum[:]), int64(len(tb))
+	l.MediaType, l.Format, l.Files = MediaTypeLayerGzip, FormatGzip, files
+	return &Image{Name: "fixtures/hostilegzip", Tag: "v1", Platform: "linux/amd64", Layers: []*Layer{l}}, nil
+}
+
+// hostileTar is the tar of the hostile fixtures and the entries of it that
+// must come out right.
+func (b *builder) hostileTar() ([]byte, []File, error) {
 	var tb bytes.Buffer
 	tw := tar.NewWriter(&tb)
 	version, err := os.ReadFile(b.goroot + "/VERSION")
 	if err != nil {
-		return nil, fmt.Errorf("reading VERSION: %w", err)
+		return nil, nil, fmt.Errorf("reading VERSION: %w", err)
 	}
 	sum := sha256.Sum256(version)
 	good := "sha256:" + hex.EncodeToString(sum[:])
@@ -83,36 +135,16 @@ func (b *builder) hostile() (*Image, error) {
 	}
 	for _, e := range entries {
 		if err := add(e.h, e.body); err != nil {
-			return nil, fmt.Errorf("writing hostile tar: %w", err)
+			return nil, nil, fmt.Errorf("writing hostile tar: %w", err)
 		}
 		if e.ok != nil {
 			files = append(files, *e.ok)
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-
-	var blob bytes.Buffer
-	w := estargz.NewWriter(&blob)
-	if err := w.AppendTar(bytes.NewReader(tb.Bytes())); err != nil {
-		return nil, fmt.Errorf("writing hostile eStargz: %w", err)
-	}
-	tocDigest, err := w.Close()
-	if err != nil {
-		return nil, fmt.Errorf("writing hostile eStargz: %w", err)
-	}
-	l, err := b.writeBlob(bytes.NewReader(blob.Bytes()))
-	if err != nil {
-		return nil, err
-	}
-	size, err := gunzipSize(blob.Bytes())
-	if err != nil {
-		return nil, err
-	}
-	l.DiffID, l.TOCDigest, l.UncompressedSize = w.DiffID(), tocDigest.String(), size
-	l.MediaType, l.Format, l.Files = MediaTypeLayerGzip, FormatEStargz, files
-	return &Image{Name: "fixtures/hostile", Tag: "v1", Platform: "linux/amd64", Layers: []*Layer{l}}, nil
+	return tb.Bytes(), files, nil
 }
 
 // unpinned builds "fixtures/unpinned:v1": an eStargz layer whose manifest

@@ -56,11 +56,20 @@ const slowRate = 2_500_000
 //	                ranged read of the layer's frames (not of its TOC)
 //	FLAKYZSTD       ZSTDCHUNKED through a proxy cutting the first two
 //	                bodies of frame reads over 100000 bytes
+//	FLIPREG         host:port of a proxy in front of the anonymous registry
+//	                that flips blob byte 5 (in a gzip header: the layer still
+//	                inflates, its digest does not match)
+//	COUNTA...COUNTD host:port of proxies in front of the anonymous
+//	                registry that count the blob bytes they send (see
+//	                Counters)
+//	NORANGECOUNT    the same, dropping Range headers from blob GETs
 //
 // Each proxy's faults are used up by the requests that come first, so
 // each proxy serves one script.
 type ScriptRegistries struct {
 	Vars []string
+	// Counters are the COUNT* proxies by name.
+	Counters map[string]*FaultProxy
 
 	closers []func() error
 }
@@ -132,6 +141,37 @@ func StartScriptRegistries(ctx context.Context, fx *Fixtures, anon string) (_ *S
 	if _, err := proxy("RANGE416GOTREE", anon, Rule{Match: MatchAll(MatchBlobs, MatchRanged), Fault: Fault{Status: http.StatusRequestedRangeNotSatisfiable}}); err != nil {
 		return nil, err
 	}
+	// A byte of the gzip header's MTIME flipped: the layer still inflates,
+	// but its digest does not match.
+	flip, err := StartFaultProxy(anon)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, flip.Close)
+	fromStart := func(r *http.Request) bool {
+		rng := r.Header.Get("Range")
+		return rng == "" || strings.HasPrefix(rng, "bytes=0-")
+	}
+	flip.Add(Rule{Match: MatchAll(MatchBlobs, fromStart), Fault: Fault{Flip: 5}})
+	add("FLIPREG", flip.Host)
+	s.Counters = map[string]*FaultProxy{}
+	for _, n := range []string{"COUNTA", "COUNTB", "COUNTC", "COUNTD"} {
+		p, err := StartFaultProxy(anon)
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, p.Close)
+		s.Counters[n] = p
+		add(n, p.Host)
+	}
+	noRange, err := StartFaultProxy(anon)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, noRange.Close)
+	noRange.Add(Rule{Match: MatchBlobs, Fault: Fault{IgnoreRange: true}})
+	s.Counters["NORANGECOUNT"] = noRange
+	add("NORANGECOUNT", noRange.Host)
 	multiRange := func(r *http.Request) bool { return strings.Contains(r.Header.Get("Range"), ",") }
 	if _, err := proxy("NOMULTIGOTREE", anon, Rule{Match: MatchAll(MatchBlobs, multiRange), Fault: Fault{IgnoreRange: true}}); err != nil {
 		return nil, err

@@ -52,8 +52,9 @@ const (
 	StatusPresent = "present"
 )
 
-// ErrDigestMismatch means the downloaded bytes do not match the blob's
-// digest; nothing was written under the final name.
+// ErrDigestMismatch means the bytes of a blob do not match its digest:
+// Download writes nothing under the final name, and a Stream returns it
+// (wrapped) at the end of such a blob.
 var ErrDigestMismatch = errors.New("downloaded bytes do not match the digest")
 
 // Remote is the blob being downloaded; *registry.Blob is one.

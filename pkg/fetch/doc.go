@@ -31,4 +31,11 @@
 // output filesystem's NAME_MAX) are refused one by one, with
 // wire.StatusRefused and the rule as the Outcome's error; the others are
 // fetched.
+//
+// Layers that are not eStargz (plain gzip, zstd, tar; see plain.go) come
+// with a Plain reader instead of chunks: their files are written as the
+// layer's tar streams past, stopping after the last one wanted, or, when a
+// seek index is at hand, read in runs from the nearest inflate checkpoint.
+// RunStream does the same for a layer not yet listed, listing it as it
+// goes.
 package fetch

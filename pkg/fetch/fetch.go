@@ -59,10 +59,14 @@ type Layer struct {
 	// Pinned says the TOC's digest matched the manifest's TOC digest
 	// annotation, chaining every chunk digest to the manifest.
 	Pinned bool
-	// Spool holds a whole non-eStargz layer, downloaded and checked
-	// against its digest, when TOC.Full is set; files are extracted from
-	// it by streaming it once.
-	Spool *os.File
+	// Plain reads a layer that is not eStargz (TOC.Full is set): files are
+	// extracted from its stream, stopping after the last one wanted, or,
+	// when it has a seek index, read lazily from the nearest checkpoints.
+	Plain Plain
+
+	// unchecked is set by RunStream when the layer's stream stopped before
+	// its end, so that its digest was not checked.
+	unchecked bool
 }
 
 // Want is one entry to fetch.
@@ -167,6 +171,8 @@ type target struct {
 type engine struct {
 	root *os.Root
 	opts Options
+	// maxName is the longest name part the output filesystem takes.
+	maxName int
 
 	outMu sync.Mutex
 	emit  func(*Outcome)
@@ -205,7 +211,7 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 	}
 	e := &engine{root: root, opts: opts, emit: emit, dirs: map[string]*dirHandle{}}
 
-	maxName := nameMax(root)
+	e.maxName = nameMax(root)
 	// Last want per path wins.
 	lastFor := make(map[string]int, len(wants))
 	for i, w := range wants {
@@ -223,16 +229,8 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 			e.fail(w, wire.StatusSkipped, errors.New("a later entry for the same path replaces it"))
 			continue
 		}
-		if why := w.Entry.Unsafe(); why != "" {
-			e.fail(w, wire.StatusRefused, errors.New(why))
-			continue
-		}
-		if why := longComponent(w.Entry.Name, maxName); why != "" {
-			e.fail(w, wire.StatusRefused, errors.New(why))
-			continue
-		}
-		if link, ok := w.Layer.TOC.SymlinkParent(w.Entry.Name); ok {
-			e.fail(w, wire.StatusRefused, fmt.Errorf("its parent %s is a symlink in the layer, and nothing is written through a symlink", link))
+		if why := refusal(w, e.maxName); why != nil {
+			e.fail(w, wire.StatusRefused, why)
 			continue
 		}
 		switch w.Entry.Type {
@@ -298,6 +296,22 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 		p.Go(func() { e.finish(e.finishDir(ctx, w)) })
 	}
 	p.Wait()
+}
+
+// refusal says which rule writing w would break, if any: a name that
+// climbs out or is absolute, a link pointing out (Entry.Unsafe), a name
+// part longer than maxName, or a parent that is a symlink in the layer.
+func refusal(w *Want, maxName int) error {
+	if why := w.Entry.Unsafe(); why != "" {
+		return errors.New(why)
+	}
+	if why := longComponent(w.Entry.Name, maxName); why != "" {
+		return errors.New(why)
+	}
+	if link, ok := w.Layer.TOC.SymlinkParent(w.Entry.Name); ok {
+		return fmt.Errorf("its parent %s is a symlink in the layer, and nothing is written through a symlink", link)
+	}
+	return nil
 }
 
 func newTarget(w *Want, source *toc.Entry) *target {

@@ -1,7 +1,6 @@
 package fetch
 
 import (
-	"archive/tar"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -17,85 +16,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/stargz-get/stargz-get/pkg/toc"
 	"github.com/stargz-get/stargz-get/pkg/wire"
 	"golang.org/x/sys/unix"
 )
-
-// extractFull writes targets from a whole layer's spool, streaming it
-// once, then finishes them.
-func (e *engine) extractFull(ctx context.Context, l *Layer, targets []*target) {
-	bySource := map[string][]*target{}
-	for _, t := range targets {
-		bySource[t.source.Name] = append(bySource[t.source.Name], t)
-	}
-	err := func() error {
-		if l.Spool == nil {
-			return errors.New("whole layer not downloaded")
-		}
-		tr, err := toc.Decompress(io.NewSectionReader(l.Spool, 0, math.MaxInt64), l.TOC.Format)
-		if err != nil {
-			return err
-		}
-		defer tr.Close()
-		r := tar.NewReader(tr)
-		buf := make([]byte, 256<<10)
-		for {
-			h, err := r.Next()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("reading layer tar: %w", err)
-			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			ts := bySource[toc.CleanName(h.Name)]
-			if h.Typeflag != tar.TypeReg || len(ts) == 0 {
-				continue
-			}
-			// A name may occur twice in a tar; the last one wins, so each
-			// occurrence is written from the start.
-			hash := sha256.New()
-			ws := []io.Writer{hash}
-			var files []*os.File
-			for _, t := range ts {
-				f, err := e.open(t)
-				if err != nil {
-					t.fail(err)
-				} else if f != nil {
-					ws = append(ws, io.NewOffsetWriter(f, 0))
-					files = append(files, f)
-				}
-			}
-			n, err := io.CopyBuffer(io.MultiWriter(ws...), r, buf)
-			e.bytesDone.Add(n)
-			if err != nil {
-				return fmt.Errorf("extracting %s: %w", h.Name, err)
-			}
-			for _, f := range files {
-				if err := f.Truncate(n); err != nil {
-					return err
-				}
-			}
-			dgst := "sha256:" + hex.EncodeToString(hash.Sum(nil))
-			for _, t := range ts {
-				t.mu.Lock()
-				t.digest = dgst
-				t.mu.Unlock()
-			}
-		}
-	}()
-	for _, t := range targets {
-		if err != nil {
-			t.fail(err)
-		} else if t.file == nil && t.source.Size > 0 {
-			t.fail(fmt.Errorf("%s not found in the layer", t.source.Name))
-		}
-		e.complete(t)
-	}
-}
 
 // copyLocal writes a target whose contents another target (copyOf)
 // downloaded, from that file, hashing as it goes; commit then verifies the
@@ -396,6 +319,8 @@ func (e *engine) commit(t *target) (dgst, verified string, err error) {
 	case t.source.Digest == "" && !chunkDigests && e.opts.RequireVerified:
 		return "", "", errors.New("the TOC has no digests for this file; --require-verified refuses it")
 	case t.source.Digest == "" && !chunkDigests:
+		verified = ""
+	case t.layer.TOC.Full && t.layer.unchecked:
 		verified = ""
 	case t.layer.TOC.Full:
 		verified = "layer"

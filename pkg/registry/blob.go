@@ -29,6 +29,9 @@ type Blob struct {
 	// noRange is set once the registry answered 416 to a valid range:
 	// later reads ask for the whole blob straight away.
 	noRange atomic.Bool
+	// ignoredRange is set once the registry answered a ranged GET with the
+	// whole blob.
+	ignoredRange atomic.Bool
 
 	mu sync.Mutex
 	// resolved is where the registry last redirected this blob to (blob
@@ -78,6 +81,11 @@ func (b *Blob) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, erro
 	}
 	return &rangeReader{b: b, ctx: ctx, off: off, left: n, body: body}, nil
 }
+
+// RangeIgnored reports whether the registry has answered a ranged read of
+// this blob with the whole blob (or refused ranges), so that reading it in
+// ranged pieces would download it again for each piece.
+func (b *Blob) RangeIgnored() bool { return b.ignoredRange.Load() || b.noRange.Load() }
 
 // ReadAt reads len(p) bytes at off, for callers wanting io.ReaderAt.
 func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
@@ -166,6 +174,7 @@ func (b *Blob) get(ctx context.Context, client *http.Client, u string, viaRegist
 			return nil, fmt.Errorf("reading blob %s: range %d+%d outside blob of %d bytes", b.digest, off, n, resp.ContentLength)
 		}
 		if ranged {
+			b.ignoredRange.Store(true)
 			b.c.logf("blob %s: registry ignored Range and sent the whole blob; skipping to byte %d", b.digest, off)
 		}
 		if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {

@@ -89,7 +89,8 @@ type TOC struct {
 	Requests  int
 	BytesRead int64
 	// Full is set for a listing made by reading a whole non-eStargz layer
-	// (FromTar): its entries have no chunks.
+	// (see Builder): its entries have no chunks, but their offsets in the
+	// layer's tar.
 	Full bool
 	// Tail holds the blob's bytes from TailStart to the TOC, read along
 	// with the TOC, so that chunks in it need not be downloaded again.
@@ -108,6 +109,10 @@ type Entry struct {
 	RawName string
 	// Chunks are a regular file's chunks in file order.
 	Chunks []Chunk
+	// TarOffset and DataOffset are, in a Full listing, where the entry's
+	// tar header (its first header block, extended headers included) and
+	// its contents start in the layer's uncompressed tar stream.
+	TarOffset, DataOffset int64
 }
 
 // Chunk is one stretch of a regular file's contents.

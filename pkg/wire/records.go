@@ -83,6 +83,10 @@ type Layer struct {
 	// belong to: "containers" (podman, buildah, skopeo) or "estargz"
 	// (nerdctl, ctr-remote); set with ManifestChecksum or ManifestPosition.
 	TOCLayout string `json:"tocLayout,omitempty"`
+	// Indexed is set when a seek index of this (plain gzip) layer is in the
+	// cache: it is listed without reading the blob, and its files are read
+	// lazily from the nearest checkpoint.
+	Indexed bool `json:"indexed,omitempty"`
 }
 
 // Validate reports a missing required field.
@@ -128,6 +132,9 @@ type Entry struct {
 	// parallel pieces, instead of a tail first; the layer's footer still
 	// decides (a wrong offset costs at most that 8 MiB read in vain).
 	TOCOffset int64 `json:"tocOffset,omitempty"`
+	// Indexed is set when a seek index of the (plain gzip) layer is in the
+	// cache, as in the layer record.
+	Indexed bool `json:"indexed,omitempty"`
 	// Name is the entry's path inside the layer, without a leading "./" or
 	// "/" and without a trailing "/".
 	Name string `json:"name"`

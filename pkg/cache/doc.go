@@ -1,0 +1,18 @@
+// Package cache is the one directory the stargz-get tools keep things in
+// across runs: seek indexes of plain gzip layers today, and whatever else
+// is worth not downloading twice. Entries are files named by a kind and a
+// key (usually a blob digest) under one directory.
+//
+// Every entry is written under a temporary name and renamed into place, so
+// a reader sees a whole entry or none. Each entry starts with a one-line
+// header carrying the sha256 digest and length of what follows; Get checks
+// both and removes (with a warning) an entry that does not match, so a
+// truncated or damaged file is never used. The directory is kept under a
+// size cap: after each Put the least recently used entries (by modification
+// time, which Get refreshes) are removed until the rest fit.
+//
+// No lock is held across a download: concurrent runs may both build the
+// same entry, and the last rename wins with identical contents. A cache
+// that cannot be written is not an error for the tools: Put reports it, and
+// callers warn and go on.
+package cache

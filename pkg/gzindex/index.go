@@ -1,0 +1,477 @@
+package gzindex
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/klauspost/compress/flate"
+
+	"github.com/stargz-get/stargz-get/pkg/toc"
+)
+
+// DefaultSpacing is the compressed distance between checkpoints: a
+// single-file read starts at most this far before the file's header, and
+// a 250 MB layer's index holds about 240 windows of 32 KiB (a few MB
+// compressed).
+const DefaultSpacing = 1 << 20
+
+// version is the serialised form's version; others are refused.
+const version = 1
+
+// windowSize is deflate's largest back-reference distance.
+const windowSize = 32 << 10
+
+// Checkpoint is a place where inflating can start.
+type Checkpoint struct {
+	// In is the blob offset of the byte holding the first bit to inflate;
+	// Bit is how many low bits of that byte to skip (0-7).
+	In  int64 `json:"in"`
+	Bit uint8 `json:"bit,omitempty"`
+	// Out is the uncompressed offset of the first byte inflated from here.
+	Out int64 `json:"out"`
+	// Member is set at the start of a gzip member (In is its header).
+	Member bool `json:"member,omitempty"`
+	// Window is the 32 KiB (or fewer, early in a member) of uncompressed
+	// bytes before Out, which back-references may reach.
+	Window []byte `json:"window,omitempty"`
+}
+
+// Boundary is the end of a deflate block: every uncompressed byte before
+// Out can be had by reading the blob up to (not including) In.
+type Boundary struct {
+	In  int64 `json:"in"`
+	Out int64 `json:"out"`
+}
+
+// Entry is one tar entry: what the TOC model needs of its header (kept
+// compact: a layer may have a million), its contents' digest, and where
+// it is.
+type Entry struct {
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Size     int64  `json:"size,omitempty"`
+	Mode     int64  `json:"mode,omitempty"`
+	UID      int    `json:"uid,omitempty"`
+	GID      int    `json:"gid,omitempty"`
+	Uname    string `json:"userName,omitempty"`
+	Gname    string `json:"groupName,omitempty"`
+	ModTime  string `json:"modtime,omitempty"`
+	LinkName string `json:"linkName,omitempty"`
+	DevMajor int    `json:"devMajor,omitempty"`
+	DevMinor int    `json:"devMinor,omitempty"`
+	Digest   string `json:"digest,omitempty"`
+	// Header and Data are where the entry's first header block and its
+	// contents start in the uncompressed tar.
+	Header int64 `json:"header"`
+	Data   int64 `json:"data"`
+}
+
+// tocEntry is the entry in the TOC model.
+func (e *Entry) tocEntry() *estargz.TOCEntry {
+	return &estargz.TOCEntry{
+		Name: e.Name, Type: e.Type, Size: e.Size, Mode: e.Mode, UID: e.UID, GID: e.GID, Uname: e.Uname, Gname: e.Gname,
+		ModTime3339: e.ModTime, LinkName: e.LinkName, DevMajor: e.DevMajor, DevMinor: e.DevMinor, Digest: e.Digest,
+	}
+}
+
+// Index is the seek index of one plain gzip layer.
+type Index struct {
+	Version int `json:"version"`
+	// Layer and Size are the blob's digest and size.
+	Layer string `json:"layer"`
+	Size  int64  `json:"size"`
+	// Uncompressed is the size of the tar.
+	Uncompressed int64        `json:"uncompressed"`
+	Checkpoints  []Checkpoint `json:"checkpoints"`
+	Boundaries   []Boundary   `json:"boundaries"`
+	Entries      []Entry      `json:"entries"`
+}
+
+// Option configures Build.
+type Option func(*options) error
+
+type options struct {
+	spacing    int64
+	maxEntries int64
+}
+
+// WithSpacing sets the compressed distance between checkpoints
+// (DefaultSpacing).
+func WithSpacing(n int64) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("checkpoint spacing must be positive, got %d", n)
+		}
+		o.spacing = n
+		return nil
+	}
+}
+
+// WithMaxEntries bounds the tar entries (toc.DefaultMaxEntries).
+func WithMaxEntries(n int64) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("entry limit must be positive, got %d", n)
+		}
+		o.maxEntries = n
+		return nil
+	}
+}
+
+// Build reads the whole gzip blob r (from its first byte) and returns its
+// index; layer and size name the blob. Build reads r to its end, so a
+// reader that checks the blob's digest at the end (blob.Stream) has
+// checked it when Build returns without error.
+func Build(r io.Reader, layer string, size int64, opts ...Option) (*Index, error) {
+	o := options{spacing: DefaultSpacing, maxEntries: toc.DefaultMaxEntries}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	ix := &Index{Version: version, Layer: layer, Size: size}
+	z := newInflater(r, 0)
+	lastCP := int64(0)
+	var drift int64 // see onBlock
+	z.onMember = func(in, out int64) {
+		drift = 0
+		ix.Checkpoints = append(ix.Checkpoints, Checkpoint{In: in, Out: out, Member: true})
+		lastCP = in
+	}
+	// drift corrects the inflater's compressed offset: after a stored
+	// block it counts the bytes it had buffered twice (klauspost/compress
+	// v1.20.3, dataBlock). At the end of a stored block no bits are
+	// buffered, so the true position is then what the inflater consumed;
+	// a position past that is the sign that drift grew.
+	z.onBlock = func(cp flate.InflateCheckpoint, flateStart, memberOut int64) {
+		consumed := z.pos() - flateStart
+		bit := cp.CompressedOffset*8 + int64(cp.BitOffset) - 8*drift
+		if bit > consumed*8 {
+			drift += (bit - consumed*8 + 7) / 8
+			bit = cp.CompressedOffset*8 + int64(cp.BitOffset) - 8*drift
+		}
+		if buffered := consumed*8 - bit; buffered < 0 || buffered > 40 {
+			return // cannot place it: no boundary, no checkpoint here
+		}
+		bit += flateStart * 8
+		out := memberOut + cp.UncompressedOffset
+		ix.Boundaries = append(ix.Boundaries, Boundary{In: (bit + 7) / 8, Out: out})
+		if bit/8-lastCP >= o.spacing {
+			ix.Checkpoints = append(ix.Checkpoints, Checkpoint{In: bit / 8, Bit: uint8(bit % 8), Out: out, Window: bytes.Clone(cp.Window)})
+			lastCP = bit / 8
+		}
+	}
+	z.onEnd = func(in, out int64) {
+		ix.Boundaries = append(ix.Boundaries, Boundary{In: in, Out: out})
+	}
+	entries, n, err := List(z, o.maxEntries)
+	if err != nil {
+		return nil, err
+	}
+	// The tar ends before the blob (zero blocks, padding, the trailer):
+	// read on, so that the whole blob is inflated and checked.
+	m, err := io.Copy(io.Discard, z)
+	if err != nil {
+		return nil, fmt.Errorf("reading the layer past its tar: %w", err)
+	}
+	if z.pos() != size {
+		return nil, fmt.Errorf("gzip stream ends at byte %d of the %d-byte layer", z.pos(), size)
+	}
+	ix.Entries, ix.Uncompressed = entries, n+m
+	return ix, nil
+}
+
+// offsetReader counts what tar reads.
+type offsetReader = counter
+
+// List walks an uncompressed tar stream and returns its entries, with
+// offsets and the digests of regular files' contents, and the bytes the
+// walk read (up to the end-of-archive marker). The contents are hashed on
+// another goroutine, so that hashing does not slow down inflating.
+func List(r io.Reader, maxEntries int64) ([]Entry, int64, error) {
+	if maxEntries <= 0 {
+		maxEntries = toc.DefaultMaxEntries
+	}
+	hs := startHasher()
+	defer hs.stop()
+	cnt := &offsetReader{r: r}
+	tr := tar.NewReader(cnt)
+	var entries []Entry
+	var next int64 // where the next header starts
+	for {
+		header := next
+		h, err := tr.Next()
+		if err == io.EOF {
+			for _, d := range hs.stop() {
+				entries[d.idx].Digest = d.digest
+			}
+			return entries, cnt.n, nil
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("reading layer tar at byte %d: %w", header, err)
+		}
+		next = cnt.n + toc.TarDataBlocks(h)
+		te := toc.HeaderEntry(h)
+		if te == nil {
+			continue
+		}
+		if int64(len(entries)) >= maxEntries {
+			return nil, 0, fmt.Errorf("layer has more than %d entries (raise the limit with --max-toc-entries)", maxEntries)
+		}
+		entries = append(entries, Entry{
+			Name: te.Name, Type: te.Type, Size: te.Size, Mode: te.Mode, UID: te.UID, GID: te.GID, Uname: te.Uname, Gname: te.Gname,
+			ModTime: te.ModTime3339, LinkName: te.LinkName, DevMajor: te.DevMajor, DevMinor: te.DevMinor, Header: header, Data: cnt.n,
+		})
+		if te.Type == "reg" {
+			if err := hs.file(tr, len(entries)-1); err != nil {
+				return nil, 0, fmt.Errorf("reading layer tar: %s: %w", h.Name, err)
+			}
+		}
+	}
+}
+
+// hasher hashes files' contents on a goroutine of its own.
+type hasher struct {
+	free    chan []byte
+	jobs    chan hashJob
+	done    chan struct{}
+	digests []fileDigest
+	stopped bool
+}
+
+type hashJob struct {
+	buf []byte
+	n   int
+	idx int
+	end bool
+}
+
+type fileDigest struct {
+	idx    int
+	digest string
+}
+
+// hashBuffers and hashBufferSize bound what is in flight to the hasher.
+const (
+	hashBuffers    = 8
+	hashBufferSize = 256 << 10
+)
+
+func startHasher() *hasher {
+	hs := &hasher{free: make(chan []byte, hashBuffers), jobs: make(chan hashJob, hashBuffers), done: make(chan struct{})}
+	for range hashBuffers {
+		hs.free <- make([]byte, hashBufferSize)
+	}
+	go func() {
+		defer close(hs.done)
+		h := sha256.New()
+		for j := range hs.jobs {
+			if j.buf != nil {
+				h.Write(j.buf[:j.n])
+				hs.free <- j.buf
+			}
+			if j.end {
+				hs.digests = append(hs.digests, fileDigest{j.idx, "sha256:" + hex.EncodeToString(h.Sum(nil))})
+				h.Reset()
+			}
+		}
+	}()
+	return hs
+}
+
+// file hands the contents of entry idx, read from r, to the hasher.
+func (hs *hasher) file(r io.Reader, idx int) error {
+	for {
+		buf := <-hs.free
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			hs.jobs <- hashJob{buf: buf, n: n, idx: idx}
+		} else {
+			hs.free <- buf
+		}
+		switch err {
+		case nil:
+			continue
+		case io.EOF, io.ErrUnexpectedEOF:
+			hs.jobs <- hashJob{idx: idx, end: true}
+			return nil
+		}
+		return err
+	}
+}
+
+// stop waits for the hasher and returns the digests, in file order.
+func (hs *hasher) stop() []fileDigest {
+	if !hs.stopped {
+		hs.stopped = true
+		close(hs.jobs)
+		<-hs.done
+	}
+	return hs.digests
+}
+
+// TOC turns the index into the TOC model: a Full listing whose entries
+// know their offsets. maxEntries bounds it (0: toc.DefaultMaxEntries).
+func (ix *Index) TOC(format string, maxEntries int64) (*toc.TOC, error) {
+	return EntriesTOC(ix.Entries, format, maxEntries)
+}
+
+// EntriesTOC turns a tar's entries into a Full TOC.
+func EntriesTOC(entries []Entry, format string, maxEntries int64) (*toc.TOC, error) {
+	b := toc.NewBuilder(format, maxEntries)
+	for i := range entries {
+		e, err := b.Add(entries[i].tocEntry())
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			e.TarOffset, e.DataOffset = entries[i].Header, entries[i].Data
+		}
+	}
+	return b.TOC(), nil
+}
+
+// Marshal serialises the index for the cache: gzip-compressed JSON
+// lines, the index without its entries first, then one line per entry, so
+// that neither writing nor reading it holds more than one entry's JSON.
+func (ix *Index) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	enc := json.NewEncoder(zw)
+	head := *ix
+	head.Entries = nil
+	if err := enc.Encode(&head); err != nil {
+		return nil, err
+	}
+	for i := range ix.Entries {
+		if err := enc.Encode(&ix.Entries[i]); err != nil {
+			return nil, err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// maxIndexLine bounds one line of a serialised index (the first holds the
+// checkpoints' windows).
+const maxIndexLine = 256 << 20
+
+// Unmarshal reads an index back and checks that it is consistent and
+// describes the blob layer of size bytes.
+func Unmarshal(b []byte, layer string, size int64) (*Index, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("reading seek index: %w", err)
+	}
+	br := bufio.NewReaderSize(zr, 64<<10)
+	var ix Index
+	for n := 0; ; n++ {
+		line, err := readLine(br)
+		if err == io.EOF && n > 0 {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading seek index line %d: %w", n+1, noEOF(err))
+		}
+		if n == 0 {
+			err = json.Unmarshal(line, &ix)
+		} else {
+			ix.Entries = append(ix.Entries, Entry{})
+			err = json.Unmarshal(line, &ix.Entries[len(ix.Entries)-1])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading seek index line %d: %w", n+1, err)
+		}
+	}
+	if err := ix.check(layer, size); err != nil {
+		return nil, fmt.Errorf("seek index: %w", err)
+	}
+	return &ix, nil
+}
+
+// readLine returns the next line, without its newline.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var long []byte
+	for {
+		part, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			if len(long)+len(part) > maxIndexLine {
+				return nil, errors.New("line too long")
+			}
+			long = append(long, part...)
+			continue
+		}
+		if err != nil {
+			if err == io.EOF && len(long)+len(part) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if long != nil {
+			return append(long, part[:len(part)-1]...), nil
+		}
+		return part[:len(part)-1], nil
+	}
+}
+
+// check reports an index that cannot be right for the blob.
+func (ix *Index) check(layer string, size int64) error {
+	switch {
+	case ix.Version != version:
+		return fmt.Errorf("version %d, want %d", ix.Version, version)
+	case ix.Layer != layer || ix.Size != size:
+		return fmt.Errorf("describes %s (%d bytes), not %s (%d bytes)", ix.Layer, ix.Size, layer, size)
+	case len(ix.Checkpoints) == 0 || !ix.Checkpoints[0].Member || ix.Checkpoints[0].In != 0 || ix.Checkpoints[0].Out != 0:
+		return errors.New("does not start at the blob's start")
+	}
+	for i, c := range ix.Checkpoints {
+		if c.In < 0 || c.In >= size || c.Bit > 7 || c.Out < 0 || c.Out > ix.Uncompressed || len(c.Window) > windowSize ||
+			(c.Member && (c.Bit != 0 || c.Window != nil)) || (!c.Member && int64(len(c.Window)) > c.Out) ||
+			(i > 0 && (c.In <= ix.Checkpoints[i-1].In || c.Out < ix.Checkpoints[i-1].Out)) {
+			return fmt.Errorf("checkpoint %d is out of place", i)
+		}
+	}
+	for i, bd := range ix.Boundaries {
+		if bd.In <= 0 || bd.In > size || bd.Out < 0 || bd.Out > ix.Uncompressed ||
+			(i > 0 && (bd.In < ix.Boundaries[i-1].In || bd.Out < ix.Boundaries[i-1].Out)) {
+			return fmt.Errorf("block boundary %d is out of place", i)
+		}
+	}
+	for i, e := range ix.Entries {
+		if e.Header < 0 || e.Header%512 != 0 || e.Data < e.Header+512 || e.Size < 0 || e.Data+e.Size > ix.Uncompressed ||
+			(i > 0 && e.Header < ix.Entries[i-1].Data+ix.Entries[i-1].Size) {
+			return fmt.Errorf("entry %d (%q) is out of place", i, e.Name)
+		}
+	}
+	return nil
+}
+
+// span is where to read the uncompressed bytes [from, to): the checkpoint
+// to start at and the blob offset to read up to.
+func (ix *Index) span(from, to int64) (*Checkpoint, int64) {
+	i := sort.Search(len(ix.Checkpoints), func(i int) bool { return ix.Checkpoints[i].Out > from }) - 1
+	cp := &ix.Checkpoints[max(i, 0)]
+	j := sort.Search(len(ix.Boundaries), func(j int) bool { return ix.Boundaries[j].Out >= to })
+	end := ix.Size
+	if j < len(ix.Boundaries) {
+		// A few bytes past the block's last bit: the inflater looks up
+		// Huffman codes with its longest code's bits in hand.
+		end = min(ix.Boundaries[j].In+slack, ix.Size)
+	}
+	return cp, end
+}
+
+// slack is read past a block boundary (see span).
+const slack = 16
