@@ -571,7 +571,8 @@ func openLayer(ctx context.Context, src *source.Source, ref, manifest, layer str
 		err  error
 	}
 	var ch chan early
-	if r, err := src.Client.ParseReference(ref); err == nil && size > 0 && manifest != "" {
+	// A plain layer with a cached seek index has no TOC to read early.
+	if r, err := src.Client.ParseReference(ref); err == nil && size > 0 && manifest != "" && !src.Indexed(layer) {
 		ch = make(chan early, 1)
 		go func() {
 			blob, t, err := src.ReadEarly(ctx, r.Context(), layer, size, tocOffset)
