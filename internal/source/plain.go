@@ -51,22 +51,21 @@ func (s *Source) openIndexed(ctx context.Context, repo name.Repository, rec wire
 	if !ok {
 		return nil, nil
 	}
-	ix, err := gzindex.Unmarshal(b, rec.Digest, rec.Size)
+	// The entries go into the TOC as they are read, and the windows stay
+	// compressed until a read needs one: the index is never resident
+	// twice, nor its windows at all when only listing.
+	ix, t, err := gzindex.LoadTOC(b, rec.Digest, rec.Size, wire.FormatGzip, s.TOC.MaxEntries)
 	if err == nil {
-		var t *toc.TOC
-		if t, err = ix.TOC(wire.FormatGzip, s.TOC.MaxEntries); err == nil {
-			bl, err := s.blob(ctx, repo, rec.Digest, rec.Size, what)
-			if err != nil {
-				return nil, err
-			}
-			p := &plainLayer{s: s, blob: bl, compression: toc.CompressionGzip, what: what}
-			ix.Entries = nil // in the TOC now
-			p.ix.Store(ix)
-			if s.Logf != nil {
-				s.Logf("%s: listed from its cached seek index (%d entries, %d checkpoints), no blob bytes read", what, len(t.Entries), len(ix.Checkpoints))
-			}
-			return &fetch.Layer{Blob: bl, TOC: t, Pinned: true, Plain: p}, nil
+		bl, err := s.blob(ctx, repo, rec.Digest, rec.Size, what)
+		if err != nil {
+			return nil, err
 		}
+		p := &plainLayer{s: s, blob: bl, compression: toc.CompressionGzip, what: what}
+		p.ix.Store(ix)
+		if s.Logf != nil {
+			s.Logf("%s: listed from its cached seek index (%d entries, %d checkpoints), no blob bytes read", what, len(t.Entries), len(ix.Checkpoints))
+		}
+		return &fetch.Layer{Blob: bl, TOC: t, Pinned: true, Plain: p}, nil
 	}
 	s.warnf("the cached seek index of %s is unusable (%v): removed it", what, err)
 	s.Cache.Remove(indexKind, rec.Digest)
@@ -248,12 +247,16 @@ func (p *plainLayer) Seek(ctx context.Context, from, to int64) (io.ReadCloser, e
 	if ix == nil {
 		return nil, errors.New("no seek index")
 	}
-	return ix.Open(ctx, func(ctx context.Context, off, end int64) (io.ReadCloser, error) {
+	rc, err := ix.Open(ctx, func(ctx context.Context, off, end int64) (io.ReadCloser, error) {
 		if p.s.Logf != nil {
 			p.s.Logf("%s: reading bytes %d-%d through the seek index for tar bytes %d-%d", p.what, off, end-1, from, to-1)
 		}
 		return blob.NewStream(ctx, p.blob, off, blob.WithEnd(end))
 	}, from, to)
+	if errors.Is(err, gzindex.ErrCorrupt) {
+		err = fmt.Errorf("%w: %w", fetch.ErrIndexMismatch, err)
+	}
+	return rc, err
 }
 
 // Distrust implements fetch.Plain.
