@@ -251,13 +251,23 @@ func (p *plainLayer) Seek(ctx context.Context, from, to int64) (io.ReadCloser, e
 		if p.s.Logf != nil {
 			p.s.Logf("%s: reading bytes %d-%d through the seek index for tar bytes %d-%d", p.what, off, end-1, from, to-1)
 		}
-		return blob.NewStream(ctx, p.blob, off, blob.WithEnd(end))
+		return blob.NewStream(ctx, p.blob, off, blob.WithEnd(end), blob.WithSegmentBytes(seekSegment), blob.WithWindow(seekWindow))
 	}, from, to)
 	if errors.Is(err, gzindex.ErrCorrupt) {
 		err = fmt.Errorf("%w: %w", fetch.ErrIndexMismatch, err)
 	}
 	return rc, err
 }
+
+// seekSegment and seekWindow are the segments of a read through the seek
+// index and how many it has in flight: enough to outrun inflating (four
+// connections, 100 MB/s at 25 MB/s each), small enough that the runs of a
+// whole-layer fetch read at once (fetch.maxSeekRuns) hold 16 MiB, not the
+// 128 MiB of eight whole-layer streams.
+const (
+	seekSegment = 1 << 20
+	seekWindow  = 4
+)
 
 // Distrust implements fetch.Plain.
 func (p *plainLayer) Distrust(err error) {

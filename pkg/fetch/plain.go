@@ -39,8 +39,10 @@ type Plain interface {
 // through a seek index that the layer's bytes contradicted.
 var ErrIndexMismatch = errors.New("the seek index does not match the layer")
 
-// maxSeekRuns is how many runs of an indexed layer are read at once.
-const maxSeekRuns = 8
+// maxSeekRuns is how many runs of an indexed layer are read at once: twice
+// the cores of a small machine, so that inflating is never short of a run
+// to work on, while each run's stream holds a few segments in memory.
+const maxSeekRuns = 4
 
 // maxRunBytes caps the compressed bytes of one run of an indexed layer:
 // longer stretches are split at an entry, each part read from its own
@@ -279,7 +281,10 @@ func (e *engine) readRun(ctx context.Context, l *Layer, r *seekRun) error {
 		if err := checkHeader(h, hoff, ts[0].source); err != nil {
 			return err
 		}
-		if err := e.writeEntry(w.tr, ts, buf, end-off); err != nil {
+		// The run's compressed bytes are shared out by the tar bytes
+		// each entry takes, so that they add up to what was read.
+		share := (end - off) * (w.ahead - (hoff - r.from)) / max(r.to-r.from, 1)
+		if err := e.writeEntry(w.tr, ts, buf, share); err != nil {
 			return fmt.Errorf("extracting %s: %w", h.Name, err)
 		}
 		left--
