@@ -292,6 +292,40 @@ func (e *engine) readRun(ctx context.Context, l *Layer, r *seekRun) error {
 	return nil
 }
 
+// park closes the temp file of a target written by RunStream: it is
+// renamed into place only once the whole stream is read (the layer digest
+// checked), and a layer of a hundred thousand files must not hold as many
+// descriptors open until then. unpark opens it again for commit, which
+// sets its mode and times through it (the digest was taken as it was
+// written); the temp name is in a directory the run owns, opened without
+// following a final symlink.
+func park(t *target) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.file == nil {
+		return false
+	}
+	if err := t.file.Close(); err != nil && t.err == nil {
+		t.err = fmt.Errorf("writing %s: %w", t.name, err)
+	}
+	t.file = nil
+	return true
+}
+
+func unpark(t *target) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil {
+		return
+	}
+	f, err := t.ops.open(t.tmpName)
+	if err != nil {
+		t.err = fmt.Errorf("reopening the temp file of %s: %w", t.name, err)
+		return
+	}
+	t.file = f
+}
+
 // Selector picks, as a whole layer streams past, the entries RunStream
 // writes.
 type Selector interface {
@@ -322,6 +356,7 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 		regs   []*target
 		others []*Want
 		byName = map[string]*target{}
+		parked = map[*target]bool{} // written, temp file closed (see park)
 	)
 	err := func() error {
 		rc, err := l.Plain.Stream(ctx)
@@ -374,6 +409,8 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 				t.fail(err)
 			} else if err := e.writeEntry(w.tr, []*target{t}, buf, 0); err != nil {
 				return fmt.Errorf("extracting %s: %w", h.Name, err)
+			} else if park(t) {
+				parked[t] = true
 			}
 			ent.Digest = t.digest
 			if old := byName[ent.Name]; old != nil { // a later entry of the same name replaces it
@@ -389,6 +426,8 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 	for _, t := range regs {
 		if err != nil {
 			t.fail(err)
+		} else if parked[t] {
+			unpark(t)
 		}
 		e.complete(t)
 	}
