@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
@@ -381,6 +382,74 @@ func TestLoadRefusesDamagedLayout(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Unmarshal(tc.b, "sha256:x", built.Size); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// rewriteHead returns the serialised index b with its head line (the
+// checkpoints) changed by damage, and everything else as it was.
+func rewriteHead(t *testing.T, b []byte, damage func(*Index)) []byte {
+	t.Helper()
+	n := binary.BigEndian.Uint64(b[len(magic):])
+	pre, rest := b[:len(magic)+8+int(n)], b[len(magic)+8+int(n):]
+	zr, err := gzip.NewReader(bytes.NewReader(rest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, entries, _ := bytes.Cut(lines, []byte("\n"))
+	var ix Index
+	if err := json.Unmarshal(head, &ix); err != nil {
+		t.Fatal(err)
+	}
+	damage(&ix)
+	head, _ = json.Marshal(&ix)
+	var out bytes.Buffer
+	out.Write(pre)
+	zw := gzip.NewWriter(&out)
+	zw.Write(head)
+	zw.Write([]byte("\n"))
+	zw.Write(entries)
+	zw.Close()
+	return out.Bytes()
+}
+
+func TestLoadRefusesMisplacedWindows(t *testing.T) {
+	_, built, b := loaded(t)
+	// The first checkpoint with a window, by index.
+	first := -1
+	for i, c := range built.Checkpoints {
+		if len(c.Window) > 0 {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		t.Fatal("no checkpoint with a window")
+	}
+	if _, err := Unmarshal(rewriteHead(t, b, func(*Index) {}), "sha256:x", built.Size); err != nil {
+		t.Fatalf("an undamaged rewrite is refused: %v", err)
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func(*Index)
+	}{
+		{"huge compressed window", func(ix *Index) { ix.Checkpoints[first].WindowZ = 1 << 62 }},
+		{"negative compressed window", func(ix *Index) { ix.Checkpoints[first].WindowZ = -5 }},
+		{"window elsewhere", func(ix *Index) { ix.Checkpoints[first].WindowAt += 3 }},
+		{"window longer than 32 KiB", func(ix *Index) { ix.Checkpoints[first].WindowLen = 40 << 10 }},
+		{"window without a digest", func(ix *Index) { ix.Checkpoints[first].WindowSum = "" }},
+		{"window at a member start", func(ix *Index) { ix.Checkpoints[first].Member = true }},
+		{"window dropped", func(ix *Index) { ix.Checkpoints[first].WindowZ, ix.Checkpoints[first].WindowLen = 0, 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Unmarshal(rewriteHead(t, b, tc.damage), "sha256:x", built.Size)
+			if err == nil || !strings.Contains(err.Error(), "seek index: ") {
+				t.Fatalf("err = %v, want a refusal", err)
 			}
 		})
 	}

@@ -551,7 +551,7 @@ func (ix *Index) check(layer string, size, wins int64) error {
 		hasWindow := c.WindowZ > 0
 		if c.In < 0 || c.In >= size || c.Bit > 7 || c.Out < 0 || c.Out > ix.Uncompressed ||
 			c.WindowLen < 0 || c.WindowLen > windowSize || int64(c.WindowLen) > c.Out ||
-			hasWindow != (c.WindowLen > 0) || (hasWindow && (c.WindowAt != at || len(c.WindowSum) != 2*sha256.Size)) ||
+			hasWindow != (c.WindowLen > 0) || (hasWindow && (c.WindowAt != at || c.WindowZ > wins-at || len(c.WindowSum) != 2*sha256.Size)) ||
 			(!hasWindow && (c.WindowAt != 0 || c.WindowZ < 0 || c.WindowSum != "")) ||
 			(c.Member && (c.Bit != 0 || hasWindow)) ||
 			(i > 0 && (c.In <= ix.Checkpoints[i-1].In || c.Out < ix.Checkpoints[i-1].Out)) {
@@ -577,7 +577,7 @@ func (ix *Index) window(c *Checkpoint) ([]byte, error) {
 	if c.Window != nil || c.WindowZ == 0 {
 		return c.Window, nil
 	}
-	if c.WindowAt < 0 || c.WindowAt+c.WindowZ > int64(len(ix.windows)) {
+	if c.WindowAt < 0 || c.WindowAt > int64(len(ix.windows)) || c.WindowZ > int64(len(ix.windows))-c.WindowAt {
 		return nil, fmt.Errorf("%w: the window of the checkpoint at byte %d is outside the index", ErrCorrupt, c.In)
 	}
 	fr := flate.NewReader(bytes.NewReader(ix.windows[c.WindowAt : c.WindowAt+c.WindowZ]))
