@@ -48,6 +48,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -225,6 +226,7 @@ func TestScripts(t *testing.T) {
 			"perm":         perm,
 			"checkgosrc":   w.checkgosrc,
 			"forgeindex":   forgeindex,
+			"forgewindow":  forgewindow,
 		},
 	})
 }
@@ -613,10 +615,48 @@ func forgeindex(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(c.Put("gzindex", args[1], b))
 }
 
+// forgewindow CACHEDIR LAYER: flip a byte of the last checkpoint window in
+// the cached seek index of LAYER, and store it again under a correct cache
+// digest, so that only the window's own digest can tell.
+func forgewindow(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: forgewindow CACHEDIR LAYER")
+	}
+	c, err := cache.Open(ts.MkAbs(args[0]))
+	ts.Check(err)
+	b, ok := c.Get("gzindex", args[1])
+	if !ok {
+		ts.Fatalf("no index of %s cached", args[1])
+	}
+	ix, err := gzindex.Unmarshal(b, args[1], mustSize(ts, b))
+	ts.Check(err)
+	var last *gzindex.Checkpoint
+	for i := range ix.Checkpoints {
+		if ix.Checkpoints[i].WindowZ > 0 {
+			last = &ix.Checkpoints[i]
+		}
+	}
+	if last == nil {
+		ts.Fatalf("the index of %s has no checkpoint with a window", args[1])
+	}
+	b = bytes.Clone(b)
+	b[16+last.WindowAt+last.WindowZ/2] ^= 0x55
+	ts.Check(c.Put("gzindex", args[1], b))
+}
+
 // mustSize reads the layer size an index records, so that Unmarshal's
-// check passes for the index as it is.
+// check passes for the index as it is. A version 2 index is 8 bytes of
+// magic, the length of its windows section (8 bytes, big-endian), the
+// section, then gzip-compressed JSON lines, the first naming the layer.
 func mustSize(ts *testscript.TestScript, b []byte) int64 {
-	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if len(b) < 16 {
+		ts.Fatalf("seek index of %d bytes", len(b))
+	}
+	n := binary.BigEndian.Uint64(b[8:16])
+	if n > uint64(len(b)-16) {
+		ts.Fatalf("seek index: windows section past its end")
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b[16+n:]))
 	ts.Check(err)
 	var hdr struct{ Size int64 }
 	ts.Check(json.NewDecoder(zr).Decode(&hdr))

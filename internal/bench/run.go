@@ -224,7 +224,7 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	workloads := b.selected()
-	if len(workloads) == 0 {
+	if len(workloads) == 0 && !b.wants(wGzip) {
 		return nil
 	}
 	pushed := map[*Layer]bool{}

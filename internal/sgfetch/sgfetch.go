@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -623,13 +622,7 @@ func fromArgs(ctx context.Context, src *source.Source, image, blob string, paths
 	if !listed {
 		return nil, newPlainJob(rec, layer, paths, notFound), nil
 	}
-	var entries []source.FlatEntry
-	for _, e := range layer.TOC.Entries {
-		if !toc.Landmark(e.Name) {
-			entries = append(entries, source.FlatEntry{Rec: rec, Layer: layer, Entry: e})
-		}
-	}
-	items, err := selectPaths(entries, paths, notFound)
+	items, err := selectLayerPaths(rec, layer, paths, notFound)
 	return items, nil, err
 }
 
@@ -665,49 +658,11 @@ func fromFlattened(ctx context.Context, src *source.Source, image string, paths 
 // path are one run of the sorted order, the path itself and the names
 // starting with path+"/"), not a pass over every entry.
 func selectPaths(entries []source.FlatEntry, paths []string, notFound func(path string) error) ([]*item, error) {
-	order := make([]int, len(entries))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int {
-		return strings.Compare(entries[a].Entry.Name, entries[b].Entry.Name)
-	})
-	nameAt := func(i int) string { return entries[order[i]].Entry.Name }
-	var items []*item
-	var picked []int
-	for _, p := range paths {
-		name := toc.CleanName(p)
-		picked = picked[:0]
-		if name == "" { // the root: everything, in order
-			for i := range entries {
-				picked = append(picked, i)
-			}
-		} else {
-			i, _ := slices.BinarySearchFunc(order, name, func(e int, name string) int {
-				return strings.Compare(entries[e].Entry.Name, name)
-			})
-			for ; i < len(order) && nameAt(i) == name; i++ {
-				picked = append(picked, order[i])
-			}
-			dir := name + "/"
-			i, _ = slices.BinarySearchFunc(order, dir, func(e int, dir string) int {
-				return strings.Compare(entries[e].Entry.Name, dir)
-			})
-			for ; i < len(order) && strings.HasPrefix(nameAt(i), dir); i++ {
-				picked = append(picked, order[i])
-			}
-			slices.Sort(picked) // back in the entries' order
-		}
-		if len(picked) == 0 {
-			return nil, notFound(p)
-		}
-		for _, i := range picked {
-			fe := entries[i]
-			in := wire.Entry{Ref: fe.Rec.Ref, Manifest: fe.Rec.Manifest, Layer: fe.Rec.Digest, Name: fe.Entry.Name, Type: fe.Entry.Type}
-			items = append(items, &item{in: in, layer: fe.Layer, tocEntry: fe.Entry})
-		}
-	}
-	return items, nil
+	return pickPaths(len(entries), func(i int) *toc.Entry { return entries[i].Entry }, func(i int) *item {
+		fe := entries[i]
+		in := wire.Entry{Ref: fe.Rec.Ref, Manifest: fe.Rec.Manifest, Layer: fe.Rec.Digest, Name: fe.Entry.Name, Type: fe.Entry.Type}
+		return &item{in: in, layer: fe.Layer, tocEntry: fe.Entry}
+	}, paths, notFound)
 }
 
 // emitter prints each result within 50 ms of its entry being done

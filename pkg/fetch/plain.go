@@ -39,8 +39,10 @@ type Plain interface {
 // through a seek index that the layer's bytes contradicted.
 var ErrIndexMismatch = errors.New("the seek index does not match the layer")
 
-// maxSeekRuns is how many runs of an indexed layer are read at once.
-const maxSeekRuns = 8
+// maxSeekRuns is how many runs of an indexed layer are read at once: twice
+// the cores of a small machine, so that inflating is never short of a run
+// to work on, while each run's stream holds a few segments in memory.
+const maxSeekRuns = 4
 
 // maxRunBytes caps the compressed bytes of one run of an indexed layer:
 // longer stretches are split at an entry, each part read from its own
@@ -279,12 +281,49 @@ func (e *engine) readRun(ctx context.Context, l *Layer, r *seekRun) error {
 		if err := checkHeader(h, hoff, ts[0].source); err != nil {
 			return err
 		}
-		if err := e.writeEntry(w.tr, ts, buf, end-off); err != nil {
+		// The run's compressed bytes are shared out by the tar bytes
+		// each entry takes, so that they add up to what was read.
+		share := (end - off) * (w.ahead - (hoff - r.from)) / max(r.to-r.from, 1)
+		if err := e.writeEntry(w.tr, ts, buf, share); err != nil {
 			return fmt.Errorf("extracting %s: %w", h.Name, err)
 		}
 		left--
 	}
 	return nil
+}
+
+// park closes the temp file of a target written by RunStream: it is
+// renamed into place only once the whole stream is read (the layer digest
+// checked), and a layer of a hundred thousand files must not hold as many
+// descriptors open until then. unpark opens it again for commit, which
+// sets its mode and times through it (the digest was taken as it was
+// written); the temp name is in a directory the run owns, opened without
+// following a final symlink.
+func park(t *target) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.file == nil {
+		return false
+	}
+	if err := t.file.Close(); err != nil && t.err == nil {
+		t.err = fmt.Errorf("writing %s: %w", t.name, err)
+	}
+	t.file = nil
+	return true
+}
+
+func unpark(t *target) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil {
+		return
+	}
+	f, err := t.ops.open(t.tmpName)
+	if err != nil {
+		t.err = fmt.Errorf("reopening the temp file of %s: %w", t.name, err)
+		return
+	}
+	t.file = f
 }
 
 // Selector picks, as a whole layer streams past, the entries RunStream
@@ -317,6 +356,7 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 		regs   []*target
 		others []*Want
 		byName = map[string]*target{}
+		parked = map[*target]bool{} // written, temp file closed (see park)
 	)
 	err := func() error {
 		rc, err := l.Plain.Stream(ctx)
@@ -369,6 +409,8 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 				t.fail(err)
 			} else if err := e.writeEntry(w.tr, []*target{t}, buf, 0); err != nil {
 				return fmt.Errorf("extracting %s: %w", h.Name, err)
+			} else if park(t) {
+				parked[t] = true
 			}
 			ent.Digest = t.digest
 			if old := byName[ent.Name]; old != nil { // a later entry of the same name replaces it
@@ -384,6 +426,8 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 	for _, t := range regs {
 		if err != nil {
 			t.fail(err)
+		} else if parked[t] {
+			unpark(t)
 		}
 		e.complete(t)
 	}

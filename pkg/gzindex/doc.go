@@ -25,7 +25,13 @@
 // recorded digest (the fetcher checks that), so a stale or forged index
 // fails loudly instead of producing wrong files.
 //
-// Indexes are serialised (gzip-compressed JSON) for the cache, keyed by
-// the layer digest; Unmarshal checks one read back for consistency with
-// the layer it claims to describe before it is used.
+// Indexes are serialised for the cache, keyed by the layer digest (format
+// version 2, see Marshal): the checkpoints' windows, each deflated on its
+// own and recorded with its sha256 digest, then gzip-compressed JSON
+// lines, the index's head and one line per entry. Load checks one read back
+// for consistency with the layer it claims to describe before it is used,
+// hands the entries on one at a time (LoadTOC builds the TOC model from
+// them without an entry table besides it) and keeps the windows deflated:
+// one is inflated, and checked against its digest, only when a read starts
+// at its checkpoint. An index of another version is refused.
 package gzindex

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -26,7 +27,7 @@ import (
 const DefaultSpacing = 1 << 20
 
 // version is the serialised form's version; others are refused.
-const version = 1
+const version = 2
 
 // windowSize is deflate's largest back-reference distance.
 const windowSize = 32 << 10
@@ -42,8 +43,16 @@ type Checkpoint struct {
 	// Member is set at the start of a gzip member (In is its header).
 	Member bool `json:"member,omitempty"`
 	// Window is the 32 KiB (or fewer, early in a member) of uncompressed
-	// bytes before Out, which back-references may reach.
-	Window []byte `json:"window,omitempty"`
+	// bytes before Out, which back-references may reach. Build sets it; a
+	// loaded index keeps it compressed (see window) and sets the rest.
+	Window []byte `json:"-"`
+	// WindowAt and WindowZ place the deflated window in the serialised
+	// index's windows section; WindowLen and WindowSum are its length and
+	// hex sha256 digest.
+	WindowAt  int64  `json:"windowAt,omitempty"`
+	WindowZ   int64  `json:"windowZ,omitempty"`
+	WindowLen int    `json:"windowLen,omitempty"`
+	WindowSum string `json:"windowSum,omitempty"`
 }
 
 // Boundary is the end of a deflate block: every uncompressed byte before
@@ -95,6 +104,8 @@ type Index struct {
 	Checkpoints  []Checkpoint `json:"checkpoints"`
 	Boundaries   []Boundary   `json:"boundaries"`
 	Entries      []Entry      `json:"entries"`
+	// windows is a loaded index's windows section (see Marshal).
+	windows []byte
 }
 
 // Option configures Build.
@@ -341,15 +352,57 @@ func EntriesTOC(entries []Entry, format string, maxEntries int64) (*toc.TOC, err
 	return b.TOC(), nil
 }
 
-// Marshal serialises the index for the cache: gzip-compressed JSON
-// lines, the index without its entries first, then one line per entry, so
-// that neither writing nor reading it holds more than one entry's JSON.
+// The serialised index (version 2) is, in this order: the 8 bytes of
+// magic; the length of the windows section (8 bytes, big-endian); the
+// windows section, each checkpoint's window deflated on its own; then
+// gzip-compressed JSON lines: the index without its entries (the
+// checkpoints name their window's place, length and sha256 digest), then
+// one line per entry. Loading it keeps the windows compressed and
+// inflates one only when a read starts at its checkpoint, and turns the
+// entries into the TOC model one at a time, so that neither the windows
+// nor a second copy of the entry table are ever resident.
+const magic = "SGZIDX02"
+
+// ErrCorrupt is matched (errors.Is) by the error of a read through a
+// loaded index whose checkpoint window does not match its digest.
+var ErrCorrupt = errors.New("the seek index is corrupt")
+
+// Marshal serialises the index for the cache (see magic).
 func (ix *Index) Marshal() ([]byte, error) {
-	var buf bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	enc := json.NewEncoder(zw)
+	var wins bytes.Buffer
 	head := *ix
 	head.Entries = nil
+	head.windows = nil
+	head.Checkpoints = make([]Checkpoint, len(ix.Checkpoints))
+	fw, _ := flate.NewWriter(&wins, flate.BestSpeed)
+	for i, c := range ix.Checkpoints {
+		w, err := ix.window(&ix.Checkpoints[i])
+		if err != nil {
+			return nil, err
+		}
+		c.Window = nil
+		if len(w) > 0 {
+			sum := sha256.Sum256(w)
+			c.WindowAt, c.WindowLen, c.WindowSum = int64(wins.Len()), len(w), hex.EncodeToString(sum[:])
+			fw.Reset(&wins)
+			if _, err := fw.Write(w); err != nil {
+				return nil, err
+			}
+			if err := fw.Close(); err != nil {
+				return nil, err
+			}
+			c.WindowZ = int64(wins.Len()) - c.WindowAt
+		}
+		head.Checkpoints[i] = c
+	}
+	var buf bytes.Buffer
+	buf.WriteString(magic)
+	var l [8]byte
+	binary.BigEndian.PutUint64(l[:], uint64(wins.Len()))
+	buf.Write(l[:])
+	buf.Write(wins.Bytes())
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	enc := json.NewEncoder(zw)
 	if err := enc.Encode(&head); err != nil {
 		return nil, err
 	}
@@ -365,40 +418,96 @@ func (ix *Index) Marshal() ([]byte, error) {
 }
 
 // maxIndexLine bounds one line of a serialised index (the first holds the
-// checkpoints' windows).
-const maxIndexLine = 256 << 20
+// checkpoints and block boundaries).
+const maxIndexLine = 64 << 20
 
-// Unmarshal reads an index back and checks that it is consistent and
-// describes the blob layer of size bytes.
+// Unmarshal reads an index back, entries and all, and checks that it is
+// consistent and describes the blob layer of size bytes.
 func Unmarshal(b []byte, layer string, size int64) (*Index, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(b))
+	var entries []Entry
+	ix, err := Load(b, layer, size, func(e *Entry) error {
+		entries = append(entries, *e)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ix.Entries = entries
+	return ix, nil
+}
+
+// LoadTOC reads an index back and turns its entries into the TOC model
+// as they are read (see EntriesTOC); the index returned has no Entries.
+func LoadTOC(b []byte, layer string, size int64, format string, maxEntries int64) (*Index, *toc.TOC, error) {
+	tb := toc.NewBuilder(format, maxEntries)
+	ix, err := Load(b, layer, size, func(e *Entry) error {
+		te, err := tb.Add(e.tocEntry())
+		if err == nil && te != nil {
+			te.TarOffset, te.DataOffset = e.Header, e.Data
+		}
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return ix, tb.TOC(), nil
+}
+
+// Load reads an index back without its entries, which it hands to each,
+// one at a time (the Entry is reused: copy what must outlive the call),
+// after checking each against the index and the one before. The
+// checkpoints' windows stay compressed in the index until a read needs
+// one; each is checked against its digest then.
+func Load(b []byte, layer string, size int64, each func(*Entry) error) (*Index, error) {
+	if len(b) < len(magic)+8 || string(b[:len(magic)]) != magic {
+		return nil, fmt.Errorf("seek index: not a version %d index (written by another version?)", version)
+	}
+	b = b[len(magic):]
+	n := binary.BigEndian.Uint64(b)
+	b = b[8:]
+	if n > uint64(len(b)) {
+		return nil, fmt.Errorf("seek index: its windows section (%d bytes) runs past its end", n)
+	}
+	wins, rest := b[:n], b[n:]
+	zr, err := gzip.NewReader(bytes.NewReader(rest))
 	if err != nil {
 		return nil, fmt.Errorf("reading seek index: %w", err)
 	}
 	br := bufio.NewReaderSize(zr, 64<<10)
-	var ix Index
-	for n := 0; ; n++ {
-		line, err := readLine(br)
-		if err == io.EOF && n > 0 {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading seek index line %d: %w", n+1, noEOF(err))
-		}
-		if n == 0 {
-			err = json.Unmarshal(line, &ix)
-		} else {
-			ix.Entries = append(ix.Entries, Entry{})
-			err = json.Unmarshal(line, &ix.Entries[len(ix.Entries)-1])
-		}
-		if err != nil {
-			return nil, fmt.Errorf("reading seek index line %d: %w", n+1, err)
-		}
+	line, err := readLine(br)
+	if err != nil {
+		return nil, fmt.Errorf("reading seek index line 1: %w", noEOF(err))
 	}
-	if err := ix.check(layer, size); err != nil {
+	var ix Index
+	if err := json.Unmarshal(line, &ix); err != nil {
+		return nil, fmt.Errorf("reading seek index line 1: %w", err)
+	}
+	if err := ix.check(layer, size, int64(len(wins))); err != nil {
 		return nil, fmt.Errorf("seek index: %w", err)
 	}
-	return &ix, nil
+	ix.windows = bytes.Clone(wins) // not the rest of b
+	var e, prev Entry
+	for i := 0; ; i++ {
+		line, err := readLine(br)
+		if err == io.EOF {
+			return &ix, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading seek index line %d: %w", i+2, err)
+		}
+		e = Entry{}
+		if err := json.Unmarshal(line, &e); err != nil {
+			return nil, fmt.Errorf("reading seek index line %d: %w", i+2, err)
+		}
+		if e.Header < 0 || e.Header%512 != 0 || e.Data < e.Header+512 || e.Size < 0 || e.Data+e.Size > ix.Uncompressed ||
+			(i > 0 && e.Header < prev.Data+prev.Size) {
+			return nil, fmt.Errorf("seek index: entry %d (%q) is out of place", i, e.Name)
+		}
+		prev = Entry{Header: e.Header, Data: e.Data, Size: e.Size}
+		if err := each(&e); err != nil {
+			return nil, fmt.Errorf("seek index: %w", err)
+		}
+	}
 }
 
 // readLine returns the next line, without its newline.
@@ -426,8 +535,9 @@ func readLine(br *bufio.Reader) ([]byte, error) {
 	}
 }
 
-// check reports an index that cannot be right for the blob.
-func (ix *Index) check(layer string, size int64) error {
+// check reports an index read back (without its entries) that cannot be
+// right for the blob, whose windows section has wins bytes.
+func (ix *Index) check(layer string, size, wins int64) error {
 	switch {
 	case ix.Version != version:
 		return fmt.Errorf("version %d, want %d", ix.Version, version)
@@ -436,12 +546,21 @@ func (ix *Index) check(layer string, size int64) error {
 	case len(ix.Checkpoints) == 0 || !ix.Checkpoints[0].Member || ix.Checkpoints[0].In != 0 || ix.Checkpoints[0].Out != 0:
 		return errors.New("does not start at the blob's start")
 	}
+	at := int64(0) // where the next window starts in the windows section
 	for i, c := range ix.Checkpoints {
-		if c.In < 0 || c.In >= size || c.Bit > 7 || c.Out < 0 || c.Out > ix.Uncompressed || len(c.Window) > windowSize ||
-			(c.Member && (c.Bit != 0 || c.Window != nil)) || (!c.Member && int64(len(c.Window)) > c.Out) ||
+		hasWindow := c.WindowZ > 0
+		if c.In < 0 || c.In >= size || c.Bit > 7 || c.Out < 0 || c.Out > ix.Uncompressed ||
+			c.WindowLen < 0 || c.WindowLen > windowSize || int64(c.WindowLen) > c.Out ||
+			hasWindow != (c.WindowLen > 0) || (hasWindow && (c.WindowAt != at || c.WindowZ > wins-at || len(c.WindowSum) != 2*sha256.Size)) ||
+			(!hasWindow && (c.WindowAt != 0 || c.WindowZ < 0 || c.WindowSum != "")) ||
+			(c.Member && (c.Bit != 0 || hasWindow)) ||
 			(i > 0 && (c.In <= ix.Checkpoints[i-1].In || c.Out < ix.Checkpoints[i-1].Out)) {
 			return fmt.Errorf("checkpoint %d is out of place", i)
 		}
+		at += c.WindowZ
+	}
+	if at != wins {
+		return fmt.Errorf("the checkpoints' windows take %d bytes, the windows section has %d", at, wins)
 	}
 	for i, bd := range ix.Boundaries {
 		if bd.In <= 0 || bd.In > size || bd.Out < 0 || bd.Out > ix.Uncompressed ||
@@ -449,13 +568,34 @@ func (ix *Index) check(layer string, size int64) error {
 			return fmt.Errorf("block boundary %d is out of place", i)
 		}
 	}
-	for i, e := range ix.Entries {
-		if e.Header < 0 || e.Header%512 != 0 || e.Data < e.Header+512 || e.Size < 0 || e.Data+e.Size > ix.Uncompressed ||
-			(i > 0 && e.Header < ix.Entries[i-1].Data+ix.Entries[i-1].Size) {
-			return fmt.Errorf("entry %d (%q) is out of place", i, e.Name)
+	return nil
+}
+
+// window returns checkpoint c's window: the one Build kept, or the one
+// the serialised index holds, inflated and checked against its digest.
+func (ix *Index) window(c *Checkpoint) ([]byte, error) {
+	if c.Window != nil || c.WindowZ == 0 {
+		return c.Window, nil
+	}
+	if c.WindowAt < 0 || c.WindowAt > int64(len(ix.windows)) || c.WindowZ > int64(len(ix.windows))-c.WindowAt {
+		return nil, fmt.Errorf("%w: the window of the checkpoint at byte %d is outside the index", ErrCorrupt, c.In)
+	}
+	fr := flate.NewReader(bytes.NewReader(ix.windows[c.WindowAt : c.WindowAt+c.WindowZ]))
+	defer fr.Close()
+	w := make([]byte, c.WindowLen)
+	n, err := io.ReadFull(fr, w)
+	if err == nil {
+		// It must end there.
+		var one [1]byte
+		if k, _ := fr.Read(one[:]); k != 0 {
+			err = errors.New("longer than recorded")
 		}
 	}
-	return nil
+	sum := sha256.Sum256(w[:n])
+	if err != nil || hex.EncodeToString(sum[:]) != c.WindowSum {
+		return nil, fmt.Errorf("%w: the window of the checkpoint at byte %d does not match its digest", ErrCorrupt, c.In)
+	}
+	return w, nil
 }
 
 // span is where to read the uncompressed bytes [from, to): the checkpoint

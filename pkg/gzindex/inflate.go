@@ -123,15 +123,15 @@ func (z *inflater) startMember() error {
 }
 
 // resume starts inflating mid-member at checkpoint cp, whose byte is the
-// first one of the reader.
-func (z *inflater) resume(cp *Checkpoint) {
+// first one of the reader; window is its window.
+func (z *inflater) resume(cp *Checkpoint, window []byte) {
 	z.out = cp.Out
 	if cp.Member { // startMember reads the header
 		return
 	}
 	z.flateStart, z.memberOut = cp.In, cp.Out
 	z.fr = flate.NewReaderOpts(z.br, flate.WithPartialBlock(), flate.WithResumeFrom(flate.InflateCheckpoint{
-		CompressedOffset: 0, UncompressedOffset: 0, BitOffset: cp.Bit, Window: cp.Window,
+		CompressedOffset: 0, UncompressedOffset: 0, BitOffset: cp.Bit, Window: window,
 	}))
 }
 

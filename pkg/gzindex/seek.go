@@ -24,12 +24,16 @@ func (ix *Index) Open(ctx context.Context, open OpenFunc, from, to int64) (io.Re
 		return nil, fmt.Errorf("uncompressed range %d-%d outside the layer's %d bytes", from, to, ix.Uncompressed)
 	}
 	cp, end := ix.span(from, to)
+	window, err := ix.window(cp)
+	if err != nil {
+		return nil, err
+	}
 	rc, err := open(ctx, cp.In, end)
 	if err != nil {
 		return nil, err
 	}
 	z := newInflater(rc, cp.In)
-	z.resume(cp)
+	z.resume(cp, window)
 	if _, err := io.CopyN(io.Discard, z, from-cp.Out); err != nil {
 		rc.Close()
 		return nil, fmt.Errorf("inflating from the checkpoint at byte %d: %w", cp.In, noEOF(err))
