@@ -223,6 +223,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	src.AllowFull = *allowFull
 	src.Cache = cf.Open(tool, stderr)
+	opts.Cache = src.Cache // verified chunks, by digest
 	src.Warnf = cli.Warnf(tool, stderr)
 	defer src.Close()
 	bo.jobs, bo.progress, bo.logf = jobs, *progress, log.Func()

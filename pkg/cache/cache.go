@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -161,6 +162,31 @@ func (c *Cache) Has(kind, key string) bool {
 	}
 	fi, err := os.Stat(p)
 	return err == nil && fi.Mode().IsRegular()
+}
+
+// Keys returns the keys of the entries of kind (digests as "alg:hex"),
+// from one listing of its directory, without reading or checking them.
+func (c *Cache) Keys(kind string) map[string]bool {
+	if c == nil || !namePart.MatchString(kind) {
+		return nil
+	}
+	f, err := os.Open(filepath.Join(c.dir, kind))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(-1)
+	keys := make(map[string]bool, len(names))
+	for _, n := range names {
+		if len(n) > 0 && n[0] == '.' {
+			continue // a temp file
+		}
+		if alg, hx, ok := strings.Cut(n, "-"); ok && (alg == "sha256" || alg == "sha512") {
+			n = alg + ":" + hx
+		}
+		keys[n] = true
+	}
+	return keys
 }
 
 // Get returns the contents of an entry, and false when there is none. An

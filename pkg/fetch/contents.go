@@ -40,7 +40,7 @@ func Contents(ctx context.Context, files []File, opts Options, begin func(i int)
 	opts = opts.withDefaults()
 	src := opts.Chunks
 	if src == nil {
-		src = RemoteChunks(opts)
+		src = CachedChunks(opts.Cache, RemoteChunks(opts), opts.Logf)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

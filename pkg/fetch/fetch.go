@@ -13,6 +13,7 @@ import (
 	"github.com/sourcegraph/conc"
 	"github.com/sourcegraph/conc/pool"
 
+	"github.com/stargz-get/stargz-get/pkg/cache"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 	"github.com/stargz-get/stargz-get/pkg/wire"
 )
@@ -130,6 +131,12 @@ type Options struct {
 	// Chunks is where Contents gets chunks' bytes; nil means
 	// RemoteChunks(opts). A chunk cache goes here.
 	Chunks ChunkSource
+	// Cache, when set, keeps verified chunks across runs (kind ChunkKind,
+	// each under its digest): Run reads the chunks it holds from it
+	// instead of the registry, checking each against its digest, and
+	// stores those it downloads from a bounded background writer; Contents
+	// reads through CachedChunks when Chunks is nil.
+	Cache *cache.Cache
 	// Refetch downloads files even when an identical file (same size and
 	// digest) is already in place; by default those are skipped, so that a
 	// re-run after an interruption fetches only what is missing.
@@ -145,6 +152,9 @@ type target struct {
 
 	// copyOf is the target downloading the same contents, if any.
 	copyOf *target
+
+	// skip marks the chunks read from the cache, which plan leaves out.
+	skip []bool
 
 	// set up by plan, read-only afterwards
 	pending    int
@@ -187,6 +197,7 @@ type engine struct {
 	openDirs   atomic.Int64
 	progMu     sync.Mutex
 	lastProg   time.Time
+	store      *chunkStore // nil without a cache
 }
 
 // Run fetches wants into root and calls emit once per want (from any
@@ -447,11 +458,20 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 			total += c.End - c.Offset
 		}
 	}
+	var hits []*request
+	if e.opts.Cache != nil {
+		hits = e.lookupCache(targets)
+		e.store = newChunkStore(e.opts.Cache, e.logf)
+		defer e.store.close()
+	}
 	maxReq := requestCap(total, e.opts.Jobs, e.opts.MaxRequestBytes, minRequestBytes)
 	reqs := plan(targets, e.opts.MaxGap, maxReq, e.opts.Jobs, e.opts.MaxRanges)
 	for _, r := range reqs {
 		e.bytesTotal += r.bytes()
 	}
+	// The downloads first, so that they start at once; the downloaders
+	// free first read the cached chunks meanwhile.
+	reqs = append(reqs, hits...)
 	var empty []*target
 	for _, t := range targets {
 		if t.pending == 0 {

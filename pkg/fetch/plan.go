@@ -37,6 +37,9 @@ type request struct {
 	members []*member // of all runs, by offset
 	runs    []run
 	local   bool // served from the tail read with the TOC
+	// hits, when set, are chunks read from the cache (see fromCache);
+	// such a request has no members.
+	hits []*cacheHit
 }
 
 // run is a stretch of a layer blob downloaded in one piece: the members
@@ -76,9 +79,12 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request
 	byLayer := map[*Layer][]*member{}
 	var layers []*Layer
 	for _, t := range targets {
-		for _, c := range t.source.Chunks {
+		for i, c := range t.source.Chunks {
 			if c.Zeros {
 				continue // a hole: nothing to download (see commit)
+			}
+			if t.skip != nil && t.skip[i] {
+				continue // read from the cache
 			}
 			k := key{t.layer, c.Offset}
 			m, ok := members[k]

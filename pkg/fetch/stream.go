@@ -25,6 +25,9 @@ import (
 // When the server refuses to serve its ranges together, do returns the
 // requests, one per range, that the rest of it is split into.
 func (e *engine) do(ctx context.Context, r *request) []*request {
+	if r.hits != nil {
+		return e.fromCache(ctx, r)
+	}
 	next := 0
 	buf := make([]byte, 128<<10)
 	var zr gzip.Reader
@@ -234,6 +237,18 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 		}
 		h := sha256.New()
 		ws := []io.Writer{h}
+		// A copy for the cache, when it is on, the chunk has a digest to
+		// be kept under, and the store's queue has room.
+		var keep []byte
+		var key string
+		if e.store != nil && !s.done {
+			if key = chunkKey(s.writes[0].t.source, s.chunk); key != "" {
+				keep = e.store.reserve(s.chunk.Size)
+			}
+		}
+		if keep != nil {
+			ws = append(ws, (*appender)(&keep))
+		}
 		for _, w := range s.writes {
 			f, err := e.open(w.t)
 			if err != nil {
@@ -246,6 +261,14 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 		}
 		n, err := io.CopyBuffer(io.MultiWriter(ws...), io.LimitReader(zr, s.chunk.Size), buf)
 		at += n
+		got := "sha256:" + hex.EncodeToString(h.Sum(nil))
+		if keep != nil {
+			if err == nil && n == s.chunk.Size && got == key {
+				e.store.put(key, keep)
+			} else {
+				e.store.release(keep, s.chunk.Size)
+			}
+		}
 		if err == nil && n < s.chunk.Size {
 			err = io.ErrUnexpectedEOF
 		}
@@ -267,7 +290,6 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 		case err != nil:
 			return fmt.Errorf("%s at %d: decompressing: %w", m.codec, m.offset, err)
 		}
-		got := "sha256:" + hex.EncodeToString(h.Sum(nil))
 		if s.chunk.Digest != "" && got != s.chunk.Digest {
 			return fmt.Errorf("chunk at %d of %q: digest %s, TOC says %s", s.chunk.FileOffset, s.writes[0].t.source.Name, got, s.chunk.Digest)
 		}
@@ -280,6 +302,15 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 		}
 	}
 	return nil
+}
+
+// appender is a writer appending to a byte slice (one with room: it is
+// reserved at the chunk's size).
+type appender []byte
+
+func (a *appender) Write(p []byte) (int, error) {
+	*a = append(*a, p...)
+	return len(p), nil
 }
 
 // countingReader counts the bytes of a response body, for progress and

@@ -1,0 +1,280 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+
+	"github.com/stargz-get/stargz-get/pkg/cache"
+	"github.com/stargz-get/stargz-get/pkg/toc"
+)
+
+// ChunkKind is the kind of cache entry (see pkg/cache) that verified
+// uncompressed chunks are kept as, each under its own sha256 digest.
+const ChunkKind = "chunk"
+
+// Bounds of the background writer that stores the chunks Run downloads in
+// the cache, off the downloaders' path.
+const (
+	// storeQueueBytes bounds the chunk bytes waiting to be stored; a
+	// chunk that finds the queue full is not kept (the cache is a help,
+	// not a duty), so a slow cache disk never slows a fetch or grows its
+	// memory.
+	storeQueueBytes = 32 << 20
+	// storeQueueItems bounds the chunks waiting to be stored.
+	storeQueueItems = 4096
+	// storeWriters is how many entries are written at once.
+	storeWriters = 2
+)
+
+// chunkKey returns the digest a chunk of file e is cached under: its TOC
+// chunk digest, or, for a file of one chunk without one, the file's
+// digest; "" for a chunk that cannot be cached (a hole, no sha256 digest).
+func chunkKey(e *toc.Entry, c toc.Chunk) string {
+	if c.Zeros {
+		return ""
+	}
+	d := c.Digest
+	if d == "" && e != nil && c.FileOffset == 0 && c.Size == e.Size {
+		d = e.Digest
+	}
+	if !strings.HasPrefix(d, "sha256:") {
+		return ""
+	}
+	return d
+}
+
+// cacheHit is a chunk of a target that Run reads from the cache.
+type cacheHit struct {
+	t     *target
+	chunk toc.Chunk
+	key   string
+}
+
+// lookupCache finds the chunks of targets the cache holds (by listing the
+// chunk entries once, not by a lookup per chunk), counts them as pending
+// for their targets, and returns them in requests of their own, of up to
+// cacheBatch chunks or maxTaskBytes. skip marks the hits for plan.
+func (e *engine) lookupCache(targets []*target) []*request {
+	have := e.opts.Cache.Keys(ChunkKind)
+	if len(have) == 0 {
+		return nil
+	}
+	var reqs []*request
+	var cur *request
+	var curBytes int64
+	for _, t := range targets {
+		for i, c := range t.source.Chunks {
+			k := chunkKey(t.source, c)
+			if k == "" || !have[k] {
+				continue
+			}
+			if t.skip == nil {
+				t.skip = make([]bool, len(t.source.Chunks))
+			}
+			t.skip[i] = true
+			t.pending++
+			if cur == nil || len(cur.hits) >= cacheBatch || curBytes+c.Size > maxTaskBytes {
+				cur = &request{layer: t.layer}
+				curBytes = 0
+				reqs = append(reqs, cur)
+			}
+			cur.hits = append(cur.hits, &cacheHit{t: t, chunk: c, key: k})
+			curBytes += c.Size
+		}
+	}
+	return reqs
+}
+
+// cacheBatch is how many cached chunks one downloader reads in a row.
+const cacheBatch = 64
+
+// fromCache writes the chunks of a request of cache hits into their
+// targets. A chunk whose entry is gone (evicted by another run) or fails
+// its digest (removed, and said under -v) is downloaded instead: fromCache
+// returns the requests that fetch those.
+func (e *engine) fromCache(ctx context.Context, r *request) []*request {
+	var more []*request
+	for _, h := range r.hits {
+		if err := ctx.Err(); err != nil {
+			e.segmentFailed(h.t, err)
+			continue
+		}
+		data, err := e.opts.Cache.LoadContent(ChunkKind, h.key)
+		if err != nil {
+			e.logf("chunk at %d of %s: %v; downloading it", h.chunk.FileOffset, h.t.source.Name, err)
+		}
+		if data == nil || int64(len(data)) != h.chunk.Size {
+			more = append(more, e.missRequest(h))
+			continue
+		}
+		f, err := e.open(h.t)
+		if err == nil && f != nil {
+			_, err = f.WriteAt(data, h.chunk.FileOffset)
+		}
+		if err != nil {
+			e.segmentFailed(h.t, err)
+			continue
+		}
+		e.segmentDone(segWrite{h.t, h.chunk.FileOffset}, &segment{chunk: h.chunk}, h.key)
+	}
+	return more
+}
+
+// missRequest is the request downloading a chunk the cache failed to give.
+func (e *engine) missRequest(h *cacheHit) *request {
+	c := h.chunk
+	m := &member{offset: c.Offset, end: c.End, codec: c.Codec,
+		segments: []*segment{{chunk: c, writes: []segWrite{{h.t, c.FileOffset}}}}}
+	l := h.t.layer
+	r := &request{layer: l, members: []*member{m}, runs: []run{{start: c.Offset, end: c.End, last: 1}},
+		local: l.TOC.Tail != nil && c.Offset >= l.TOC.TailStart}
+	h.t.mu.Lock()
+	h.t.requests++
+	h.t.compressed += c.End - c.Offset
+	h.t.mu.Unlock()
+	return r
+}
+
+// chunkStore keeps downloaded chunks in the cache from a few background
+// writers, with at most storeQueueBytes waiting.
+type chunkStore struct {
+	c    *cache.Cache
+	logf func(format string, args ...any)
+	ch   chan storeItem
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	queued  int64 // bytes reserved and not yet stored
+	items   int   // chunks reserved and not yet stored, at most cap(ch)
+	failed  bool  // a Put failed: said once
+	dropped int
+}
+
+type storeItem struct {
+	key  string
+	data []byte
+}
+
+func newChunkStore(c *cache.Cache, logf func(format string, args ...any)) *chunkStore {
+	s := &chunkStore{c: c, logf: logf, ch: make(chan storeItem, storeQueueItems)}
+	for range storeWriters {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			for it := range s.ch {
+				err := s.c.PutContent(ChunkKind, it.key, it.data)
+				s.mu.Lock()
+				s.queued -= int64(len(it.data))
+				s.items--
+				if err != nil && !s.failed {
+					s.failed = true
+					s.logf("keeping chunks in the cache: %v", err)
+				}
+				s.mu.Unlock()
+				putBuf(it.data)
+			}
+		}()
+	}
+	return s
+}
+
+// reserve returns a buffer for a chunk of n bytes to be stored, or nil
+// when the queue is full.
+func (s *chunkStore) reserve(n int64) []byte {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.queued+n > storeQueueBytes && s.queued > 0 || s.items >= cap(s.ch) {
+		s.dropped++
+		return nil
+	}
+	s.queued += n
+	s.items++
+	return getBuf(n)[:0]
+}
+
+// put queues a reserved buffer holding the verified chunk with digest key.
+func (s *chunkStore) put(key string, data []byte) {
+	s.ch <- storeItem{key, data}
+}
+
+// release gives back a buffer reserved for n bytes that is not stored.
+func (s *chunkStore) release(data []byte, n int64) {
+	s.mu.Lock()
+	s.queued -= n
+	s.items--
+	s.mu.Unlock()
+	putBuf(data)
+}
+
+// close waits for the queued chunks to be stored.
+func (s *chunkStore) close() {
+	if s == nil {
+		return
+	}
+	close(s.ch)
+	s.wg.Wait()
+	if s.dropped > 0 {
+		s.logf("%d chunks not kept in the cache: its writer fell behind", s.dropped)
+	}
+}
+
+// CachedChunks returns a ChunkSource that answers from c the chunks it
+// holds, by their TOC chunk digest (each checked against it on the way
+// out: an entry that fails is removed, noted through logf, and read from
+// src), and asks src for the rest, keeping what src returns in c. A nil c
+// gives src itself.
+func CachedChunks(c *cache.Cache, src ChunkSource, logf func(format string, args ...any)) ChunkSource {
+	if c == nil {
+		return src
+	}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	return &cachedChunks{c: c, src: src, logf: logf}
+}
+
+type cachedChunks struct {
+	c    *cache.Cache
+	src  ChunkSource
+	logf func(format string, args ...any)
+}
+
+func (cc *cachedChunks) ReadChunks(ctx context.Context, l *Layer, cs []toc.Chunk, dst [][]byte) error {
+	var missCS []toc.Chunk
+	var missDst [][]byte
+	for i, c := range cs {
+		k := chunkKey(nil, c)
+		if k != "" {
+			data, err := cc.c.LoadContent(ChunkKind, k)
+			if err != nil {
+				cc.logf("chunk at %d of member %d: %v; downloading it", c.FileOffset, c.Offset, err)
+			}
+			if data != nil && len(data) == len(dst[i]) {
+				copy(dst[i], data)
+				continue
+			}
+		}
+		missCS = append(missCS, c)
+		missDst = append(missDst, dst[i])
+	}
+	if len(missCS) == 0 {
+		return nil
+	}
+	if err := cc.src.ReadChunks(ctx, l, missCS, missDst); err != nil {
+		return err
+	}
+	for i, c := range missCS {
+		// Checked against its digest by src (RemoteChunks does).
+		if k := chunkKey(nil, c); k != "" {
+			if err := cc.c.PutContent(ChunkKind, k, missDst[i]); err != nil && !errors.Is(err, context.Canceled) {
+				cc.logf("keeping a chunk in the cache: %v", err)
+			}
+		}
+	}
+	return nil
+}
