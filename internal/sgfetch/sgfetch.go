@@ -350,6 +350,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			say("%s: %s: setuid and setgid bits dropped (--preserve-permissions keeps them)", tool, quoteName(r.Name))
 		}
 		r.CompressedBytes, r.Requests, r.DurationMs = o.CompressedBytes, o.Requests, o.Duration.Milliseconds()
+		r.CachedBytes = o.CachedBytes
 		entries++
 		compressed += o.CompressedBytes
 		em.put(r)

@@ -113,6 +113,11 @@ func (e *engine) fromCache(ctx context.Context, r *request) []*request {
 		if err == nil && f != nil {
 			_, err = f.WriteAt(data, h.chunk.FileOffset)
 		}
+		if err == nil {
+			h.t.mu.Lock()
+			h.t.cached += h.chunk.Size
+			h.t.mu.Unlock()
+		}
 		if err != nil {
 			e.segmentFailed(h.t, err)
 			continue

@@ -90,7 +90,9 @@ type Outcome struct {
 	Verified        string
 	CompressedBytes int64
 	Requests        int
-	Duration        time.Duration
+	// CachedBytes are the uncompressed bytes read from the chunk cache.
+	CachedBytes int64
+	Duration    time.Duration
 }
 
 // Progress is a snapshot of a run's progress.
@@ -153,8 +155,10 @@ type target struct {
 	// copyOf is the target downloading the same contents, if any.
 	copyOf *target
 
-	// skip marks the chunks read from the cache, which plan leaves out.
-	skip []bool
+	// skip marks the chunks read from the cache, which plan leaves out;
+	// cached counts their bytes (under mu).
+	skip   []bool
+	cached int64
 
 	// set up by plan, read-only afterwards
 	pending    int
