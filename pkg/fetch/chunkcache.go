@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 
@@ -17,10 +18,11 @@ const ChunkKind = "chunk"
 // Bounds of the background writer that stores the chunks Run downloads in
 // the cache, off the downloaders' path.
 const (
-	// storeQueueBytes bounds the chunk bytes waiting to be stored; a
-	// chunk that finds the queue full is not kept (the cache is a help,
-	// not a duty), so a slow cache disk never slows a fetch or grows its
-	// memory.
+	// storeQueueBytes bounds the chunk bytes waiting to be stored: a
+	// downloader that finds the queue full waits for room, so memory
+	// stays bounded and every chunk downloaded is kept (a cache that
+	// silently missed chunks would make the next tag's fetch move them
+	// again). On a local disk the writers keep up with the network.
 	storeQueueBytes = 32 << 20
 	// storeQueueItems bounds the chunks waiting to be stored.
 	storeQueueItems = 4096
@@ -55,12 +57,14 @@ type cacheHit struct {
 // lookupCache finds the chunks of targets the cache holds (by listing the
 // chunk entries once, not by a lookup per chunk), counts them as pending
 // for their targets, and returns them in requests of their own, of up to
-// cacheBatch chunks or maxTaskBytes. skip marks the hits for plan.
-func (e *engine) lookupCache(targets []*target) []*request {
+// cacheBatch chunks or maxTaskBytes, and the offsets of their members by
+// layer, sorted (see plan). skip marks the hits for plan.
+func (e *engine) lookupCache(targets []*target) ([]*request, map[*Layer][]int64) {
 	have := e.opts.Cache.Keys(ChunkKind)
 	if len(have) == 0 {
-		return nil
+		return nil, nil
 	}
+	offs := map[*Layer][]int64{}
 	var reqs []*request
 	var cur *request
 	var curBytes int64
@@ -82,9 +86,13 @@ func (e *engine) lookupCache(targets []*target) []*request {
 			}
 			cur.hits = append(cur.hits, &cacheHit{t: t, chunk: c, key: k})
 			curBytes += c.Size
+			offs[t.layer] = append(offs[t.layer], c.Offset)
 		}
 	}
-	return reqs
+	for _, o := range offs {
+		slices.Sort(o)
+	}
+	return reqs, offs
 }
 
 // cacheBatch is how many cached chunks one downloader reads in a row.
@@ -150,11 +158,11 @@ type chunkStore struct {
 	ch   chan storeItem
 	wg   sync.WaitGroup
 
-	mu      sync.Mutex
-	queued  int64 // bytes reserved and not yet stored
-	items   int   // chunks reserved and not yet stored, at most cap(ch)
-	failed  bool  // a Put failed: said once
-	dropped int
+	mu     sync.Mutex
+	room   sync.Cond // signalled when queued or items go down
+	queued int64     // bytes reserved and not yet stored
+	items  int       // chunks reserved and not yet stored, at most cap(ch)
+	failed bool      // a Put failed: said once
 }
 
 type storeItem struct {
@@ -164,6 +172,7 @@ type storeItem struct {
 
 func newChunkStore(c *cache.Cache, logf func(format string, args ...any)) *chunkStore {
 	s := &chunkStore{c: c, logf: logf, ch: make(chan storeItem, storeQueueItems)}
+	s.room.L = &s.mu
 	for range storeWriters {
 		s.wg.Add(1)
 		go func() {
@@ -178,6 +187,7 @@ func newChunkStore(c *cache.Cache, logf func(format string, args ...any)) *chunk
 					s.logf("keeping chunks in the cache: %v", err)
 				}
 				s.mu.Unlock()
+				s.room.Broadcast()
 				putBuf(it.data)
 			}
 		}()
@@ -185,17 +195,14 @@ func newChunkStore(c *cache.Cache, logf func(format string, args ...any)) *chunk
 	return s
 }
 
-// reserve returns a buffer for a chunk of n bytes to be stored, or nil
-// when the queue is full.
+// reserve returns a buffer for a chunk of n bytes to be stored, waiting
+// for room in the queue (a chunk larger than the queue waits until it is
+// empty).
 func (s *chunkStore) reserve(n int64) []byte {
-	if s == nil {
-		return nil
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.queued+n > storeQueueBytes && s.queued > 0 || s.items >= cap(s.ch) {
-		s.dropped++
-		return nil
+	for s.queued+n > storeQueueBytes && s.queued > 0 || s.items >= cap(s.ch) {
+		s.room.Wait()
 	}
 	s.queued += n
 	s.items++
@@ -213,6 +220,7 @@ func (s *chunkStore) release(data []byte, n int64) {
 	s.queued -= n
 	s.items--
 	s.mu.Unlock()
+	s.room.Broadcast()
 	putBuf(data)
 }
 
@@ -223,9 +231,6 @@ func (s *chunkStore) close() {
 	}
 	close(s.ch)
 	s.wg.Wait()
-	if s.dropped > 0 {
-		s.logf("%d chunks not kept in the cache: its writer fell behind", s.dropped)
-	}
 }
 
 // CachedChunks returns a ChunkSource that answers from c the chunks it

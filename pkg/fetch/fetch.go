@@ -463,13 +463,14 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 		}
 	}
 	var hits []*request
+	var cachedOffs map[*Layer][]int64
 	if e.opts.Cache != nil {
-		hits = e.lookupCache(targets)
+		hits, cachedOffs = e.lookupCache(targets)
 		e.store = newChunkStore(e.opts.Cache, e.logf)
 		defer e.store.close()
 	}
 	maxReq := requestCap(total, e.opts.Jobs, e.opts.MaxRequestBytes, minRequestBytes)
-	reqs := plan(targets, e.opts.MaxGap, maxReq, e.opts.Jobs, e.opts.MaxRanges)
+	reqs := plan(targets, e.opts.MaxGap, maxReq, e.opts.Jobs, e.opts.MaxRanges, cachedOffs)
 	for _, r := range reqs {
 		e.bytesTotal += r.bytes()
 	}
