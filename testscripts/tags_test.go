@@ -163,10 +163,14 @@ func movedchunks(ts *testscript.TestScript, neg bool, args []string) {
 
 // corruptchunk CACHEDIR FIXTURE PATH bytes|header
 //
-// Damages the cache entry of the first chunk of PATH in FIXTURE's layer:
-// "bytes" flips its last byte and keeps its header (which no longer
-// matches), "header" writes a header valid for the flipped bytes (so only
-// the chunk digest the entry is kept under tells).
+// Damages the cache entry of the first chunk of PATH in FIXTURE's layer,
+// kept in an entry of its own (chunk/sha256-HEX, as -o - keeps them) or
+// in a pack (as sg-fetch -o DIR keeps them): "bytes" flips the chunk's last
+// byte and keeps the header (entry) or index (pack), which no longer match
+// or still do; "header" also writes a header valid for the flipped bytes
+// (entry), or moves the chunk's index line one byte on under a valid index
+// checksum (pack), so that only the chunk digest the entry is kept under
+// tells.
 func corruptchunk(ts *testscript.TestScript, neg bool, args []string) {
 	img := tagsImage(args[1])
 	if len(args) != 4 || neg || img == nil || (args[3] != "bytes" && args[3] != "header") {
@@ -178,19 +182,58 @@ func corruptchunk(ts *testscript.TestScript, neg bool, args []string) {
 	if !ok {
 		ts.Fatalf("no chunk of %s", args[2])
 	}
-	p := filepath.Join(ts.MkAbs(args[0]), "chunk", strings.Replace(c.ChunkDigest, ":", "-", 1))
-	b, err := os.ReadFile(p)
-	ts.Check(err)
-	line, data, ok := bytes.Cut(b, []byte{'\n'})
-	if !ok || len(data) == 0 {
-		ts.Fatalf("%s is not a cache entry", p)
+	dir := filepath.Join(ts.MkAbs(args[0]), "chunk")
+	p := filepath.Join(dir, strings.Replace(c.ChunkDigest, ":", "-", 1))
+	if b, err := os.ReadFile(p); err == nil {
+		line, data, ok := bytes.Cut(b, []byte{'\n'})
+		if !ok || len(data) == 0 {
+			ts.Fatalf("%s is not a cache entry", p)
+		}
+		data[len(data)-1] ^= 0xff
+		if args[3] == "header" {
+			f := strings.Fields(string(line))
+			line = []byte(fmt.Sprintf("%s %s %s %d", f[0], f[1], sha256Of(data), len(data)))
+		}
+		ts.Check(os.WriteFile(p, append(append(line, '\n'), data...), 0o644))
+		return
 	}
-	data[len(data)-1] ^= 0xff
-	if args[3] == "header" {
-		f := strings.Fields(string(line))
-		line = []byte(fmt.Sprintf("%s %s %s %d", f[0], f[1], sha256Of(data), len(data)))
+	idxs, _ := filepath.Glob(filepath.Join(dir, "pack-*.idx"))
+	for _, ix := range idxs {
+		b, err := os.ReadFile(ix)
+		ts.Check(err)
+		header, lines, _ := bytes.Cut(b, []byte{'\n'})
+		var out []string
+		found := false
+		for _, l := range strings.Split(strings.TrimSuffix(string(lines), "\n"), "\n") {
+			f := strings.Fields(l)
+			if len(f) == 3 && f[0] == c.ChunkDigest {
+				found = true
+				var off, size int64
+				fmt.Sscan(f[1], &off)
+				fmt.Sscan(f[2], &size)
+				pack := strings.TrimSuffix(ix, ".idx") + ".pack"
+				data, err := os.ReadFile(pack)
+				ts.Check(err)
+				data[off+size-1] ^= 0xff
+				ts.Check(os.WriteFile(pack, data, 0o644))
+				if args[3] == "header" {
+					l = fmt.Sprintf("%s %d %d", f[0], off+1, size)
+				}
+			}
+			out = append(out, l)
+		}
+		if !found {
+			continue
+		}
+		if args[3] == "header" {
+			body := strings.Join(out, "\n") + "\n"
+			h := strings.Fields(string(header))
+			header = []byte(fmt.Sprintf("%s %s %s %s %d", h[0], h[1], h[2], sha256Of([]byte(body)), len(body)))
+			ts.Check(os.WriteFile(ix, append(append(header, '\n'), body...), 0o644))
+		}
+		return
 	}
-	ts.Check(os.WriteFile(p, append(append(line, '\n'), data...), 0o644))
+	ts.Fatalf("no cache entry of chunk %s of %s", c.ChunkDigest, args[2])
 }
 
 // sha256Of returns "sha256:HEX" of b.

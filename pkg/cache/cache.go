@@ -178,8 +178,8 @@ func (c *Cache) Keys(kind string) map[string]bool {
 	names, _ := f.Readdirnames(-1)
 	keys := make(map[string]bool, len(names))
 	for _, n := range names {
-		if len(n) > 0 && n[0] == '.' {
-			continue // a temp file
+		if len(n) > 0 && n[0] == '.' || strings.HasPrefix(n, "pack-") {
+			continue // a temp file, a pack (see Packed)
 		}
 		if alg, hx, ok := strings.Cut(n, "-"); ok && (alg == "sha256" || alg == "sha512") {
 			n = alg + ":" + hx
@@ -418,15 +418,29 @@ func (c *Cache) sweep(kind, keep string, limit int64) int64 {
 		return total
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].mod.Before(files[j].mod) })
+	sizes := make(map[string]int64, len(files))
+	for _, f := range files {
+		sizes[f.path] = f.size
+	}
+	remove := func(p string) {
+		if n, ok := sizes[p]; ok && os.Remove(p) == nil {
+			total -= n
+			delete(sizes, p)
+		}
+	}
 	for _, f := range files {
 		if total <= limit {
 			break
 		}
-		if f.path == keep {
+		if f.path == keep || strings.TrimSuffix(f.path, indexExt)+packExt == keep {
 			continue
 		}
-		if os.Remove(f.path) == nil {
-			total -= f.size
+		remove(f.path)
+		// A pack and its index go together.
+		if base, ok := strings.CutSuffix(f.path, packExt); ok {
+			remove(base + indexExt)
+		} else if base, ok := strings.CutSuffix(f.path, indexExt); ok {
+			remove(base + packExt)
 		}
 	}
 	return total

@@ -26,8 +26,6 @@ const (
 	storeQueueBytes = 32 << 20
 	// storeQueueItems bounds the chunks waiting to be stored.
 	storeQueueItems = 4096
-	// storeWriters is how many entries are written at once.
-	storeWriters = 2
 )
 
 // chunkKey returns the digest a chunk of file e is cached under: its TOC
@@ -52,6 +50,29 @@ type cacheHit struct {
 	t     *target
 	chunk toc.Chunk
 	key   string
+	loc   cache.Loc // in a pack, or (Pack "") an entry of its own
+}
+
+// cachedChunkIndex returns where the cache holds chunks, by digest: in
+// packs (written by Run) or in entries of their own (by CachedChunks).
+func cachedChunkIndex(c *cache.Cache) map[string]cache.Loc {
+	idx := c.Packed(ChunkKind)
+	for k := range c.Keys(ChunkKind) {
+		if idx == nil {
+			idx = map[string]cache.Loc{}
+		}
+		idx[k] = cache.Loc{}
+	}
+	return idx
+}
+
+// loadChunk reads a chunk from where the index says it is, checked
+// against its digest.
+func loadChunk(c *cache.Cache, key string, loc cache.Loc) ([]byte, error) {
+	if loc.Pack != "" {
+		return c.LoadPacked(ChunkKind, loc, key)
+	}
+	return c.LoadContent(ChunkKind, key)
 }
 
 // lookupCache finds the chunks of targets the cache holds (by listing the
@@ -60,7 +81,7 @@ type cacheHit struct {
 // cacheBatch chunks or maxTaskBytes, and the offsets of their members by
 // layer, sorted (see plan). skip marks the hits for plan.
 func (e *engine) lookupCache(targets []*target) ([]*request, map[*Layer][]int64) {
-	have := e.opts.Cache.Keys(ChunkKind)
+	have := cachedChunkIndex(e.opts.Cache)
 	if len(have) == 0 {
 		return nil, nil
 	}
@@ -71,7 +92,8 @@ func (e *engine) lookupCache(targets []*target) ([]*request, map[*Layer][]int64)
 	for _, t := range targets {
 		for i, c := range t.source.Chunks {
 			k := chunkKey(t.source, c)
-			if k == "" || !have[k] {
+			loc, ok := have[k]
+			if k == "" || !ok {
 				continue
 			}
 			if t.skip == nil {
@@ -84,7 +106,7 @@ func (e *engine) lookupCache(targets []*target) ([]*request, map[*Layer][]int64)
 				curBytes = 0
 				reqs = append(reqs, cur)
 			}
-			cur.hits = append(cur.hits, &cacheHit{t: t, chunk: c, key: k})
+			cur.hits = append(cur.hits, &cacheHit{t: t, chunk: c, key: k, loc: loc})
 			curBytes += c.Size
 			offs[t.layer] = append(offs[t.layer], c.Offset)
 		}
@@ -109,7 +131,7 @@ func (e *engine) fromCache(ctx context.Context, r *request) []*request {
 			e.segmentFailed(h.t, err)
 			continue
 		}
-		data, err := e.opts.Cache.LoadContent(ChunkKind, h.key)
+		data, err := loadChunk(e.opts.Cache, h.key, h.loc)
 		if err != nil {
 			e.logf("chunk at %d of %s: %v; downloading it", h.chunk.FileOffset, h.t.source.Name, err)
 		}
@@ -150,19 +172,19 @@ func (e *engine) missRequest(h *cacheHit) *request {
 	return r
 }
 
-// chunkStore keeps downloaded chunks in the cache from a few background
-// writers, with at most storeQueueBytes waiting.
+// chunkStore keeps downloaded chunks in the cache, appended to packs (see
+// cache.Pack) by one background writer, with at most storeQueueBytes
+// waiting.
 type chunkStore struct {
-	c    *cache.Cache
+	pack *cache.Pack
 	logf func(format string, args ...any)
 	ch   chan storeItem
-	wg   sync.WaitGroup
+	done chan struct{}
 
 	mu     sync.Mutex
 	room   sync.Cond // signalled when queued or items go down
 	queued int64     // bytes reserved and not yet stored
 	items  int       // chunks reserved and not yet stored, at most cap(ch)
-	failed bool      // a Put failed: said once
 }
 
 type storeItem struct {
@@ -171,29 +193,50 @@ type storeItem struct {
 }
 
 func newChunkStore(c *cache.Cache, logf func(format string, args ...any)) *chunkStore {
-	s := &chunkStore{c: c, logf: logf, ch: make(chan storeItem, storeQueueItems)}
+	pack, err := c.NewPack(ChunkKind)
+	if err != nil {
+		logf("keeping chunks in the cache: %v", err)
+		return nil
+	}
+	s := &chunkStore{pack: pack, logf: logf, ch: make(chan storeItem, storeQueueItems), done: make(chan struct{})}
 	s.room.L = &s.mu
-	for range storeWriters {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			for it := range s.ch {
-				err := s.c.PutContent(ChunkKind, it.key, it.data)
-				s.mu.Lock()
-				s.queued -= int64(len(it.data))
-				s.items--
-				if err != nil && !s.failed {
-					s.failed = true
+	go func() {
+		defer close(s.done)
+		failed := false
+		for it := range s.ch {
+			if !failed {
+				if err := s.pack.Add(it.key, it.data); err != nil {
+					failed = true
 					s.logf("keeping chunks in the cache: %v", err)
 				}
-				s.mu.Unlock()
-				s.room.Broadcast()
-				putBuf(it.data)
 			}
-		}()
-	}
+			s.mu.Lock()
+			s.queued -= int64(len(it.data))
+			s.items--
+			s.mu.Unlock()
+			s.room.Broadcast()
+			freeKeep(it.data)
+		}
+		if !failed {
+			if err := s.pack.Close(); err != nil {
+				s.logf("keeping chunks in the cache: %v", err)
+			}
+		}
+	}()
 	return s
 }
+
+// keepBuf returns an empty buffer with room for n bytes: pooled for large
+// chunks, of its exact size for small ones (a pooled buffer may be much
+// larger than asked for, and thousands of small chunks wait at once).
+func keepBuf(n int64) []byte {
+	if n >= 64<<10 {
+		return getBuf(n)[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+func freeKeep(b []byte) { putBuf(b) }
 
 // reserve returns a buffer for a chunk of n bytes to be stored, waiting
 // for room in the queue (a chunk larger than the queue waits until it is
@@ -206,7 +249,7 @@ func (s *chunkStore) reserve(n int64) []byte {
 	}
 	s.queued += n
 	s.items++
-	return getBuf(n)[:0]
+	return keepBuf(n)
 }
 
 // put queues a reserved buffer holding the verified chunk with digest key.
@@ -221,7 +264,7 @@ func (s *chunkStore) release(data []byte, n int64) {
 	s.items--
 	s.mu.Unlock()
 	s.room.Broadcast()
-	putBuf(data)
+	freeKeep(data)
 }
 
 // close waits for the queued chunks to be stored.
@@ -230,7 +273,7 @@ func (s *chunkStore) close() {
 		return
 	}
 	close(s.ch)
-	s.wg.Wait()
+	<-s.done
 }
 
 // CachedChunks returns a ChunkSource that answers from c the chunks it
@@ -252,6 +295,9 @@ type cachedChunks struct {
 	c    *cache.Cache
 	src  ChunkSource
 	logf func(format string, args ...any)
+
+	once  sync.Once
+	packs map[string]cache.Loc // chunks in packs, read once
 }
 
 func (cc *cachedChunks) ReadChunks(ctx context.Context, l *Layer, cs []toc.Chunk, dst [][]byte) error {
@@ -260,7 +306,11 @@ func (cc *cachedChunks) ReadChunks(ctx context.Context, l *Layer, cs []toc.Chunk
 	for i, c := range cs {
 		k := chunkKey(nil, c)
 		if k != "" {
+			cc.once.Do(func() { cc.packs = cc.c.Packed(ChunkKind) })
 			data, err := cc.c.LoadContent(ChunkKind, k)
+			if loc, ok := cc.packs[k]; ok && data == nil && err == nil {
+				data, err = cc.c.LoadPacked(ChunkKind, loc, k)
+			}
 			if err != nil {
 				cc.logf("chunk at %d of member %d: %v; downloading it", c.FileOffset, c.Offset, err)
 			}
