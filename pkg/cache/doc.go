@@ -14,7 +14,9 @@
 // refreshes) are removed until the rest fit. A Cache counts the bytes it
 // writes and lists a kind's directory to evict only when that count goes
 // over the cap by a sixteenth, so thousands of small entries cost no more
-// than a few listings.
+// than a few listings. Many small content-addressed entries are written
+// together as a pack (NewPack, Packed, LoadPacked; see pack.go): one data
+// file and an index renamed into place last.
 //
 // No lock is held across a download: concurrent runs may both build the
 // same entry, and the last rename wins with identical contents. A cache

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path"
 	"slices"
@@ -200,7 +201,12 @@ func Open(ctx context.Context, ref string, opts ...Option) (*FS, error) {
 }
 
 // Close releases what Open holds.
-func (f *FS) Close() error { return f.src.Close() }
+func (f *FS) Close() error {
+	if c, ok := f.chunks.(io.Closer); ok && f.opts.Chunks == nil {
+		c.Close() // the chunks kept in the cache (WithCache)
+	}
+	return f.src.Close()
+}
 
 // build makes the tree of names, with directories for parents the TOCs
 // do not list.
