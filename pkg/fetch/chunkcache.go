@@ -21,7 +21,7 @@ const (
 	// downloader that finds the queue full waits for room, so memory
 	// stays bounded and every chunk downloaded is kept (a cache that
 	// silently missed chunks would make the next tag's fetch move them
-	// again). On a local disk the writers keep up with the network.
+	// again). Appending to a pack keeps up with the network.
 	storeQueueBytes = 8 << 20
 	// storeQueueItems bounds the chunks waiting to be stored.
 	storeQueueItems = 4096
@@ -53,7 +53,8 @@ type cacheHit struct {
 }
 
 // cachedChunkIndex returns where the cache holds chunks, by digest: in
-// packs (written by Run) or in entries of their own (by CachedChunks).
+// packs (as Run and CachedChunks keep them) or in entries of their own
+// (cache.PutContent).
 func cachedChunkIndex(c *cache.Cache) map[string]cache.Loc {
 	idx := c.Packed(ChunkKind)
 	for k := range c.Keys(ChunkKind) {
