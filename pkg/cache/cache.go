@@ -39,8 +39,9 @@ type Cache struct {
 	kindMax  map[string]int64
 	warnf    func(format string, args ...any)
 
-	mu   sync.Mutex
-	used map[string]int64 // bytes of each kind, from its last sweep plus Puts since
+	mu      sync.Mutex
+	used    map[string]int64 // bytes of each kind, from its last sweep plus Puts since
+	touched map[string]bool  // packs marked recently used (see touch)
 }
 
 // Option configures Open.

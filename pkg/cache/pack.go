@@ -248,9 +248,25 @@ func (c *Cache) LoadPacked(kind string, loc Loc, dgst string) ([]byte, error) {
 		c.dropPacked(kind, loc.Pack, dgst)
 		return nil, fmt.Errorf("cache pack %s, entry at %d: %w: %v; removed it from the pack's index", p, loc.Off, ErrDamaged, err)
 	}
-	now := time.Now()
-	_ = os.Chtimes(p, now, now)
+	c.touch(p)
 	return data, nil
+}
+
+// touch marks file p recently used, once per Cache: a pack holds
+// thousands of entries, and a time update per entry read would cost a
+// metadata write each.
+func (c *Cache) touch(p string) {
+	c.mu.Lock()
+	if c.touched == nil {
+		c.touched = map[string]bool{}
+	}
+	done := c.touched[p]
+	c.touched[p] = true
+	c.mu.Unlock()
+	if !done {
+		now := time.Now()
+		_ = os.Chtimes(p, now, now)
+	}
 }
 
 // dropPacked rewrites the index of pack without the entry dgst (under a
