@@ -229,8 +229,10 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	workloads := b.selected()
-	if len(workloads) == 0 {
-		return nil
+	if len(workloads) == 0 { // W7-tag alone (w_cache.go), or nothing
+		tagRows, err := b.runTag(ctx)
+		b.reportTag(os.Stdout, tagRows)
+		return err
 	}
 	pushed := map[*Layer]bool{}
 	for _, w := range workloads {
