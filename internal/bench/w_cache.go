@@ -201,6 +201,10 @@ func (b *bench) tagFetch(ctx context.Context, rtt time.Duration, ref string, l *
 	if err != nil {
 		return s, err
 	}
+	if b.cfg.verbose {
+		say("%s rtt=%s primed=%v: %s (CPU %s, other processes %.2f cores), %d blob bytes, %d blob requests (registry %s to headers in all), RSS %s",
+			wTag, rtt, first != "", s.wall.Round(time.Millisecond), s.cpu.Round(time.Millisecond), s.noise, s.c.BlobBytes, s.c.BlobReqs, s.c.BlobServer.Round(time.Millisecond), mib(s.rss))
+	}
 	return s, verifyFiles(filepath.Join(out, "v2"), l.Regular())
 }
 
