@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -56,6 +57,10 @@ type Pack struct {
 	name string // of the pack being written, without extension
 	off  int64
 	idx  bytes.Buffer
+
+	mu  sync.Mutex // guards the slots' fields below
+	cur *packFile  // written through slots
+	err error
 }
 
 // NewPack returns a writer of packs of kind; a nil cache gives a writer
@@ -125,28 +130,34 @@ func (p *Pack) abort() {
 func (p *Pack) finish() error {
 	f := p.f
 	p.f = nil
-	data := filepath.Join(p.dir, p.name+packExt)
-	err := f.Close()
-	if err == nil {
-		err = os.Rename(f.Name(), data)
-	}
-	if err != nil {
+	if err := f.Close(); err != nil {
 		os.Remove(f.Name())
 		return fmt.Errorf("writing cache pack: %w", err)
 	}
-	sum := sha256.Sum256(p.idx.Bytes())
-	header := fmt.Sprintf("%s sha256:%s %d\n", packMagic, hex.EncodeToString(sum[:]), p.idx.Len())
-	tmp := filepath.Join(p.dir, ".tmp-"+p.name+indexExt)
-	err = os.WriteFile(tmp, append([]byte(header), p.idx.Bytes()...), 0o644)
+	return p.install(p.name, f.Name(), p.idx.Bytes(), p.off)
+}
+
+// install renames the written data file tmp of pack name into place and
+// writes its index idx beside it, renamed last.
+func (p *Pack) install(name, tmp string, idx []byte, size int64) error {
+	data := filepath.Join(p.dir, name+packExt)
+	if err := os.Rename(tmp, data); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing cache pack: %w", err)
+	}
+	sum := sha256.Sum256(idx)
+	header := fmt.Sprintf("%s sha256:%s %d\n", packMagic, hex.EncodeToString(sum[:]), len(idx))
+	tmpIdx := filepath.Join(p.dir, ".tmp-"+name+indexExt)
+	err := os.WriteFile(tmpIdx, append([]byte(header), idx...), 0o644)
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(p.dir, p.name+indexExt))
+		err = os.Rename(tmpIdx, filepath.Join(p.dir, name+indexExt))
 	}
 	if err != nil {
-		os.Remove(tmp)
+		os.Remove(tmpIdx)
 		os.Remove(data)
 		return fmt.Errorf("writing cache pack index: %w", err)
 	}
-	p.c.added(p.kind, data, p.off+int64(len(header)+p.idx.Len()))
+	p.c.added(p.kind, data, size+int64(len(header)+len(idx)))
 	return nil
 }
 
@@ -316,4 +327,142 @@ func (c *Cache) removePack(kind, pack string) {
 	base := strings.TrimSuffix(pack, packExt)
 	_ = os.Remove(filepath.Join(c.dir, kind, base+indexExt))
 	_ = os.Remove(filepath.Join(c.dir, kind, base+packExt))
+}
+
+// Slots: entries written into a pack in place, by several writers at once.
+// A Pack hands out room (Reserve), each writer writes its entry's bytes
+// there as they come (WriteAt, safe concurrently) and then records it
+// (Commit, once the bytes are checked) or not (Abort: the room stays
+// unused). A pack file is finished when it is full and its last slot is
+// done, or at Close. This spares a copy of every byte and a writer
+// goroutine: the bytes go from the stream to the pack file directly.
+
+// packFile is a pack being written through slots.
+type packFile struct {
+	f       *os.File
+	name    string
+	size    int64 // room handed out
+	open    int   // slots not yet committed or aborted
+	sealed  bool  // no more room is handed out
+	idx     bytes.Buffer
+	written bool
+	err     error
+}
+
+// Slot is room for one entry in a pack.
+type Slot struct {
+	p   *Pack
+	pf  *packFile
+	Off int64
+	n   int64
+}
+
+// WriteAt writes b at off within the slot. Errors are kept for Commit,
+// not returned: a cache that cannot be written never fails the writer.
+func (s *Slot) WriteAt(b []byte, off int64) (int, error) {
+	if off+int64(len(b)) > s.n {
+		return len(b), nil
+	}
+	if _, err := s.pf.f.WriteAt(b, s.Off+off); err != nil {
+		s.p.mu.Lock()
+		if s.pf.err == nil {
+			s.pf.err = err
+		}
+		s.p.mu.Unlock()
+	}
+	return len(b), nil
+}
+
+// Reserve returns room for an entry of n bytes.
+func (p *Pack) Reserve(n int64) (*Slot, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur == nil || p.cur.sealed || p.cur.size >= PackMaxBytes {
+		if p.cur != nil && !p.cur.sealed {
+			p.cur.sealed = true
+			if p.cur.open == 0 {
+				p.finishFile(p.cur)
+			}
+		}
+		if err := os.MkdirAll(p.dir, 0o755); err != nil {
+			return nil, fmt.Errorf("making cache directory: %w", err)
+		}
+		var rnd [12]byte
+		_, _ = rand.Read(rnd[:])
+		name := "pack-" + hex.EncodeToString(rnd[:])
+		f, err := os.OpenFile(filepath.Join(p.dir, ".tmp-"+name+packExt), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("writing cache pack: %w", err)
+		}
+		p.cur = &packFile{f: f, name: name}
+	}
+	s := &Slot{p: p, pf: p.cur, Off: p.cur.size, n: n}
+	p.cur.size += n
+	p.cur.open++
+	return s, nil
+}
+
+// Commit records the slot's bytes, whose sha256 digest is dgst.
+func (s *Slot) Commit(dgst string) {
+	s.done(dgst)
+}
+
+// Abort leaves the slot's room unused.
+func (s *Slot) Abort() {
+	s.done("")
+}
+
+func (s *Slot) done(dgst string) {
+	p := s.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pf := s.pf
+	if dgst != "" {
+		fmt.Fprintf(&pf.idx, "%s %d %d\n", dgst, s.Off, s.n)
+		pf.written = true
+	}
+	pf.open--
+	if pf.sealed && pf.open == 0 {
+		p.finishFile(pf)
+	}
+}
+
+// finishFile renames a sealed pack file whose slots are all done into
+// place with its index, or removes it when it holds nothing or failed.
+// p.mu is held.
+func (p *Pack) finishFile(pf *packFile) {
+	if pf.f == nil {
+		return
+	}
+	err := pf.f.Close()
+	tmp := pf.f.Name()
+	pf.f = nil
+	if pf.err != nil || err != nil || !pf.written {
+		os.Remove(tmp)
+		if e := errors.Join(pf.err, err); e != nil && p.err == nil {
+			p.err = fmt.Errorf("writing cache pack: %w", e)
+		}
+		return
+	}
+	if err := p.install(pf.name, tmp, pf.idx.Bytes(), pf.size); err != nil && p.err == nil {
+		p.err = err
+	}
+}
+
+// Wait seals the pack file being written through slots and, once all its
+// slots are done, finishes it; it returns the first error writing packs
+// through slots met. Call it after the last Commit or Abort.
+func (p *Pack) Wait() error {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pf := p.cur; pf != nil && !pf.sealed {
+		pf.sealed = true
+		if pf.open == 0 {
+			p.finishFile(pf)
+		}
+	}
+	return p.err
 }

@@ -108,3 +108,49 @@ func TestPacksEvictedWhole(t *testing.T) {
 		t.Fatalf("Packed has %d entries, want %d", n, 2*packs)
 	}
 }
+
+func TestSlots(t *testing.T) {
+	c, _ := open(t)
+	p, err := c.NewPack("chunk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept [][]byte
+	done := make(chan struct{})
+	for i := range 8 {
+		data := bytes.Repeat([]byte{byte('a' + i)}, 1000+i)
+		s, err := p.Reserve(int64(len(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			defer func() { done <- struct{}{} }()
+			s.WriteAt(data[:500], 0)
+			s.WriteAt(data[500:], 500)
+			if i%4 == 3 {
+				s.Abort() // as a chunk that failed its digest
+				return
+			}
+			s.Commit(digestOf(data))
+		}()
+		if i%4 != 3 {
+			kept = append(kept, data)
+		}
+	}
+	for range 8 {
+		<-done
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	locs := c.Packed("chunk")
+	if len(locs) != len(kept) {
+		t.Fatalf("Packed has %d entries, want %d", len(locs), len(kept))
+	}
+	for _, d := range kept {
+		got, err := c.LoadPacked("chunk", locs[digestOf(d)], digestOf(d))
+		if err != nil || !bytes.Equal(got, d) {
+			t.Fatalf("LoadPacked = %d bytes, %v", len(got), err)
+		}
+	}
+}

@@ -14,19 +14,6 @@ import (
 // uncompressed chunks are kept as, each under its own sha256 digest.
 const ChunkKind = "chunk"
 
-// Bounds of the background writer that stores the chunks Run downloads in
-// the cache, off the downloaders' path.
-const (
-	// storeQueueBytes bounds the chunk bytes waiting to be stored: a
-	// downloader that finds the queue full waits for room, so memory
-	// stays bounded and every chunk downloaded is kept (a cache that
-	// silently missed chunks would make the next tag's fetch move them
-	// again). Appending to a pack keeps up with the network.
-	storeQueueBytes = 8 << 20
-	// storeQueueItems bounds the chunks waiting to be stored.
-	storeQueueItems = 4096
-)
-
 // chunkKey returns the digest a chunk of file e is cached under: its TOC
 // chunk digest, or, for a file of one chunk without one, the file's
 // digest; "" for a chunk that cannot be cached (a hole, no sha256 digest).
@@ -170,106 +157,6 @@ func (e *engine) missRequest(h *cacheHit) *request {
 	h.t.compressed += c.End - c.Offset
 	h.t.mu.Unlock()
 	return r
-}
-
-// chunkStore keeps downloaded chunks in the cache, appended to packs (see
-// cache.Pack) by one background writer, with at most storeQueueBytes
-// waiting.
-type chunkStore struct {
-	pack *cache.Pack
-	logf func(format string, args ...any)
-	ch   chan storeItem
-	done chan struct{}
-
-	mu     sync.Mutex
-	room   sync.Cond // signalled when queued or items go down
-	queued int64     // bytes reserved and not yet stored
-	items  int       // chunks reserved and not yet stored, at most cap(ch)
-}
-
-type storeItem struct {
-	key  string
-	data []byte
-}
-
-func newChunkStore(c *cache.Cache, logf func(format string, args ...any)) *chunkStore {
-	pack, err := c.NewPack(ChunkKind)
-	if err != nil {
-		logf("keeping chunks in the cache: %v", err)
-		return nil
-	}
-	s := &chunkStore{pack: pack, logf: logf, ch: make(chan storeItem, storeQueueItems), done: make(chan struct{})}
-	s.room.L = &s.mu
-	go func() {
-		defer close(s.done)
-		failed := false
-		for it := range s.ch {
-			if !failed {
-				if err := s.pack.Add(it.key, it.data); err != nil {
-					failed = true
-					s.logf("keeping chunks in the cache: %v", err)
-				}
-			}
-			s.mu.Lock()
-			s.queued -= int64(len(it.data))
-			s.items--
-			s.mu.Unlock()
-			s.room.Broadcast()
-			freeKeep(it.data)
-		}
-		if !failed {
-			if err := s.pack.Close(); err != nil {
-				s.logf("keeping chunks in the cache: %v", err)
-			}
-		}
-	}()
-	return s
-}
-
-// keepBuf returns an empty buffer with room for n bytes, of its exact
-// size: pooled buffers may be much larger than asked for, and the pool
-// would keep them alive between collections (peak RSS of a whole-layer
-// fetch grew by 90 MiB with them).
-func keepBuf(n int64) []byte { return make([]byte, 0, n) }
-
-func freeKeep([]byte) {}
-
-// reserve returns a buffer for a chunk of n bytes to be stored, waiting
-// for room in the queue (a chunk larger than the queue waits until it is
-// empty).
-func (s *chunkStore) reserve(n int64) []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for s.queued+n > storeQueueBytes && s.queued > 0 || s.items >= cap(s.ch) {
-		s.room.Wait()
-	}
-	s.queued += n
-	s.items++
-	return keepBuf(n)
-}
-
-// put queues a reserved buffer holding the verified chunk with digest key.
-func (s *chunkStore) put(key string, data []byte) {
-	s.ch <- storeItem{key, data}
-}
-
-// release gives back a buffer reserved for n bytes that is not stored.
-func (s *chunkStore) release(data []byte, n int64) {
-	s.mu.Lock()
-	s.queued -= n
-	s.items--
-	s.mu.Unlock()
-	s.room.Broadcast()
-	freeKeep(data)
-}
-
-// close waits for the queued chunks to be stored.
-func (s *chunkStore) close() {
-	if s == nil {
-		return
-	}
-	close(s.ch)
-	<-s.done
 }
 
 // CachedChunks returns a ChunkSource that answers from c the chunks it

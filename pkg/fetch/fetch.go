@@ -201,7 +201,7 @@ type engine struct {
 	openDirs   atomic.Int64
 	progMu     sync.Mutex
 	lastProg   time.Time
-	store      *chunkStore // nil without a cache
+	pack       *cache.Pack // where downloaded chunks are kept; nil without a cache
 }
 
 // Run fetches wants into root and calls emit once per want (from any
@@ -466,8 +466,14 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 	var cachedOffs map[*Layer][]int64
 	if e.opts.Cache != nil {
 		hits, cachedOffs = e.lookupCache(targets)
-		e.store = newChunkStore(e.opts.Cache, e.logf)
-		defer e.store.close()
+		if p, err := e.opts.Cache.NewPack(ChunkKind); err == nil {
+			e.pack = p
+			defer func() {
+				if err := p.Wait(); err != nil {
+					e.logf("keeping chunks in the cache: %v", err)
+				}
+			}()
+		}
 	}
 	maxReq := requestCap(total, e.opts.Jobs, e.opts.MaxRequestBytes, minRequestBytes)
 	reqs := plan(targets, e.opts.MaxGap, maxReq, e.opts.Jobs, e.opts.MaxRanges, cachedOffs)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/stargz-get/stargz-get/pkg/cache"
 	"github.com/stargz-get/stargz-get/pkg/registry"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 )
@@ -237,17 +238,18 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 		}
 		h := sha256.New()
 		ws := []io.Writer{h}
-		// A copy for the cache, when it is on, the chunk has a digest to
-		// be kept under, and the store's queue has room.
-		var keep []byte
+		// The bytes go to the cache as well, when it is on and the chunk
+		// has a digest to be kept under: into room in a pack, recorded
+		// once they verify.
+		var slot *cache.Slot
 		var key string
-		if e.store != nil && !s.done {
+		if e.pack != nil && !s.done {
 			if key = chunkKey(s.writes[0].t.source, s.chunk); key != "" {
-				keep = e.store.reserve(s.chunk.Size)
+				slot, _ = e.pack.Reserve(s.chunk.Size)
 			}
 		}
-		if keep != nil {
-			ws = append(ws, (*appender)(&keep))
+		if slot != nil {
+			ws = append(ws, io.NewOffsetWriter(slot, 0))
 		}
 		for _, w := range s.writes {
 			f, err := e.open(w.t)
@@ -262,11 +264,11 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 		n, err := io.CopyBuffer(io.MultiWriter(ws...), io.LimitReader(zr, s.chunk.Size), buf)
 		at += n
 		got := "sha256:" + hex.EncodeToString(h.Sum(nil))
-		if keep != nil {
+		if slot != nil {
 			if err == nil && n == s.chunk.Size && got == key {
-				e.store.put(key, keep)
+				slot.Commit(key)
 			} else {
-				e.store.release(keep, s.chunk.Size)
+				slot.Abort()
 			}
 		}
 		if err == nil && n < s.chunk.Size {
@@ -302,15 +304,6 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 		}
 	}
 	return nil
-}
-
-// appender is a writer appending to a byte slice (one with room: it is
-// reserved at the chunk's size).
-type appender []byte
-
-func (a *appender) Write(p []byte) (int, error) {
-	*a = append(*a, p...)
-	return len(p), nil
 }
 
 // countingReader counts the bytes of a response body, for progress and
