@@ -136,6 +136,10 @@ func setupWorld() (*world, error) {
 		return nil, err
 	}
 	w.env = append(w.env, diffVars...)
+	if err := setupTags(ctx, w.reg.Host); err != nil {
+		w.close()
+		return nil, err
+	}
 	if w.arts, err = testenv.BuildArtifacts(filepath.Join(os.TempDir(), "stargz-get-fixtures")); err != nil {
 		w.close()
 		return nil, err
@@ -227,6 +231,8 @@ func TestScripts(t *testing.T) {
 			"checkgosrc":   w.checkgosrc,
 			"forgeindex":   forgeindex,
 			"forgewindow":  forgewindow,
+			"movedchunks":  movedchunks,
+			"corruptchunk": corruptchunk,
 		},
 	})
 }
@@ -266,6 +272,8 @@ func (w *world) groundTruth(ts *testscript.TestScript, spec string) ([]testenv.F
 		img = w.fx.ZstdEStargz
 	case "zmixed":
 		img = w.fx.ZMixed
+	case "tagsv1", "tagsv2":
+		img = tagsImage(name)
 	default:
 		for _, i := range w.fx.Index.Images {
 			if name == "multiarch-"+strings.TrimPrefix(i.Platform, "linux/") {

@@ -292,13 +292,20 @@ func blobPath(dir, digest string) string {
 // buildLayer writes the tar of sp, converts it with estargz.Build and
 // stores the blob under dir/blobs.
 func buildLayer(dir, goroot string, sp layerSpec) (*Layer, error) {
+	return buildLayerWith(dir, sp, func(tf *os.File) (*tarWriter, int64, error) {
+		return writeSpecTar(tf, goroot, sp)
+	})
+}
+
+// buildLayerWith is buildLayer with the tar written by writeTar.
+func buildLayerWith(dir string, sp layerSpec, writeTar func(tf *os.File) (*tarWriter, int64, error)) (*Layer, error) {
 	tf, err := os.CreateTemp(dir, "tar-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.Remove(tf.Name())
 	defer tf.Close()
-	tw, size, err := writeSpecTar(tf, goroot, sp)
+	tw, size, err := writeTar(tf)
 	if err != nil {
 		return nil, err
 	}

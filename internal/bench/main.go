@@ -113,7 +113,7 @@ func parseFlags(args []string) (*config, error) {
 	bw := fs.String("bw", "25MB", "bandwidth cap per connection, per second (25MB, 100MiB; 0 for none)")
 	total := fs.String("total-bw", "100MB", "bandwidth cap of all connections together, per second (the link; 0 for none)")
 	runs := fs.Int("runs", 3, "runs per workload, RTT and mode; the table shows medians")
-	only := fs.String("only", "", "comma-separated workloads to run (W1,W2,W3,W3-small,W4,W5,W1-stdout,W6-diff,W1-zstd,W2-zstd; W3-many and WG only when named); default all but W3-many and WG")
+	only := fs.String("only", "", "comma-separated workloads to run (W1,W2,W3,W3-small,W4,W5,W1-stdout,W6-diff,W1-zstd,W2-zstd; W7-tag; W3-many and WG only when named); default all but W3-many and WG")
 	extra := fs.String("extra-j", "", "comma-separated extra sg-fetch -j values to measure besides the default and 1")
 	out := fs.String("out", defaultOut(), "directory under which each run's output directory is created; /dev/shm (tmpfs) when writable, so that the disk is not what is measured")
 	cache := fs.String("cache", filepath.Join(os.TempDir(), "stargz-get-bench"), "layer cache directory")

@@ -36,7 +36,7 @@ const (
 
 func knownWorkload(w string) bool {
 	switch w {
-	case wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wFlatten, wArtifact, wStdout, wDiff, wOneLargeZstd, wSmallFilesZstd, wGzip:
+	case wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wFlatten, wArtifact, wStdout, wDiff, wOneLargeZstd, wSmallFilesZstd, wGzip, wTag:
 		return true
 	}
 	return false
@@ -102,6 +102,8 @@ type mode struct {
 	// args runs sg-fetch IMAGE BLOB PATH... with the workload's files
 	// as arguments instead of entries on stdin (W2 only).
 	args bool
+	// noCache runs sg-fetch --no-cache (W3 only, see w_cache.go).
+	noCache bool
 }
 
 // modeArgs names the args mode.
@@ -138,6 +140,7 @@ type bench struct {
 	set     *Set   // the layers of W1-W3; nil when none of them runs
 	w4      *Set   // the layers of W4; nil when it does not run
 	zst     *Set   // the zstd:chunked layers of W1-zstd, W2-zstd (w_zstd.go)
+	tags    *Set   // the two tags of W7 (w_cache.go)
 	reg     *testenv.Registry
 	proxy   *shaper
 	lsCost  map[string]counts // sg-ls through the proxy, per layer
@@ -161,6 +164,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	defer os.RemoveAll(childCaches)
 	b.work = work
 	if b.self, err = os.Executable(); err != nil {
 		return err
@@ -187,6 +191,7 @@ func run(ctx context.Context, args []string) error {
 		{&b.set, mainGroup, []string{wOneLarge, wSmallFiles, wWhole, wWholeSmall, wWholeMany, wStdout}},
 		{&b.w4, w4Group, []string{wFlatten, wDiff}},
 		{&b.zst, zstdGroup, []string{wOneLargeZstd, wSmallFilesZstd}},
+		{&b.tags, tagGroup, []string{wTag}},
 	} {
 		if !slices.ContainsFunc(g.names, b.wants) {
 			continue
@@ -224,8 +229,10 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	workloads := b.selected()
-	if len(workloads) == 0 && !b.wants(wGzip) {
-		return nil
+	if len(workloads) == 0 && !b.wants(wGzip) { // W7-tag alone (w_cache.go), or nothing
+		tagRows, err := b.runTag(ctx)
+		b.reportTag(os.Stdout, tagRows)
+		return err
 	}
 	pushed := map[*Layer]bool{}
 	for _, w := range workloads {
@@ -252,7 +259,9 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		if len(workloads) == 0 {
-			return nil
+			tagRows, err := b.runTag(ctx)
+			b.reportTag(os.Stdout, tagRows)
+			return err
 		}
 	}
 
@@ -294,7 +303,7 @@ func run(ctx context.Context, args []string) error {
 	for _, j := range cfg.extraJobs {
 		modes = append(modes, mode{name: fmt.Sprintf("sg-fetch -j %d", j), jobs: j})
 	}
-	modes = append(modes, mode{name: modeArgs, args: true}, mode{name: "baseline", baseline: true})
+	modes = append(modes, mode{name: modeNoCache, noCache: true}, mode{name: modeArgs, args: true}, mode{name: "baseline", baseline: true})
 
 	t = time.Now()
 	b.load = append(b.load, loadAvg())
@@ -303,7 +312,7 @@ func run(ctx context.Context, args []string) error {
 		for _, w := range workloads {
 			var rs []*row
 			for _, m := range modes {
-				if m.args && w.name != wSmallFiles {
+				if m.args && w.name != wSmallFiles || m.noCache && w.name != wWhole {
 					continue
 				}
 				rs = append(rs, &row{w: w, rtt: rtt, m: m})
@@ -331,11 +340,16 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	tagRows, err := b.runTag(ctx)
+	if err != nil {
+		return err
+	}
 	b.load = append(b.load, loadAvg())
 	b.timing("runs", t)
 	b.timing("total", total)
 	b.report(os.Stdout, workloads, rows)
 	b.reportBeyond(os.Stdout, beyond)
+	b.reportTag(os.Stdout, tagRows)
 	return nil
 }
 
@@ -635,6 +649,9 @@ func (b *bench) runOnce(ctx context.Context, r *row) (sample, error) {
 		}
 	default:
 		args = append(args, filepath.Join(b.bin, "sg-fetch"), "-o", out, "--progress", "never")
+		if r.m.noCache {
+			args = append(args, "--no-cache")
+		}
 		if r.m.jobs > 0 {
 			args = append(args, "-j", fmt.Sprint(r.m.jobs))
 		}
@@ -783,7 +800,8 @@ func verifyFile(dir string, f File, buf []byte) error {
 }
 
 // childEnv is our environment without SG_* variables, so that a user's
-// SG_JOBS does not change what is measured.
+// SG_JOBS does not change what is measured, and with an empty cache
+// directory (see freshChildCache).
 func childEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -791,7 +809,7 @@ func childEnv() []string {
 			env = append(env, kv)
 		}
 	}
-	return env
+	return append(env, "SG_CACHE_DIR="+freshChildCache())
 }
 
 func tail(s string, n int) string {

@@ -42,6 +42,10 @@ func TestMain(m *testing.M) {
 }
 
 func setupAndRun(m *testing.M) int {
+	// These tests inject faults into what each run downloads: no chunk may
+	// come from the cache of an earlier run (and nothing is kept in the
+	// user's cache directory).
+	os.Setenv("SG_NO_CACHE", "1")
 	var err error
 	if fixtures, err = testenv.BuildFixtures(filepath.Join(os.TempDir(), "stargz-get-fixtures")); err != nil {
 		fmt.Fprintln(os.Stderr, err)

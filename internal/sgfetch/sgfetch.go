@@ -222,6 +222,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	src.AllowFull = *allowFull
 	src.Cache = cf.Open(tool, stderr)
+	opts.Cache = src.Cache // verified chunks, by digest
 	src.Warnf = cli.Warnf(tool, stderr)
 	defer src.Close()
 	bo.jobs, bo.progress, bo.logf = jobs, *progress, log.Func()
@@ -348,6 +349,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			say("%s: %s: setuid and setgid bits dropped (--preserve-permissions keeps them)", tool, quoteName(r.Name))
 		}
 		r.CompressedBytes, r.Requests, r.DurationMs = o.CompressedBytes, o.Requests, o.Duration.Milliseconds()
+		r.CachedBytes = o.CachedBytes
 		entries++
 		compressed += o.CompressedBytes
 		em.put(r)

@@ -12,12 +12,21 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 )
 
-// DefaultMaxBytes caps the directory: a few hundred seek indexes of large
-// layers (a 250 MB layer's index is a few MB).
+// DefaultMaxBytes caps each kind of entry that has no cap of its own: a few
+// hundred seek indexes of large layers (a 250 MB layer's index is a few
+// MB).
 const DefaultMaxBytes = 2 << 30
+
+// sweepSlack is how far, as a fraction of a kind's cap, the bytes written
+// since the last sweep may take the kind over its cap before the next sweep:
+// a sweep lists the kind's whole directory, so it runs once per cap/16
+// bytes written, not after every Put (thousands of small chunk entries).
+const sweepSlack = 16
 
 // magic starts every entry's header line.
 const magic = "sg-cache v1"
@@ -27,19 +36,44 @@ const magic = "sg-cache v1"
 type Cache struct {
 	dir      string
 	maxBytes int64
+	kindMax  map[string]int64
 	warnf    func(format string, args ...any)
+
+	mu      sync.Mutex
+	used    map[string]int64 // bytes of each kind, from its last sweep plus Puts since
+	touched map[string]bool  // packs marked recently used (see touch)
 }
 
 // Option configures Open.
 type Option func(*Cache) error
 
-// WithMaxBytes sets the size cap (DefaultMaxBytes by default).
+// WithMaxBytes sets the size cap of each kind of entry that has no cap of
+// its own (DefaultMaxBytes by default).
 func WithMaxBytes(n int64) Option {
 	return func(c *Cache) error {
 		if n <= 0 {
 			return fmt.Errorf("cache size cap must be positive, got %d", n)
 		}
 		c.maxBytes = n
+		return nil
+	}
+}
+
+// WithKindMaxBytes sets the size cap of the entries of one kind. Each kind
+// is evicted on its own, so that many cheap entries (chunks) never push out
+// a few costly ones (seek indexes).
+func WithKindMaxBytes(kind string, n int64) Option {
+	return func(c *Cache) error {
+		if n <= 0 {
+			return fmt.Errorf("cache size cap must be positive, got %d", n)
+		}
+		if !namePart.MatchString(kind) {
+			return fmt.Errorf("invalid cache kind %q", kind)
+		}
+		if c.kindMax == nil {
+			c.kindMax = map[string]int64{}
+		}
+		c.kindMax[kind] = n
 		return nil
 	}
 }
@@ -73,7 +107,7 @@ func Open(dir string, opts ...Option) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache directory %s: %w", dir, err)
 	}
-	c := &Cache{dir: abs, maxBytes: DefaultMaxBytes}
+	c := &Cache{dir: abs, maxBytes: DefaultMaxBytes, used: map[string]int64{}}
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, err
@@ -129,6 +163,31 @@ func (c *Cache) Has(kind, key string) bool {
 	}
 	fi, err := os.Stat(p)
 	return err == nil && fi.Mode().IsRegular()
+}
+
+// Keys returns the keys of the entries of kind (digests as "alg:hex"),
+// from one listing of its directory, without reading or checking them.
+func (c *Cache) Keys(kind string) map[string]bool {
+	if c == nil || !namePart.MatchString(kind) {
+		return nil
+	}
+	f, err := os.Open(filepath.Join(c.dir, kind))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(-1)
+	keys := make(map[string]bool, len(names))
+	for _, n := range names {
+		if len(n) > 0 && n[0] == '.' || strings.HasPrefix(n, "pack-") {
+			continue // a temp file, a pack (see Packed)
+		}
+		if alg, hx, ok := strings.Cut(n, "-"); ok && (alg == "sha256" || alg == "sha512") {
+			n = alg + ":" + hx
+		}
+		keys[n] = true
+	}
+	return keys
 }
 
 // Get returns the contents of an entry, and false when there is none. An
@@ -187,6 +246,73 @@ func (c *Cache) Put(kind, key string, data []byte) error {
 	if c == nil {
 		return nil
 	}
+	sum := sha256.Sum256(data)
+	return c.put(kind, key, data, sum[:])
+}
+
+// PutContent stores data under its own digest dgst ("sha256:HEX"), which
+// the caller has just computed from data (a chunk checked against its TOC
+// digest): the entry's header takes it as it is, sparing a second pass over
+// the bytes. LoadContent checks it on the way back.
+func (c *Cache) PutContent(kind, dgst string, data []byte) error {
+	if c == nil {
+		return nil
+	}
+	alg, hx, ok := cutDigest(dgst)
+	sum, err := hex.DecodeString(hx)
+	if !ok || alg != "sha256" || err != nil || len(sum) != sha256.Size {
+		return fmt.Errorf("cache key %q is not a sha256 digest", dgst)
+	}
+	return c.put(kind, dgst, data, sum)
+}
+
+// ErrDamaged is what LoadContent reports for an entry that failed its
+// check; the entry has been removed.
+var ErrDamaged = errors.New("damaged cache entry")
+
+// LoadContent returns the entry stored under its digest dgst by
+// PutContent, after checking that its bytes have that digest (which also
+// checks its header): nil, nil when there is none; an error wrapping
+// ErrDamaged when it fails the check, in which case it is removed. Unlike
+// Get it warns of nothing: the caller says what it does about it.
+func (c *Cache) LoadContent(kind, dgst string) ([]byte, error) {
+	if c == nil {
+		return nil, nil
+	}
+	p, err := c.path(kind, dgst)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading cache entry %s: %w", p, err)
+	}
+	line, data, ok := bytes.Cut(b, []byte{'\n'})
+	sum := sha256.Sum256(data)
+	got := "sha256:" + hex.EncodeToString(sum[:])
+	f := bytes.Fields(line)
+	switch {
+	case !ok || len(f) != 4 || string(f[0])+" "+string(f[1]) != magic:
+		err = fmt.Errorf("cache entry %s: %w: bad header", p, ErrDamaged)
+	case string(f[3]) != strconv.Itoa(len(data)):
+		err = fmt.Errorf("cache entry %s: %w: %d bytes, header says %s", p, ErrDamaged, len(data), f[3])
+	case got != dgst || string(f[2]) != dgst:
+		err = fmt.Errorf("cache entry %s: %w: its bytes have digest %s, header says %s, wanted %s", p, ErrDamaged, got, f[2], dgst)
+	}
+	if err != nil {
+		_ = os.Remove(p)
+		return nil, err
+	}
+	now := time.Now()
+	_ = os.Chtimes(p, now, now) // recently used: evicted last
+	return data, nil
+}
+
+// put writes an entry whose data has sha256 digest sum.
+func (c *Cache) put(kind, key string, data, sum []byte) error {
 	p, err := c.path(kind, key)
 	if err != nil {
 		return err
@@ -198,8 +324,8 @@ func (c *Cache) Put(kind, key string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("writing cache entry: %w", err)
 	}
-	sum := sha256.Sum256(data)
-	_, err = fmt.Fprintf(f, "%s sha256:%s %d\n", magic, hex.EncodeToString(sum[:]), len(data))
+	header := fmt.Sprintf("%s sha256:%s %d\n", magic, hex.EncodeToString(sum), len(data))
+	_, err = f.WriteString(header)
 	if err == nil {
 		_, err = f.Write(data)
 	}
@@ -213,8 +339,37 @@ func (c *Cache) Put(kind, key string, data []byte) error {
 		os.Remove(f.Name())
 		return fmt.Errorf("writing cache entry %s: %w", p, err)
 	}
-	c.evict(p)
+	c.added(kind, p, int64(len(header)+len(data)))
 	return nil
+}
+
+// capOf returns the size cap of kind.
+func (c *Cache) capOf(kind string) int64 {
+	if n, ok := c.kindMax[kind]; ok {
+		return n
+	}
+	return c.maxBytes
+}
+
+// added counts n more bytes (an entry's, header included) of kind,
+// and sweeps the kind when it is over its cap by more than the slack. The
+// first Put of a kind sweeps it, to learn how much it holds; after that the
+// count is kept here, so a sweep (a listing of the kind's directory) runs
+// once per cap/sweepSlack bytes written at most. Entries other runs write
+// meanwhile are counted at the next sweep.
+func (c *Cache) added(kind, keep string, n int64) {
+	limit := c.capOf(kind)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	used, known := c.used[kind]
+	if known {
+		used += n
+		c.used[kind] = used
+		if used <= limit+limit/sweepSlack {
+			return
+		}
+	}
+	c.used[kind] = c.sweep(kind, keep, limit)
 }
 
 // Remove deletes an entry, if it is there.
@@ -231,10 +386,10 @@ func (c *Cache) Remove(kind, key string) {
 // killed run left behind.
 const staleTemp = time.Hour
 
-// evict removes the least recently used entries (never keep, the one just
-// written) until the directory fits the cap, and temp files killed runs
-// left.
-func (c *Cache) evict(keep string) {
+// sweep removes the least recently used entries of kind (never keep, the
+// one just written) until the rest fit in limit bytes, and temp files
+// killed runs left; it returns the bytes left.
+func (c *Cache) sweep(kind, keep string, limit int64) int64 {
 	type file struct {
 		path string
 		size int64
@@ -242,7 +397,7 @@ func (c *Cache) evict(keep string) {
 	}
 	var files []file
 	var total int64
-	_ = filepath.WalkDir(c.dir, func(p string, d fs.DirEntry, err error) error {
+	_ = filepath.WalkDir(filepath.Join(c.dir, kind), func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
 		}
@@ -260,21 +415,36 @@ func (c *Cache) evict(keep string) {
 		total += fi.Size()
 		return nil
 	})
-	if total <= c.maxBytes {
-		return
+	if total <= limit {
+		return total
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].mod.Before(files[j].mod) })
+	sizes := make(map[string]int64, len(files))
 	for _, f := range files {
-		if total <= c.maxBytes {
-			break
-		}
-		if f.path == keep {
-			continue
-		}
-		if os.Remove(f.path) == nil {
-			total -= f.size
+		sizes[f.path] = f.size
+	}
+	remove := func(p string) {
+		if n, ok := sizes[p]; ok && os.Remove(p) == nil {
+			total -= n
+			delete(sizes, p)
 		}
 	}
+	for _, f := range files {
+		if total <= limit {
+			break
+		}
+		if f.path == keep || strings.TrimSuffix(f.path, indexExt)+packExt == keep {
+			continue
+		}
+		remove(f.path)
+		// A pack and its index go together.
+		if base, ok := strings.CutSuffix(f.path, packExt); ok {
+			remove(base + indexExt)
+		} else if base, ok := strings.CutSuffix(f.path, indexExt); ok {
+			remove(base + packExt)
+		}
+	}
+	return total
 }
 
 func (c *Cache) warn(format string, args ...any) {

@@ -2,6 +2,9 @@ package cache
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -182,5 +185,91 @@ func TestConcurrent(t *testing.T) {
 	wg.Wait()
 	if len(*warnings) != 0 {
 		t.Fatalf("warnings: %q", *warnings)
+	}
+}
+
+func TestContentEntries(t *testing.T) {
+	c, warnings := open(t)
+	data := []byte("a chunk of a file")
+	sum := sha256.Sum256(data)
+	dgst := "sha256:" + hex.EncodeToString(sum[:])
+	if got, err := c.LoadContent("chunk", dgst); got != nil || err != nil {
+		t.Fatalf("LoadContent of nothing = %q, %v", got, err)
+	}
+	if err := c.PutContent("chunk", "md5:abc", data); err == nil {
+		t.Fatal("PutContent took a key that is not a sha256 digest")
+	}
+	p, _ := c.path("chunk", dgst)
+	other := []byte("other bytes, same length")
+	osum := sha256.Sum256(other)
+	for _, tc := range []struct {
+		name    string
+		corrupt func() // damages the entry at p
+	}{
+		{"bytes overwritten, header kept", func() {
+			b, _ := os.ReadFile(p)
+			b[len(b)-1] ^= 1
+			os.WriteFile(p, b, 0o644)
+		}},
+		{"valid header for other bytes", func() {
+			fmt.Fprintf(mustCreate(t, p), "%s sha256:%s %d\n%s", magic, hex.EncodeToString(osum[:]), len(other), other)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := c.PutContent("chunk", dgst, data); err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.LoadContent("chunk", dgst)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("LoadContent = %q, %v; want %q", got, err, data)
+			}
+			tc.corrupt()
+			got, err = c.LoadContent("chunk", dgst)
+			if got != nil || !errors.Is(err, ErrDamaged) {
+				t.Fatalf("LoadContent of a damaged entry = %q, %v; want ErrDamaged", got, err)
+			}
+			if c.Has("chunk", dgst) {
+				t.Fatal("damaged entry kept")
+			}
+		})
+	}
+	if len(*warnings) != 0 {
+		t.Fatalf("warnings: %q", *warnings)
+	}
+}
+
+func mustCreate(t *testing.T, p string) *os.File {
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func TestKindsCappedApart(t *testing.T) {
+	c, _ := open(t, WithMaxBytes(100000), WithKindMaxBytes("chunk", 5000))
+	if err := c.Put("gzindex", "ix", bytes.Repeat([]byte("i"), 50000)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if err := c.Put("chunk", fmt.Sprint("c", i), bytes.Repeat([]byte{byte(i)}, 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !c.Has("gzindex", "ix") {
+		t.Fatal("chunks pushed the index out")
+	}
+	var n int64
+	ents, _ := os.ReadDir(filepath.Join(c.Dir(), "chunk"))
+	for _, e := range ents {
+		fi, _ := e.Info()
+		n += fi.Size()
+	}
+	if n > 5000+5000/sweepSlack {
+		t.Fatalf("chunk entries hold %d bytes, cap 5000", n)
+	}
+	if !c.Has("chunk", "c99") {
+		t.Fatal("the newest chunk was evicted")
 	}
 }

@@ -7,9 +7,16 @@
 // a reader sees a whole entry or none. Each entry starts with a one-line
 // header carrying the sha256 digest and length of what follows; Get checks
 // both and removes (with a warning) an entry that does not match, so a
-// truncated or damaged file is never used. The directory is kept under a
-// size cap: after each Put the least recently used entries (by modification
-// time, which Get refreshes) are removed until the rest fit.
+// truncated or damaged file is never used. Entries stored under their own
+// digest (PutContent, LoadContent: verified chunks of files) are checked
+// against that digest as well. Each kind is kept under a size cap of its
+// own: the least recently used entries (by modification time, which Get
+// refreshes) are removed until the rest fit. A Cache counts the bytes it
+// writes and lists a kind's directory to evict only when that count goes
+// over the cap by a sixteenth, so thousands of small entries cost no more
+// than a few listings. Many small content-addressed entries are written
+// together as a pack (NewPack, Packed, LoadPacked; see pack.go): one data
+// file and an index renamed into place last.
 //
 // No lock is held across a download: concurrent runs may both build the
 // same entry, and the last rename wins with identical contents. A cache

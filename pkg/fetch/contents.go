@@ -40,7 +40,14 @@ func Contents(ctx context.Context, files []File, opts Options, begin func(i int)
 	opts = opts.withDefaults()
 	src := opts.Chunks
 	if src == nil {
-		src = RemoteChunks(opts)
+		src = CachedChunks(opts.Cache, RemoteChunks(opts), opts.Logf)
+		if c, ok := src.(io.Closer); ok {
+			defer func() {
+				if err := c.Close(); err != nil && opts.Logf != nil {
+					opts.Logf("keeping chunks in the cache: %v", err)
+				}
+			}()
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 	"github.com/sourcegraph/conc"
 	"github.com/sourcegraph/conc/pool"
 
+	"github.com/stargz-get/stargz-get/pkg/cache"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 	"github.com/stargz-get/stargz-get/pkg/wire"
 )
@@ -89,7 +90,9 @@ type Outcome struct {
 	Verified        string
 	CompressedBytes int64
 	Requests        int
-	Duration        time.Duration
+	// CachedBytes are the uncompressed bytes read from the chunk cache.
+	CachedBytes int64
+	Duration    time.Duration
 }
 
 // Progress is a snapshot of a run's progress.
@@ -130,6 +133,12 @@ type Options struct {
 	// Chunks is where Contents gets chunks' bytes; nil means
 	// RemoteChunks(opts). A chunk cache goes here.
 	Chunks ChunkSource
+	// Cache, when set, keeps verified chunks across runs (kind ChunkKind,
+	// each under its digest): Run reads the chunks it holds from it
+	// instead of the registry, checking each against its digest, and
+	// stores those it downloads from a bounded background writer; Contents
+	// reads through CachedChunks when Chunks is nil.
+	Cache *cache.Cache
 	// Refetch downloads files even when an identical file (same size and
 	// digest) is already in place; by default those are skipped, so that a
 	// re-run after an interruption fetches only what is missing.
@@ -145,6 +154,11 @@ type target struct {
 
 	// copyOf is the target downloading the same contents, if any.
 	copyOf *target
+
+	// skip marks the chunks read from the cache, which plan leaves out;
+	// cached counts their bytes (under mu).
+	skip   []bool
+	cached int64
 
 	// set up by plan, read-only afterwards
 	pending    int
@@ -187,6 +201,7 @@ type engine struct {
 	openDirs   atomic.Int64
 	progMu     sync.Mutex
 	lastProg   time.Time
+	pack       *cache.Pack // where downloaded chunks are kept; nil without a cache
 }
 
 // Run fetches wants into root and calls emit once per want (from any
@@ -447,11 +462,27 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 			total += c.End - c.Offset
 		}
 	}
+	var hits []*request
+	var cachedOffs map[*Layer][]int64
+	if e.opts.Cache != nil {
+		hits, cachedOffs = e.lookupCache(targets)
+		if p, err := e.opts.Cache.NewPack(ChunkKind); err == nil {
+			e.pack = p
+			defer func() {
+				if err := p.Wait(); err != nil {
+					e.logf("keeping chunks in the cache: %v", err)
+				}
+			}()
+		}
+	}
 	maxReq := requestCap(total, e.opts.Jobs, e.opts.MaxRequestBytes, minRequestBytes)
-	reqs := plan(targets, e.opts.MaxGap, maxReq, e.opts.Jobs, e.opts.MaxRanges)
+	reqs := plan(targets, e.opts.MaxGap, maxReq, e.opts.Jobs, e.opts.MaxRanges, cachedOffs)
 	for _, r := range reqs {
 		e.bytesTotal += r.bytes()
 	}
+	// The downloads first, so that they start at once; the downloaders
+	// free first read the cached chunks meanwhile.
+	reqs = append(reqs, hits...)
 	var empty []*target
 	for _, t := range targets {
 		if t.pending == 0 {

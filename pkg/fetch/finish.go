@@ -247,7 +247,7 @@ func (e *engine) complete(t *target) {
 		return
 	}
 	t.done = true
-	o := &Outcome{Want: t.want, Path: t.name, Size: t.source.Size, CompressedBytes: t.compressed, Requests: t.requests}
+	o := &Outcome{Want: t.want, Path: t.name, Size: t.source.Size, CompressedBytes: t.compressed, Requests: t.requests, CachedBytes: t.cached}
 	if !t.started.IsZero() {
 		o.Duration = time.Since(t.started)
 	}

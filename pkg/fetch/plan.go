@@ -37,6 +37,9 @@ type request struct {
 	members []*member // of all runs, by offset
 	runs    []run
 	local   bool // served from the tail read with the TOC
+	// hits, when set, are chunks read from the cache (see fromCache);
+	// such a request has no members.
+	hits []*cacheHit
 }
 
 // run is a stretch of a layer blob downloaded in one piece: the members
@@ -61,8 +64,11 @@ func (r *request) bytes() int64 {
 // unwanted bytes worth downloading to save a run; maxReq caps a request's
 // size (a single larger member is a request of its own). Runs are spread
 // over the jobs, at least minRunsPerRequest and at most maxRuns to a
-// request.
-func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request {
+// request. cached holds, by layer and sorted, the offsets of members whose
+// chunks come from the cache: a gap holding one is never downloaded to
+// join two runs (its bytes would be moved for nothing, and a new tag's
+// changed files lie between such members).
+func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int, cached map[*Layer][]int64) []*request {
 	type key struct {
 		layer  *Layer
 		offset int64
@@ -76,9 +82,12 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request
 	byLayer := map[*Layer][]*member{}
 	var layers []*Layer
 	for _, t := range targets {
-		for _, c := range t.source.Chunks {
+		for i, c := range t.source.Chunks {
 			if c.Zeros {
 				continue // a hole: nothing to download (see commit)
+			}
+			if t.skip != nil && t.skip[i] {
+				continue // read from the cache
 			}
 			k := key{t.layer, c.Offset}
 			m, ok := members[k]
@@ -114,7 +123,8 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request
 			// Members in the tail read with the TOC are served from memory,
 			// in runs of their own.
 			local := l.TOC.Tail != nil && m.offset >= l.TOC.TailStart
-			if cur != nil && m.offset-cur.runs[0].end <= maxGap && m.end-cur.runs[0].start <= maxReq && local == cur.local {
+			if cur != nil && m.offset-cur.runs[0].end <= maxGap && m.end-cur.runs[0].start <= maxReq && local == cur.local &&
+				!holdsCached(cached[l], cur.runs[0].end, m.offset) {
 				cur.members = append(cur.members, m)
 				cur.runs[0].end = m.end
 				cur.runs[0].last++
@@ -161,6 +171,13 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int) []*request
 		}
 	}
 	return reqs
+}
+
+// holdsCached reports whether one of the sorted offsets offs is in
+// [from, to).
+func holdsCached(offs []int64, from, to int64) bool {
+	i := sort.Search(len(offs), func(i int) bool { return offs[i] >= from })
+	return i < len(offs) && offs[i] < to
 }
 
 // minRunsPerRequest is how many runs a multi-range request carries at

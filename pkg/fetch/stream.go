@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/stargz-get/stargz-get/pkg/cache"
 	"github.com/stargz-get/stargz-get/pkg/registry"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 )
@@ -25,6 +26,9 @@ import (
 // When the server refuses to serve its ranges together, do returns the
 // requests, one per range, that the rest of it is split into.
 func (e *engine) do(ctx context.Context, r *request) []*request {
+	if r.hits != nil {
+		return e.fromCache(ctx, r)
+	}
 	next := 0
 	buf := make([]byte, 128<<10)
 	var zr gzip.Reader
@@ -234,6 +238,19 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 		}
 		h := sha256.New()
 		ws := []io.Writer{h}
+		// The bytes go to the cache as well, when it is on and the chunk
+		// has a digest to be kept under: into room in a pack, recorded
+		// once they verify.
+		var slot *cache.Slot
+		var key string
+		if e.pack != nil && !s.done {
+			if key = chunkKey(s.writes[0].t.source, s.chunk); key != "" {
+				slot, _ = e.pack.Reserve(s.chunk.Size)
+			}
+		}
+		if slot != nil {
+			ws = append(ws, io.NewOffsetWriter(slot, 0))
+		}
 		for _, w := range s.writes {
 			f, err := e.open(w.t)
 			if err != nil {
@@ -246,6 +263,14 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 		}
 		n, err := io.CopyBuffer(io.MultiWriter(ws...), io.LimitReader(zr, s.chunk.Size), buf)
 		at += n
+		got := "sha256:" + hex.EncodeToString(h.Sum(nil))
+		if slot != nil {
+			if err == nil && n == s.chunk.Size && got == key {
+				slot.Commit(key)
+			} else {
+				slot.Abort()
+			}
+		}
 		if err == nil && n < s.chunk.Size {
 			err = io.ErrUnexpectedEOF
 		}
@@ -267,7 +292,6 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 		case err != nil:
 			return fmt.Errorf("%s at %d: decompressing: %w", m.codec, m.offset, err)
 		}
-		got := "sha256:" + hex.EncodeToString(h.Sum(nil))
 		if s.chunk.Digest != "" && got != s.chunk.Digest {
 			return fmt.Errorf("chunk at %d of %q: digest %s, TOC says %s", s.chunk.FileOffset, s.writes[0].t.source.Name, got, s.chunk.Digest)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stargz-get/stargz-get/internal/source"
+	"github.com/stargz-get/stargz-get/pkg/cache"
 	"github.com/stargz-get/stargz-get/pkg/fetch"
 	"github.com/stargz-get/stargz-get/pkg/registry"
 	"github.com/stargz-get/stargz-get/pkg/toc"
@@ -100,6 +102,14 @@ func WithChunkSource(src fetch.ChunkSource) Option {
 	return func(o *options) error { o.fetch.Chunks = src; return nil }
 }
 
+// WithCache reads the chunks c holds from it (each checked against its TOC
+// digest) and keeps the chunks read from the registry in it, as sg-fetch
+// does (see fetch.CachedChunks); by default nothing is cached. It has no
+// effect with WithChunkSource.
+func WithCache(c *cache.Cache) Option {
+	return func(o *options) error { o.fetch.Cache = c; return nil }
+}
+
 // WithLogf receives retry notes and what was read, for debugging.
 func WithLogf(logf func(format string, args ...any)) Option {
 	return func(o *options) error { o.fetch.Logf = logf; return nil }
@@ -184,14 +194,19 @@ func Open(ctx context.Context, ref string, opts ...Option) (*FS, error) {
 	fsys := &FS{ctx: ctx, src: src, opts: o.fetch, ahead: o.readAhead, Ref: img.Ref.Name(), Manifest: img.Manifest.String()}
 	fsys.chunks = o.fetch.Chunks
 	if fsys.chunks == nil {
-		fsys.chunks = fetch.RemoteChunks(o.fetch)
+		fsys.chunks = fetch.CachedChunks(o.fetch.Cache, fetch.RemoteChunks(o.fetch), o.fetch.Logf)
 	}
 	fsys.build(entries)
 	return fsys, nil
 }
 
 // Close releases what Open holds.
-func (f *FS) Close() error { return f.src.Close() }
+func (f *FS) Close() error {
+	if c, ok := f.chunks.(io.Closer); ok && f.opts.Chunks == nil {
+		c.Close() // the chunks kept in the cache (WithCache)
+	}
+	return f.src.Close()
+}
 
 // build makes the tree of names, with directories for parents the TOCs
 // do not list.

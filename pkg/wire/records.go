@@ -270,6 +270,10 @@ type Result struct {
 	// Requests is the number of HTTP range requests that carried the
 	// entry's contents (requests are shared between neighbouring files).
 	Requests int `json:"requests,omitempty"`
+	// CachedBytes is the number of the entry's uncompressed bytes read
+	// from the chunk cache (verified chunks kept by earlier runs) instead
+	// of downloaded; CompressedBytes and Requests count only the rest.
+	CachedBytes int64 `json:"cachedBytes,omitempty"`
 	// Extracted is the number of entries sg-fetch --extract unpacked from
 	// an archive blob into the output directory.
 	Extracted int `json:"extracted,omitempty"`
