@@ -186,8 +186,12 @@ const minRunsPerRequest = 32
 
 // requestCap picks the request size cap: large enough that per-request
 // overhead is small, small enough that total work spreads over all jobs.
+// One request per job, not two: a file of many small zstd frames (W1-zstd,
+// 482 frames in 10 MB) then comes in one round of 16 parallel requests
+// instead of two rounds of round trips (0.26 s -> 0.23 s at 20 ms RTT),
+// and whole layers are no slower (W3 1.14 s -> 1.07 s).
 func requestCap(total int64, jobs int, max, min int64) int64 {
-	c := total / int64(jobs*2)
+	c := total / int64(jobs)
 	if c > max {
 		c = max
 	}
