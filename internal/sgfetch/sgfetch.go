@@ -280,15 +280,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return j.run(ctx, items)
 	}
 
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return fmt.Errorf("creating output directory: %w", err)
-	}
-	if out, err = filepath.Abs(out); err != nil {
-		return err
-	}
-	root, err := os.OpenRoot(out)
+	out, root, err := openOut(out)
 	if err != nil {
-		return fmt.Errorf("opening output directory: %w", err)
+		return err
 	}
 	defer root.Close()
 
@@ -371,18 +365,42 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if jobErr != nil {
 		return jobErr
 	}
+	n := len(items)
 	if job != nil {
-		items = make([]*item, entries)
+		n = entries
 	}
+	return em.summary(n, "entries")
+}
+
+// summary is the run's error when any result failed or was refused: n
+// results of what in all.
+func (em *emitter) summary(n int, what string) error {
 	switch {
 	case em.failed > 0 && em.refused > 0:
-		return cli.Failedf("%d of %d entries failed and %d were refused (see the results with \"status\":\"failed\" or \"refused\")", em.failed, len(items), em.refused)
+		return cli.Failedf("%d of %d %s failed and %d were refused (see the results with \"status\":\"failed\" or \"refused\")", em.failed, n, what, em.refused)
 	case em.failed > 0:
-		return cli.Failedf("%d of %d entries failed (see the results with \"status\":\"failed\")", em.failed, len(items))
+		return cli.Failedf("%d of %d %s failed (see the results with \"status\":\"failed\")", em.failed, n, what)
 	case em.refused > 0:
-		return cli.Failedf("%d of %d entries were refused (see the lines above, and the results with \"status\":\"refused\")", em.refused, len(items))
+		return cli.Failedf("%d of %d %s were refused (see the lines above, and the results with \"status\":\"refused\")", em.refused, n, what)
 	}
 	return nil
+}
+
+// openOut makes the output directory out if it is missing and opens it as
+// the root every file is written through; it returns out made absolute.
+func openOut(out string) (string, *os.Root, error) {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return "", nil, fmt.Errorf("creating output directory: %w", err)
+	}
+	out, err := filepath.Abs(out)
+	if err != nil {
+		return "", nil, err
+	}
+	root, err := os.OpenRoot(out)
+	if err != nil {
+		return "", nil, fmt.Errorf("opening output directory: %w", err)
+	}
+	return out, root, nil
 }
 
 // quoteName returns name as it is when it prints as itself on one line,
@@ -755,16 +773,9 @@ func fetchBlobs(ctx context.Context, out string, jobs []*blobJob, bo *blobOption
 	if bo.name != "" && len(jobs) > 1 {
 		return cli.Usagef("--name names one blob, but %d are selected", len(jobs))
 	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return fmt.Errorf("creating output directory: %w", err)
-	}
-	out, err := filepath.Abs(out)
+	out, root, err := openOut(out)
 	if err != nil {
 		return err
-	}
-	root, err := os.OpenRoot(out)
-	if err != nil {
-		return fmt.Errorf("opening output directory: %w", err)
 	}
 	defer root.Close()
 	ctx, cancel := context.WithCancel(ctx)
@@ -778,13 +789,5 @@ func fetchBlobs(ctx context.Context, out string, jobs []*blobJob, bo *blobOption
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	switch {
-	case em.failed > 0 && em.refused > 0:
-		return cli.Failedf("%d of %d blobs failed and %d were refused (see the results with \"status\":\"failed\" or \"refused\")", em.failed, len(jobs), em.refused)
-	case em.failed > 0:
-		return cli.Failedf("%d of %d blobs failed (see the results with \"status\":\"failed\")", em.failed, len(jobs))
-	case em.refused > 0:
-		return cli.Failedf("%d of %d blobs were refused (see the lines above, and the results with \"status\":\"refused\")", em.refused, len(jobs))
-	}
-	return nil
+	return em.summary(len(jobs), "blobs")
 }

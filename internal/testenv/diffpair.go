@@ -2,13 +2,10 @@ package testenv
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -39,36 +36,7 @@ type DiffPair struct {
 // BuildDiffPair builds the pair into cacheDir (as BuildFixtures does), or
 // loads the one built there before.
 func BuildDiffPair(cacheDir string) (*DiffPair, error) {
-	goroot, err := GoRoot()
-	if err != nil {
-		return nil, err
-	}
-	h := sha256.Sum256([]byte("diff\n" + diffPairVersion + "\n" + runtime.Version() + "\n" + goroot))
-	key := "diff-" + hex.EncodeToString(h[:6])
-	var p *DiffPair
-	_, err = CachedSet(cacheDir, key,
-		func(dir string) error {
-			b, err := os.ReadFile(filepath.Join(dir, fixturesJSON))
-			if err != nil {
-				return err
-			}
-			var got DiffPair
-			if err := json.Unmarshal(b, &got); err != nil || got.Key != key || got.A == nil || got.B == nil {
-				return fmt.Errorf("%s: not a diff pair for key %s", dir, key)
-			}
-			for _, img := range []*Image{got.A, got.B} {
-				for _, l := range img.Layers {
-					l.BlobPath = blobPath(dir, l.Digest)
-					if _, err := os.Stat(l.BlobPath); err != nil {
-						return err
-					}
-				}
-			}
-			p = &got
-			return nil
-		},
-		func(dir string) error { return buildDiffPair(dir, goroot, key) })
-	return p, err
+	return buildPair[DiffPair](cacheDir, "diff", diffPairVersion, buildDiffPair)
 }
 
 func buildDiffPair(dir, goroot, key string) error {

@@ -11,7 +11,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/klauspost/compress/zstd"
 )
 
 // plainBig is a plain gzip layer (archive/tar + compress/gzip at the
@@ -48,28 +47,6 @@ func (b *builder) plainBig() (*Image, error) {
 	}
 	l.MediaType, l.Format = MediaTypeLayerGzip, FormatGzip
 	return &Image{Name: "fixtures/plainbig", Tag: "v1", Platform: "linux/amd64", Layers: []*Layer{l}}, nil
-}
-
-// plainZstd is a plain zstd tar layer (klauspost/compress/zstd, as
-// containers/image writes "zstd" layers) of src/bufio.
-func (b *builder) plainZstd() (*Image, error) {
-	t, err := b.newTar()
-	if err != nil {
-		return nil, err
-	}
-	defer t.discard()
-	if err := t.addGoTree("src/bufio"); err != nil {
-		return nil, err
-	}
-	if err := t.addGoTree("src/sort"); err != nil {
-		return nil, err
-	}
-	l, err := b.compressTar(t, func(w io.Writer) (io.WriteCloser, error) { return zstd.NewWriter(w) })
-	if err != nil {
-		return nil, err
-	}
-	l.MediaType, l.Format = MediaTypeLayerZstd, FormatZstd
-	return &Image{Name: "fixtures/plainzstd", Tag: "v1", Platform: "linux/amd64", Layers: []*Layer{l}}, nil
 }
 
 // craneAppend is a layer made the way "crane append" makes one: the tar

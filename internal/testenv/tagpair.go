@@ -2,8 +2,6 @@ package testenv
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -37,36 +35,7 @@ type TagPair struct {
 // BuildTagPair builds the pair into cacheDir (as BuildFixtures does), or
 // loads the one built there before.
 func BuildTagPair(cacheDir string) (*TagPair, error) {
-	goroot, err := GoRoot()
-	if err != nil {
-		return nil, err
-	}
-	h := sha256.Sum256([]byte("tags\n" + tagPairVersion + "\n" + runtime.Version() + "\n" + goroot))
-	key := "tags-" + hex.EncodeToString(h[:6])
-	var p *TagPair
-	_, err = CachedSet(cacheDir, key,
-		func(dir string) error {
-			b, err := os.ReadFile(filepath.Join(dir, fixturesJSON))
-			if err != nil {
-				return err
-			}
-			var got TagPair
-			if err := json.Unmarshal(b, &got); err != nil || got.Key != key || got.V1 == nil || got.V2 == nil {
-				return fmt.Errorf("%s: not a tag pair for key %s", dir, key)
-			}
-			for _, img := range []*Image{got.V1, got.V2} {
-				for _, l := range img.Layers {
-					l.BlobPath = blobPath(dir, l.Digest)
-					if _, err := os.Stat(l.BlobPath); err != nil {
-						return err
-					}
-				}
-			}
-			p = &got
-			return nil
-		},
-		func(dir string) error { return buildTagPair(dir, goroot, key) })
-	return p, err
+	return buildPair[TagPair](cacheDir, "tags", tagPairVersion, buildTagPair)
 }
 
 func buildTagPair(dir, goroot, key string) error {
