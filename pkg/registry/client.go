@@ -192,8 +192,9 @@ func (c *Client) multiTurn(ctx context.Context, registry string) (send bool, lea
 		}
 		switch {
 		case st.known:
+			send := st.served // read under the lock: a refusal may be learnt meanwhile
 			c.multiMu.Unlock()
-			return st.served, func(served, refused bool) {
+			return send, func(served, refused bool) {
 				if refused {
 					c.refuseMulti(registry)
 				}
