@@ -565,29 +565,11 @@ func (b *builder) plainGzip() (*Image, error) {
 	if err := t.addGoTree("src/bufio"); err != nil {
 		return nil, err
 	}
-	if err := t.close(); err != nil {
-		return nil, err
-	}
-	src, err := os.Open(t.path)
-	if err != nil {
-		return nil, fmt.Errorf("opening tar: %w", err)
-	}
-	defer src.Close()
-	pr, pw := io.Pipe()
-	go func() {
-		zw := gzip.NewWriter(pw)
-		_, err := io.Copy(zw, src)
-		if cerr := zw.Close(); err == nil {
-			err = cerr
-		}
-		pw.CloseWithError(err)
-	}()
-	l, err := b.writeBlob(pr)
+	l, err := b.compressTar(t, func(w io.Writer) (io.WriteCloser, error) { return gzip.NewWriter(w), nil })
 	if err != nil {
 		return nil, err
 	}
-	l.DiffID, l.UncompressedSize = t.digest(), t.size
-	l.MediaType, l.Format, l.Files = MediaTypeLayerGzip, FormatGzip, t.files
+	l.MediaType, l.Format = MediaTypeLayerGzip, FormatGzip
 	return &Image{Name: "fixtures/plaingzip", Tag: "v1", Platform: "linux/amd64", Layers: []*Layer{l}}, nil
 }
 

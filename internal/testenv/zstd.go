@@ -119,32 +119,14 @@ func (b *builder) zstdChunkedTar() (*tarFile, error) {
 // containersLayer closes t and compresses it with containers/storage's
 // zstd:chunked compressor (what podman, buildah and skopeo use).
 func (b *builder) containersLayer(t *tarFile) (*Layer, error) {
-	if err := t.close(); err != nil {
-		return nil, err
-	}
-	src, err := os.Open(t.path)
-	if err != nil {
-		return nil, fmt.Errorf("opening tar: %w", err)
-	}
-	defer src.Close()
 	annotations := map[string]string{}
-	pr, pw := io.Pipe()
-	go func() {
-		zw, err := compressor.ZstdCompressor(pw, annotations, nil)
-		if err == nil {
-			_, err = io.Copy(zw, src)
-			if cerr := zw.Close(); err == nil {
-				err = cerr
-			}
-		}
-		pw.CloseWithError(err)
-	}()
-	l, err := b.writeBlob(pr)
+	l, err := b.compressTar(t, func(w io.Writer) (io.WriteCloser, error) {
+		return compressor.ZstdCompressor(w, annotations, nil)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("compressing zstd:chunked: %w", err)
 	}
-	l.DiffID, l.UncompressedSize = t.digest(), t.size
-	l.MediaType, l.Format, l.Files, l.Extra = MediaTypeLayerZstd, FormatZstdChunked, t.files, annotations
+	l.MediaType, l.Format, l.Extra = MediaTypeLayerZstd, FormatZstdChunked, annotations
 	return l, nil
 }
 
@@ -190,31 +172,11 @@ type zstdCompression struct {
 
 // plainZstdLayer closes t and compresses it as one zstd stream.
 func (b *builder) plainZstdLayer(t *tarFile) (*Layer, error) {
-	if err := t.close(); err != nil {
-		return nil, err
-	}
-	src, err := os.Open(t.path)
-	if err != nil {
-		return nil, fmt.Errorf("opening tar: %w", err)
-	}
-	defer src.Close()
-	pr, pw := io.Pipe()
-	go func() {
-		zw, err := zstd.NewWriter(pw)
-		if err == nil {
-			_, err = io.Copy(zw, src)
-			if cerr := zw.Close(); err == nil {
-				err = cerr
-			}
-		}
-		pw.CloseWithError(err)
-	}()
-	l, err := b.writeBlob(pr)
+	l, err := b.compressTar(t, func(w io.Writer) (io.WriteCloser, error) { return zstd.NewWriter(w) })
 	if err != nil {
 		return nil, err
 	}
-	l.DiffID, l.UncompressedSize = t.digest(), t.size
-	l.MediaType, l.Format, l.Files = MediaTypeLayerZstd, FormatZstd, t.files
+	l.MediaType, l.Format = MediaTypeLayerZstd, FormatZstd
 	return l, nil
 }
 
