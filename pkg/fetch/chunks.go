@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/stargz-get/stargz-get/pkg/toc"
 )
@@ -129,10 +130,25 @@ func readRun(ctx context.Context, l *Layer, cs []toc.Chunk, dst [][]byte, remote
 	br := bufio.NewReaderSize(cr, 64<<10)
 	pos := func() int64 { return start + cr.n - int64(br.Buffered()) }
 	var zr gzip.Reader
-	var at int64 // position in the current member's decompressed stream
+	var zd *zstd.Decoder
+	defer func() {
+		if zd != nil {
+			_ = zd.Reset(nil)
+			zstdDecoders.Put(zd)
+		}
+	}()
+	var dec io.Reader // the current member's decompressed stream
+	var at int64      // position in it
 	member := int64(-1)
 	for i, c := range cs {
-		if p := cs[max(i-1, 0)]; i > 0 && c.Offset == p.Offset && c.InnerOffset == p.InnerOffset && c.Size <= p.Size {
+		if c.Zeros { // a hole: nothing to read
+			clear(dst[i])
+			if c.Digest != "" && zeroDigest(c.Size) != c.Digest {
+				return i, fmt.Errorf("zeros chunk at %d: %w: TOC says %s", c.FileOffset, ErrDigest, c.Digest)
+			}
+			continue
+		}
+		if p := cs[max(i-1, 0)]; i > 0 && !p.Zeros && c.Offset == p.Offset && c.InnerOffset == p.InnerOffset && c.Size <= p.Size {
 			copy(dst[i], dst[i-1]) // the same bytes, asked for twice
 			continue
 		}
@@ -143,19 +159,35 @@ func readRun(ctx context.Context, l *Layer, cs []toc.Chunk, dst [][]byte, remote
 			if _, err := br.Discard(int(c.Offset - pos())); err != nil {
 				return i, fmt.Errorf("skipping to member at %d: %w", c.Offset, err)
 			}
-			if err := zr.Reset(br); err != nil {
-				return i, fmt.Errorf("member at %d: %w", c.Offset, err)
+			if c.Codec == toc.CodecZstd {
+				if zd == nil {
+					d, ok := zstdDecoders.Get().(*zstd.Decoder)
+					if !ok {
+						return i, fmt.Errorf("zstd frame at %d: creating a decoder failed", c.Offset)
+					}
+					zd = d
+				}
+				// The TOC gives the frame's end: the decoder reads no further.
+				if err := zd.Reset(&io.LimitedReader{R: br, N: c.End - c.Offset}); err != nil {
+					return i, fmt.Errorf("zstd frame at %d: %w", c.Offset, err)
+				}
+				dec = zd
+			} else {
+				if err := zr.Reset(br); err != nil {
+					return i, fmt.Errorf("member at %d: %w", c.Offset, err)
+				}
+				zr.Multistream(false)
+				dec = &zr
 			}
-			zr.Multistream(false)
 			member, at = c.Offset, 0
 		}
 		if skip := c.InnerOffset - at; skip > 0 {
-			if _, err := io.CopyN(io.Discard, &zr, skip); err != nil {
+			if _, err := io.CopyN(io.Discard, dec, skip); err != nil {
 				return i, fmt.Errorf("member at %d: decompressing: %w", c.Offset, err)
 			}
 			at += skip
 		}
-		if _, err := io.ReadFull(&zr, dst[i]); err != nil {
+		if _, err := io.ReadFull(dec, dst[i]); err != nil {
 			return i, fmt.Errorf("member at %d: decompressing: %w", c.Offset, err)
 		}
 		at += c.Size
