@@ -355,12 +355,16 @@ type Slot struct {
 	pf  *packFile
 	Off int64
 	n   int64
+	// short is set by a write past the slot's room: Commit then records
+	// nothing, as Abort does.
+	short bool
 }
 
 // WriteAt writes b at off within the slot. Errors are kept for Commit,
 // not returned: a cache that cannot be written never fails the writer.
 func (s *Slot) WriteAt(b []byte, off int64) (int, error) {
-	if off+int64(len(b)) > s.n {
+	if off < 0 || off+int64(len(b)) > s.n {
+		s.short = true
 		return len(b), nil
 	}
 	if _, err := s.pf.f.WriteAt(b, s.Off+off); err != nil {
@@ -417,7 +421,7 @@ func (s *Slot) done(dgst string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pf := s.pf
-	if dgst != "" {
+	if dgst != "" && !s.short {
 		fmt.Fprintf(&pf.idx, "%s %d %d\n", dgst, s.Off, s.n)
 		pf.written = true
 	}

@@ -154,3 +154,34 @@ func TestSlots(t *testing.T) {
 		}
 	}
 }
+
+// A write past a slot's room is dropped, and the slot is then not
+// recorded by Commit: an entry short of bytes is never indexed.
+func TestSlotOverflowNotCommitted(t *testing.T) {
+	c, _ := open(t)
+	p, err := c.NewPack("chunk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("z"), 100)
+	s, err := p.Reserve(50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.WriteAt(data, 0)
+	s.Commit(digestOf(data))
+	ok := bytes.Repeat([]byte("y"), 50)
+	s2, err := p.Reserve(50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.WriteAt(ok, 0)
+	s2.Commit(digestOf(ok))
+	if err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	locs := c.Packed("chunk")
+	if _, found := locs[digestOf(data)]; found || len(locs) != 1 {
+		t.Errorf("Packed = %v, want only the slot that fit", locs)
+	}
+}
