@@ -123,7 +123,7 @@ func extractBlob(root *os.Root, name, mt string) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		return extractZip(root, f, fi.Size())
+		return extractZip(root, name, f, fi.Size())
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return 0, err
@@ -139,7 +139,7 @@ func extractBlob(root *os.Root, name, mt string) (int, error) {
 			return notArchive() // a compressed file that is not a tar
 		}
 	}
-	return extractTar(root, br)
+	return extractTar(root, name, br)
 }
 
 // entryName checks an archive entry's name: relative, no "..", no NUL.
@@ -205,7 +205,17 @@ func writeFile(root *os.Root, name string, mode fs.FileMode, r io.Reader) error 
 	return nil
 }
 
-func extractTar(root *os.Root, r io.Reader) (int, error) {
+// notArchive refuses an entry that would write over the archive being
+// extracted (or under it, as if it were a directory): the archive is
+// removed afterwards, and the entry with it.
+func notArchive(name, archive string) error {
+	if name == archive || strings.HasPrefix(name, archive+"/") {
+		return fmt.Errorf("entry %q would write over the archive %s being extracted", name, archive)
+	}
+	return nil
+}
+
+func extractTar(root *os.Root, archive string, r io.Reader) (int, error) {
 	tr := tar.NewReader(r)
 	n := 0
 	for {
@@ -217,6 +227,9 @@ func extractTar(root *os.Root, r io.Reader) (int, error) {
 			return n, fmt.Errorf("reading tar: %w", err)
 		}
 		name, err := entryName(hdr.Name)
+		if err == nil {
+			err = notArchive(name, archive)
+		}
 		if err != nil {
 			return n, err
 		}
@@ -267,7 +280,7 @@ func typeName(t byte) string {
 	return fmt.Sprintf("type %q", t)
 }
 
-func extractZip(root *os.Root, r io.ReaderAt, size int64) (int, error) {
+func extractZip(root *os.Root, archive string, r io.ReaderAt, size int64) (int, error) {
 	zr, err := zip.NewReader(r, size)
 	if err != nil {
 		return 0, fmt.Errorf("reading zip: %w", err)
@@ -275,6 +288,9 @@ func extractZip(root *os.Root, r io.ReaderAt, size int64) (int, error) {
 	n := 0
 	for _, zf := range zr.File {
 		name, err := entryName(zf.Name)
+		if err == nil {
+			err = notArchive(name, archive)
+		}
 		if err != nil {
 			return n, err
 		}

@@ -231,6 +231,10 @@ func TestExtractHostile(t *testing.T) {
 		{"hardlink out", []entry{{name: "h", link: "../../etc/passwd", typ: tar.TypeLink}}, "climbs out"},
 		{"device", []entry{{name: "dev", typ: tar.TypeChar, mode: 0o600}}, "character device"},
 		{"fifo", []entry{{name: "fifo", typ: tar.TypeFifo, mode: 0o600}}, "fifo"},
+		// The archive is removed after extraction: an entry of its name
+		// would be removed with it.
+		{"the archive's own name", []entry{{name: "archive", body: "x", typ: tar.TypeReg, mode: 0o644}}, "would write over the archive"},
+		{"under the archive's name", []entry{{name: "archive/x", body: "x", typ: tar.TypeReg, mode: 0o644}}, "would write over the archive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, _, err := extractBytes(t, compress(t, "tar.gz", tarOf(t, tc.es)), "")
