@@ -143,20 +143,27 @@ func digestName(d v1.Hash) string { return d.Algorithm + "-" + d.Hex }
 
 // peekLayerRecords reports whether the first line of r is a layer record
 // (sg-layers output) rather than a file entry (sg-ls output).
+// Blank lines before it are skipped, as the decoders skip them; a first
+// line longer than r's buffer is read as a file entry.
 func peekLayerRecords(r *bufio.Reader) bool {
-	for n := 4096; ; n *= 2 {
-		b, err := r.Peek(n)
-		if i := bytes.IndexByte(b, '\n'); i >= 0 || err != nil || n >= 1<<20 {
-			if i >= 0 {
-				b = b[:i]
-			}
-			var probe struct {
-				Layer  *string `json:"layer"`
-				Format *string `json:"format"`
-			}
-			return json.Unmarshal(b, &probe) == nil && probe.Layer == nil && probe.Format != nil
+	var b []byte
+	for n := min(4096, r.Size()); ; n = min(2*n, r.Size()) {
+		var err error
+		b, err = r.Peek(n) // no more than needed: the input may be a slow pipe
+		b = bytes.TrimLeft(b, " \t\r\n")
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[:i]
+			break
+		}
+		if err != nil || n == r.Size() {
+			break
 		}
 	}
+	var probe struct {
+		Layer  *string `json:"layer"`
+		Format *string `json:"format"`
+	}
+	return json.Unmarshal(b, &probe) == nil && probe.Layer == nil && probe.Format != nil
 }
 
 // blobsFromStdin reads layer records and makes a job of each blob layer
@@ -438,7 +445,7 @@ func fetchBlob(ctx context.Context, root *os.Root, out string, j *blobJob, bo *b
 	start := time.Now()
 	b, err := src.Client.Blob(ctx, j.repo, j.digest, j.size)
 	if err != nil {
-		return j.baseResult(out, wire.StatusFailed, err)
+		return j.baseResult(out, wire.StatusFailed, fmt.Errorf("fetching %s: %w", j.describe(), err))
 	}
 	opts := []blob.Option{blob.WithJobs(bo.jobs), blob.WithLimit(bo.limit), blob.WithOverwrite(bo.overwrite), blob.WithLogf(bo.logf)}
 	if bar != nil {

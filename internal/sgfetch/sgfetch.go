@@ -271,8 +271,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return err
 	}
 	if (*tarMode || out == "-") && job != nil {
-		return cli.WithHint(fmt.Errorf("-o - and --tar read eStargz, zstd:chunked and indexed plain layers; layer %s is a plain layer without a seek index", job.rec.Digest),
-			"list it once with sg-ls --allow-full-layers, which builds its index, then run this again")
+		return cli.WithHint(fmt.Errorf("-o - and --tar read eStargz and zstd:chunked layers; layer %s is a plain %s layer", job.rec.Digest, job.rec.Format),
+			"fetch it into a directory with sg-fetch --allow-full-layers -o DIR, then tar or cat from there")
 	}
 	if *tarMode || out == "-" {
 		opts.Jobs, opts.Logf, opts.RequireVerified = jobs, log.Func(), *requireVerified

@@ -99,7 +99,7 @@ func (j *streamJob) writeFile(ctx context.Context, wants []*fetch.Want) error {
 		return cli.WithHint(fmt.Errorf("%s is a %s entry, not a regular file: it has no contents to write", quoteName(e.Name), e.Type), hint)
 	}
 	if w.Layer.TOC.Full {
-		return fmt.Errorf("%s is in layer %s, which is not eStargz: -o - and --tar read eStargz layers only", quoteName(e.Name), w.Tag.(*item).in.Layer)
+		return fmt.Errorf("%s is in layer %s, which is neither eStargz nor zstd:chunked: -o - and --tar read only those", quoteName(e.Name), w.Tag.(*item).in.Layer)
 	}
 	start := time.Now()
 	err := fetch.Contents(ctx, []fetch.File{{Layer: w.Layer, Entry: e}}, j.opts, func(int) error { return nil }, j)

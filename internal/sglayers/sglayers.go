@@ -29,6 +29,7 @@ of artifact layers. The records feed sg-ls, and those of blobs sg-fetch.
 IMAGE is a reference as docker and crane take it: "ubuntu" is
 docker.io/library/ubuntu:latest; "host:5000/app:tag"; "app@sha256:...".
 
+` + cli.CacheUsage + `
 ` + cli.RegistryUsage + `
 Examples:
   sg-layers ghcr.io/stargz-containers/node:17.8.0-esgz

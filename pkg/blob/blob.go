@@ -287,6 +287,7 @@ func (d *download) present() (bool, bool) {
 func (d *download) discard() {
 	d.root.Remove(d.part)
 	d.root.Remove(d.stateName)
+	d.root.Remove(d.stateName + ".tmp") // a save cut short by a kill
 }
 
 // state is what the state file holds.
@@ -362,6 +363,7 @@ func (d *download) run(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("moving %s into place: %w", d.name, err)
 	}
 	d.root.Remove(d.stateName)
+	d.root.Remove(d.stateName + ".tmp")
 	status := StatusFetched
 	if resumed {
 		status = StatusResumed
