@@ -195,10 +195,10 @@ func (cc *cachedChunks) ReadChunks(ctx context.Context, l *Layer, cs []toc.Chunk
 		k := chunkKey(nil, c)
 		if k != "" {
 			cc.once.Do(func() { cc.packs = cc.c.Packed(ChunkKind) })
-			data, err := cc.c.LoadContent(ChunkKind, k)
-			if loc, ok := cc.packs[k]; ok && data == nil && err == nil {
-				data, err = cc.c.LoadPacked(ChunkKind, loc, k)
-			}
+			// Packed first: most chunks are in packs, and a lookup of an
+			// entry of its own is a failed file open each.
+			loc := cc.packs[k] // Pack "" when not packed: loadChunk reads the entry
+			data, err := loadChunk(cc.c, k, loc)
 			if err != nil {
 				cc.logf("chunk at %d of member %d: %v; downloading it", c.FileOffset, c.Offset, err)
 			}

@@ -72,8 +72,13 @@ func (b *Blob) GetSegment(ctx context.Context, off, n int64, ifRange string) (*S
 				resp.Body.Close()
 				return nil, fmt.Errorf("reading blob %s: the server sent %d bytes for a blob of %d", b.digest, resp.ContentLength, b.size)
 			}
+			if ifRange == "" { // not a changed blob: the server ignores Range
+				b.ignoredRange.Store(true)
+			}
 			return seg, nil
 		case http.StatusRequestedRangeNotSatisfiable, http.StatusNotImplemented, http.StatusBadRequest:
+			// Later reads of this blob (ReadRange, RangeIgnored) know it.
+			b.noRange.Store(true)
 			drain(resp.Body)
 			return nil, fmt.Errorf("reading blob %s: %w (%s to Range bytes=%d-%d)", b.digest, ErrRangeRefused, resp.Status, off, off+n-1)
 		}

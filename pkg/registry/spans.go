@@ -250,9 +250,6 @@ func (r *SpanReader) Single() bool {
 	return r.next == len(r.spans)-1 || r.b.c.multiRefused(r.b.repo.RegistryStr()) || r.b.noRange.Load()
 }
 
-// Received returns how many spans Next has handed out.
-func (r *SpanReader) Received() int { return r.next }
-
 // fromParts finds span s in the multipart answer. It returns nil, nil when
 // the answer does not hold s.
 func (r *SpanReader) fromParts(s Span) (io.Reader, error) {
