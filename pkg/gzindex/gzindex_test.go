@@ -423,7 +423,7 @@ func TestLoadRefusesMisplacedWindows(t *testing.T) {
 	// The first checkpoint with a window, by index.
 	first := -1
 	for i, c := range built.Checkpoints {
-		if len(c.Window) > 0 {
+		if c.WindowLen > 0 {
 			first = i
 			break
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/klauspost/compress/flate"
 
+	"github.com/stargz-get/stargz-get/pkg/blob"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 )
 
@@ -152,6 +153,8 @@ func Build(r io.Reader, layer string, size int64, opts ...Option) (*Index, error
 	}
 	ix := &Index{Version: version, Layer: layer, Size: size}
 	z := newInflater(r, 0)
+	pk := startPacker()
+	defer pk.stop()
 	lastCP := int64(0)
 	var drift int64 // see onBlock
 	z.onMember = func(in, out int64) {
@@ -178,20 +181,28 @@ func Build(r io.Reader, layer string, size int64, opts ...Option) (*Index, error
 		out := memberOut + cp.UncompressedOffset
 		ix.Boundaries = append(ix.Boundaries, Boundary{In: (bit + 7) / 8, Out: out})
 		if bit/8-lastCP >= o.spacing {
-			ix.Checkpoints = append(ix.Checkpoints, Checkpoint{In: bit / 8, Bit: uint8(bit % 8), Out: out, Window: bytes.Clone(cp.Window)})
+			pk.add(len(ix.Checkpoints), cp.Window)
+			ix.Checkpoints = append(ix.Checkpoints, Checkpoint{In: bit / 8, Bit: uint8(bit % 8), Out: out})
 			lastCP = bit / 8
 		}
 	}
 	z.onEnd = func(in, out int64) {
 		ix.Boundaries = append(ix.Boundaries, Boundary{In: in, Out: out})
 	}
-	entries, n, err := List(z, o.maxEntries)
+	// Inflating is the one part that cannot be spread over cores: it runs
+	// on a goroutine of its own (with the callbacks above), so that
+	// walking the tar and hashing the files never hold it up. Its results
+	// are read only after ra.Close, which waits for that goroutine.
+	ra := blob.ReadAhead(z, inflateBuffers, inflateBufferSize)
+	defer ra.Close()
+	entries, n, err := List(ra, o.maxEntries)
 	if err != nil {
 		return nil, err
 	}
 	// The tar ends before the blob (zero blocks, padding, the trailer):
 	// read on, so that the whole blob is inflated and checked.
-	m, err := io.Copy(io.Discard, z)
+	m, err := io.Copy(io.Discard, ra)
+	ra.Close()
 	if err != nil {
 		return nil, fmt.Errorf("reading the layer past its tar: %w", err)
 	}
@@ -199,8 +210,79 @@ func Build(r io.Reader, layer string, size int64, opts ...Option) (*Index, error
 		return nil, fmt.Errorf("gzip stream ends at byte %d of the %d-byte layer", z.pos(), size)
 	}
 	ix.Entries, ix.Uncompressed = entries, n+m
+	ix.windows = pk.stop()
+	for _, w := range pk.packed {
+		c := &ix.Checkpoints[w.idx]
+		c.WindowAt, c.WindowZ, c.WindowLen, c.WindowSum = w.at, w.z, w.n, w.sum
+	}
 	return ix, nil
 }
+
+// packer deflates checkpoint windows into an index's windows section on a
+// goroutine of its own, as they are found, so that a built index holds
+// them as a loaded one does, and Marshal has nothing left to compress.
+type packer struct {
+	jobs    chan packJob
+	done    chan struct{}
+	stopped bool
+	wins    bytes.Buffer // written by the goroutine until done
+	packed  []packedWindow
+}
+
+type packJob struct {
+	idx    int
+	window []byte
+}
+
+type packedWindow struct {
+	idx   int
+	at, z int64
+	n     int
+	sum   string
+}
+
+func startPacker() *packer {
+	jobs := make(chan packJob, 4)
+	pk := &packer{jobs: jobs, done: make(chan struct{})}
+	go func() {
+		defer close(pk.done)
+		fw, _ := flate.NewWriter(&pk.wins, flate.BestSpeed)
+		for j := range jobs {
+			at := int64(pk.wins.Len())
+			fw.Reset(&pk.wins)
+			fw.Write(j.window) // a bytes.Buffer does not fail
+			fw.Close()
+			sum := sha256.Sum256(j.window)
+			pk.packed = append(pk.packed, packedWindow{idx: j.idx, at: at, z: int64(pk.wins.Len()) - at, n: len(j.window), sum: hex.EncodeToString(sum[:])})
+		}
+	}()
+	return pk
+}
+
+// add packs a copy of window as that of checkpoint idx; an empty window
+// (at a member's start) is not packed.
+func (pk *packer) add(idx int, window []byte) {
+	if len(window) > 0 {
+		pk.jobs <- packJob{idx, bytes.Clone(window)}
+	}
+}
+
+// stop waits for the packer and returns the windows section.
+func (pk *packer) stop() []byte {
+	if !pk.stopped {
+		pk.stopped = true
+		close(pk.jobs)
+		<-pk.done
+	}
+	return pk.wins.Bytes()
+}
+
+// inflateBuffers and inflateBufferSize bound how far inflating runs ahead
+// of the tar walk.
+const (
+	inflateBuffers    = 8
+	inflateBufferSize = 256 << 10
+)
 
 // offsetReader counts what tar reads.
 type offsetReader = counter
@@ -376,12 +458,9 @@ func (ix *Index) Marshal() ([]byte, error) {
 	head.Checkpoints = make([]Checkpoint, len(ix.Checkpoints))
 	fw, _ := flate.NewWriter(&wins, flate.BestSpeed)
 	for i, c := range ix.Checkpoints {
-		w, err := ix.window(&ix.Checkpoints[i])
-		if err != nil {
-			return nil, err
-		}
-		c.Window = nil
-		if len(w) > 0 {
+		switch w := c.Window; {
+		case w != nil:
+			// Raw, as set by hand: deflated here.
 			sum := sha256.Sum256(w)
 			c.WindowAt, c.WindowLen, c.WindowSum = int64(wins.Len()), len(w), hex.EncodeToString(sum[:])
 			fw.Reset(&wins)
@@ -392,7 +471,17 @@ func (ix *Index) Marshal() ([]byte, error) {
 				return nil, err
 			}
 			c.WindowZ = int64(wins.Len()) - c.WindowAt
+		case c.WindowZ > 0:
+			// Already deflated (built or loaded): copied as it is; its
+			// digest is checked when a read inflates it.
+			if c.WindowAt < 0 || c.WindowAt > int64(len(ix.windows)) || c.WindowZ > int64(len(ix.windows))-c.WindowAt {
+				return nil, fmt.Errorf("%w: the window of the checkpoint at byte %d is outside the index", ErrCorrupt, c.In)
+			}
+			z := ix.windows[c.WindowAt : c.WindowAt+c.WindowZ]
+			c.WindowAt = int64(wins.Len())
+			wins.Write(z)
 		}
+		c.Window = nil
 		head.Checkpoints[i] = c
 	}
 	var buf bytes.Buffer
