@@ -112,6 +112,16 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int, cached map
 	}
 	runsOf := map[*Layer][]*request{}
 	nruns := 0
+	// at is where the next member starts in all the members' bytes laid
+	// end to end; a member belongs to the request share (of maxReq bytes)
+	// its middle falls in. Cutting at those shares, not at the last member
+	// boundary below the cap, makes a whole layer as many requests of about
+	// equal size as there are jobs, all started at once and ending
+	// together: cutting below the cap made a few more, which started only
+	// as the first ones ended and ran on alone (W3: 18 requests for 16
+	// jobs, the last two begun 0.5 s in).
+	var at int64
+	bucket := make(map[*request]int64)
 	for _, l := range layers {
 		ms := byLayer[l]
 		sort.Slice(ms, func(i, j int) bool { return ms[i].offset < ms[j].offset })
@@ -120,10 +130,12 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int, cached map
 		var cur *request
 		for _, m := range ms {
 			sort.Slice(m.segments, func(i, j int) bool { return m.segments[i].chunk.InnerOffset < m.segments[j].chunk.InnerOffset })
+			share := (at + (m.end-m.offset)/2) / maxReq
+			at += m.end - m.offset
 			// Members in the tail read with the TOC are served from memory,
 			// in runs of their own.
 			local := l.TOC.Tail != nil && m.offset >= l.TOC.TailStart
-			if cur != nil && m.offset-cur.runs[0].end <= maxGap && m.end-cur.runs[0].start <= maxReq && local == cur.local &&
+			if cur != nil && m.offset-cur.runs[0].end <= maxGap && share == bucket[cur] && local == cur.local &&
 				!holdsCached(cached[l], cur.runs[0].end, m.offset) {
 				cur.members = append(cur.members, m)
 				cur.runs[0].end = m.end
@@ -131,6 +143,7 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int, cached map
 				continue
 			}
 			cur = &request{layer: l, members: []*member{m}, runs: []run{{start: m.offset, end: m.end, last: 1}}, local: local}
+			bucket[cur] = share
 			runs = append(runs, cur)
 		}
 		runsOf[l] = runs
@@ -146,7 +159,7 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int, cached map
 	for _, l := range layers {
 		var req *request
 		for _, x := range runsOf[l] {
-			if req != nil && !x.local && !req.local && len(req.runs) < runsPerReq && req.bytes()+x.bytes() <= maxReq {
+			if req != nil && !x.local && !req.local && len(req.runs) < runsPerReq && (bucket[x] == bucket[req] || req.bytes()+x.bytes() <= maxReq) {
 				x.runs[0].last += len(req.members)
 				req.runs = append(req.runs, x.runs[0])
 				req.members = append(req.members, x.members...)
