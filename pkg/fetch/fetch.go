@@ -152,8 +152,12 @@ type target struct {
 	name   string     // output path relative to the root
 	source *toc.Entry // the entry holding the contents (differs for hardlinks)
 
-	// copyOf is the target downloading the same contents, if any.
-	copyOf *target
+	// copyOf is the target downloading the same contents, if any; copies
+	// are the targets copying from this one, copying whether one of them
+	// has been started (see startCopy).
+	copyOf  *target
+	copies  []*target
+	copying atomic.Bool
 
 	// skip marks the chunks read from the cache, which plan leaves out;
 	// cached counts their bytes (under mu).
@@ -180,6 +184,7 @@ type target struct {
 	started time.Time
 	digest  string // of a single-chunk file, from its chunk's hash
 	done    bool
+	ok      bool // done, verified and renamed into place
 }
 
 type engine struct {
@@ -202,6 +207,10 @@ type engine struct {
 	progMu     sync.Mutex
 	lastProg   time.Time
 	pack       *cache.Pack // where downloaded chunks are kept; nil without a cache
+	// copyQueue holds the local copies of files downloaded once, for the
+	// copies goroutines (see startCopy).
+	copyQueue chan *target
+	copies    conc.WaitGroup
 }
 
 // Run fetches wants into root and calls emit once per want (from any
@@ -438,6 +447,7 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 			k := contents{t.source.Digest, t.source.Size}
 			if p, ok := first[k]; ok {
 				t.copyOf = p
+				p.copies = append(p.copies, t)
 				copies = append(copies, t)
 				continue
 			}
@@ -489,6 +499,21 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 			empty = append(empty, t)
 		}
 	}
+	// Copies start as their source is done (see complete), beside the
+	// downloads.
+	e.copyQueue = make(chan *target, len(copies)) // never blocks: each is queued once
+	for range localCopies {
+		e.copies.Go(func() {
+			for t := range e.copyQueue {
+				if err := ctx.Err(); err != nil {
+					t.fail(err)
+				} else {
+					e.copyLocal(t)
+				}
+				e.complete(t)
+			}
+		})
+	}
 	q := newQueue(reqs)
 	var downloaders conc.WaitGroup
 	for range e.opts.Jobs {
@@ -520,15 +545,28 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 	}
 	downloaders.Wait()
 	p.Wait()
+	// Copies whose source never completed (it failed before any chunk,
+	// or the run was cancelled) start now, and fail.
 	for _, t := range copies {
-		if err := ctx.Err(); err != nil {
-			t.fail(err)
-		} else {
-			e.copyLocal(t)
-		}
-		e.complete(t)
+		e.startCopy(t)
 	}
+	close(e.copyQueue)
+	e.copies.Wait()
 	return dirs
+}
+
+// localCopies is how many files are copied locally at once, as their
+// sources are done: each is a few system calls and a copy in the kernel,
+// and a layer holding its contents several times over has tens of
+// thousands.
+const localCopies = 4
+
+// startCopy queues the copy of target t from its source, once; the
+// caller (a downloader finishing the source) goes on at once.
+func (e *engine) startCopy(t *target) {
+	if t.copying.CompareAndSwap(false, true) {
+		e.copyQueue <- t
+	}
 }
 
 // open opens the target's temp file on first use. It returns nil, nil when

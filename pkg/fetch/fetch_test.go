@@ -369,6 +369,48 @@ func TestIdenticalContentsDownloadedOnce(t *testing.T) {
 	}
 }
 
+func TestCopyOfAFailedFileFails(t *testing.T) {
+	b := open(t, fixtures.GoTree.Layers[0])
+	l := readTOC(t, b)
+	names := []string{"usr/local/go/src/net/cgo_netbsd.go", "usr/local/go/src/net/cgo_openbsd.go"}
+	var ws []*fetch.Want
+	for _, n := range names {
+		e, ok := l.TOC.Lookup(n)
+		if !ok {
+			t.Fatalf("%s not in TOC", n)
+		}
+		ws = append(ws, &fetch.Want{Layer: l, Entry: e})
+	}
+	// The right contents are already under the downloaded file's name,
+	// from an earlier run: the copy must not be made from them when this
+	// run's download fails.
+	dir := t.TempDir()
+	if o := run(t, context.Background(), dir, ws[:1], fetch.Options{})[names[0]]; o.Status != wire.StatusFetched {
+		t.Fatalf("first run: %s: %v", o.Status, o.Err)
+	}
+	c := ws[0].Entry.Chunks[0]
+	b.fault = func(call, off, n int64, body []byte) ([]byte, error) {
+		if off <= c.Offset && c.End <= off+n {
+			body = bytes.Clone(body)
+			body[c.Offset-off+20] ^= 0x55
+		}
+		return body, nil
+	}
+	out := run(t, context.Background(), dir, ws, fetch.Options{Tries: 1, Refetch: true})
+	for _, n := range names {
+		if o := out[n]; o.Status != wire.StatusFailed {
+			t.Errorf("%s: %s (%v), want failed", n, o.Status, o.Err)
+		}
+	}
+	if err := out[names[1]].Err; err == nil || !strings.Contains(err.Error(), "which failed") {
+		t.Errorf("copy error %v, want one naming the failed download", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, names[1])); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the copy landed under its final name (stat: %v)", err)
+	}
+	noTemp(t, dir)
+}
+
 func TestChunksInTheTOCTailAreNotDownloadedAgain(t *testing.T) {
 	b := open(t, fixtures.GoTree.Layers[0])
 	l := readTOC(t, b)
