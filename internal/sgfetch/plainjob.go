@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/stargz-get/stargz-get/pkg/fetch"
 	"github.com/stargz-get/stargz-get/pkg/toc"
@@ -17,7 +18,8 @@ import (
 type plainJob struct {
 	rec      wire.Layer
 	layer    *fetch.Layer
-	paths    []string // cleaned
+	paths    []string         // cleaned
+	byPath   map[string][]int // indexes into paths ("" is the whole layer)
 	matched  []bool
 	done     []bool // an entry of exactly that name, not a directory, passed
 	left     int
@@ -26,9 +28,11 @@ type plainJob struct {
 }
 
 func newPlainJob(rec wire.Layer, layer *fetch.Layer, paths []string, notFound func(string) error) *plainJob {
-	j := &plainJob{rec: rec, layer: layer, matched: make([]bool, len(paths)), done: make([]bool, len(paths)), left: len(paths), notFound: notFound}
-	for _, p := range paths {
-		j.paths = append(j.paths, toc.CleanName(p))
+	j := &plainJob{rec: rec, layer: layer, byPath: map[string][]int{}, matched: make([]bool, len(paths)), done: make([]bool, len(paths)), left: len(paths), notFound: notFound}
+	for i, p := range paths {
+		p = toc.CleanName(p)
+		j.paths = append(j.paths, p)
+		j.byPath[p] = append(j.byPath[p], i)
 	}
 	return j
 }
@@ -38,15 +42,25 @@ func (j *plainJob) Select(e *toc.Entry) (any, bool) {
 	if toc.Landmark(e.Name) {
 		return nil, false
 	}
+	// The PATHs an entry is under are its name and its parents: looked up
+	// one by one, as many as the name has parts, whatever the number of
+	// PATHs (tens of thousands from xargs against a layer as many).
 	ok := false
-	for i, p := range j.paths {
-		if !toc.Under(e.Name, p) {
-			continue
+	for a := e.Name; ; {
+		for _, i := range j.byPath[a] {
+			ok, j.matched[i] = true, true
+			if a == e.Name && e.Type != wire.TypeDir && !j.done[i] {
+				j.done[i] = true
+				j.left--
+			}
 		}
-		ok, j.matched[i] = true, true
-		if e.Name == p && e.Type != wire.TypeDir && !j.done[i] {
-			j.done[i] = true
-			j.left--
+		if a == "" {
+			break
+		}
+		if k := strings.LastIndexByte(a, '/'); k >= 0 {
+			a = a[:k]
+		} else {
+			a = ""
 		}
 	}
 	if !ok {

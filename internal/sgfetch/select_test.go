@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -200,5 +201,88 @@ func TestQuoteName(t *testing.T) {
 		if got := quoteName(name); got != want {
 			t.Errorf("quoteName(%q) = %s, want %s", name, got, want)
 		}
+	}
+}
+
+// TestPlainSelectMatchesBruteForce checks the selector of a plain layer's
+// stream (entries seen one at a time, in tar order) against the
+// reference, on the same paths: which entries it takes, which PATHs
+// matched nothing, and when it says every PATH naming a file has passed.
+func TestPlainSelectMatchesBruteForce(t *testing.T) {
+	entries := goTreeLayer(t)
+	var files []string
+	for _, fe := range entries {
+		if fe.Entry.Type == wire.TypeReg {
+			files = append(files, fe.Entry.Name)
+		}
+	}
+	cases := map[string][]string{
+		"root":        {"/"},
+		"overlap":     {"usr/local/go/src/net", "usr/local/go/src/net/net.go", "usr/local/go/src", "./usr/local/go/src/net/"},
+		"missing":     {"usr/local/go/src/net", "usr/local/go/no-such-file", "usr/local/go/src/ne"},
+		"every file":  files,
+		"a file":      {files[len(files)/2]},
+		"same twice":  {files[3], "/" + files[3]},
+		"lower byte":  {"usr/local/go/src/net", "usr/local/go/src/net-"},
+		"dir is last": {files[0], "usr/local/go/src"},
+	}
+	for name, paths := range cases {
+		t.Run(name, func(t *testing.T) {
+			var missing []string
+			j := newPlainJob(wire.Layer{}, nil, paths, func(p string) error { missing = append(missing, p); return nil })
+			var got []string
+			doneAt := -1
+			for i, fe := range entries {
+				if _, ok := j.Select(fe.Entry); ok {
+					got = append(got, fe.Entry.Name)
+				}
+				if doneAt < 0 && j.Done() {
+					doneAt = i
+				}
+			}
+			var want []string
+			wantDone := -1 // after the last entry that is a PATH naming a non-directory
+			var wantMissing []string
+			allFiles := true
+			for _, p := range paths {
+				c := toc.CleanName(p)
+				found, isFile := false, false
+				for i, fe := range entries {
+					if toc.Under(fe.Entry.Name, c) {
+						found = true
+					}
+					if fe.Entry.Name == c && fe.Entry.Type != wire.TypeDir {
+						isFile = true
+						wantDone = max(wantDone, i)
+					}
+				}
+				allFiles = allFiles && isFile
+				if !found {
+					wantMissing = append(wantMissing, p)
+				}
+			}
+			if !allFiles {
+				wantDone = -1
+			}
+			for _, fe := range entries {
+				for _, p := range paths {
+					if toc.Under(fe.Entry.Name, toc.CleanName(p)) {
+						want = append(want, fe.Entry.Name)
+						break
+					}
+				}
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("selection (-want +got):\n%s", diff)
+			}
+			for i, p := range paths {
+				if !j.matched[i] != slices.Contains(wantMissing, p) {
+					t.Errorf("%q: matched %v, reference says missing %v", p, j.matched[i], slices.Contains(wantMissing, p))
+				}
+			}
+			if doneAt != wantDone {
+				t.Errorf("done after entry %d, want %d", doneAt, wantDone)
+			}
+		})
 	}
 }
