@@ -188,6 +188,7 @@ type plainLayer struct {
 	compression string
 	what        string
 	ix          atomic.Pointer[gzindex.Index]
+	rec         atomic.Pointer[gzindex.Recorder] // of the last Stream (gzip)
 }
 
 // Stream returns the layer's tar from its start, checked against the
@@ -196,6 +197,18 @@ func (p *plainLayer) Stream(ctx context.Context) (io.ReadCloser, error) {
 	st, err := blob.NewStream(ctx, p.blob, 0, blob.WithDigest(p.blob.Digest().String()))
 	if err != nil {
 		return nil, err
+	}
+	if p.compression == toc.CompressionGzip && p.s.Cache != nil {
+		// Recording checkpoints as it inflates (on a goroutine of its
+		// own), so that a stream read to its end leaves a seek index
+		// behind (see KeepIndex).
+		rec, err := gzindex.NewRecorder(st, p.blob.Digest().String(), p.blob.Size())
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		p.rec.Store(rec)
+		return &streamCloser{Reader: rec, ra: rec, tr: io.NopCloser(nil), st: st, p: p}, nil
 	}
 	tr, err := toc.Decompress(st, p.compression)
 	if err != nil {
@@ -206,6 +219,30 @@ func (p *plainLayer) Stream(ctx context.Context) (io.ReadCloser, error) {
 	// hashing and the file writes of the caller.
 	ra := blob.ReadAhead(tr, aheadBuffers, aheadBufferSize)
 	return &streamCloser{Reader: ra, ra: ra, tr: tr, st: st, p: p}, nil
+}
+
+// KeepIndex implements fetch.IndexKeeper: the stream of a gzip layer was
+// read to its end (its digest checked) and t lists every entry of it with
+// the digests of all regular files, so the checkpoints recorded on the
+// way and t make the layer's seek index, cached as sg-ls would.
+func (p *plainLayer) KeepIndex(t *toc.TOC) error {
+	rec := p.rec.Swap(nil)
+	if rec == nil {
+		return nil
+	}
+	entries := make([]gzindex.Entry, 0, len(t.Entries))
+	for _, e := range t.Entries {
+		if e.Type == wire.TypeReg && e.Digest == "" {
+			return fmt.Errorf("%s: %s was not written, so its digest is not known", p.what, e.Name)
+		}
+		entries = append(entries, gzindex.FromTOC(e))
+	}
+	ix, err := rec.Index(entries)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.what, err)
+	}
+	p.s.keep(ix, p.what)
+	return nil
 }
 
 // aheadBuffers and aheadBufferSize bound how far inflating runs ahead of

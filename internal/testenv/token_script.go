@@ -59,7 +59,7 @@ const slowRate = 2_500_000
 //	FLIPREG         host:port of a proxy in front of the anonymous registry
 //	                that flips blob byte 5 (in a gzip header: the layer still
 //	                inflates, its digest does not match)
-//	COUNTA...COUNTE host:port of proxies in front of the anonymous
+//	COUNTA...COUNTF host:port of proxies in front of the anonymous
 //	                registry that count the blob bytes they send (see
 //	                Counters)
 //	NORANGECOUNT    the same, dropping Range headers from blob GETs
@@ -155,7 +155,7 @@ func StartScriptRegistries(ctx context.Context, fx *Fixtures, anon string) (_ *S
 	flip.Add(Rule{Match: MatchAll(MatchBlobs, fromStart), Fault: Fault{Flip: 5}})
 	add("FLIPREG", flip.Host)
 	s.Counters = map[string]*FaultProxy{}
-	for _, n := range []string{"COUNTA", "COUNTB", "COUNTC", "COUNTD", "COUNTE"} {
+	for _, n := range []string{"COUNTA", "COUNTB", "COUNTC", "COUNTD", "COUNTE", "COUNTF"} {
 		p, err := StartFaultProxy(anon)
 		if err != nil {
 			return nil, err

@@ -35,6 +35,13 @@ type Plain interface {
 	Distrust(err error)
 }
 
+// IndexKeeper is a Plain layer that can keep a seek index made while its
+// stream was read to the end, from t, the listing RunStream made on the
+// way (every entry, with the digests of the regular files it wrote).
+type IndexKeeper interface {
+	KeepIndex(t *toc.TOC) error
+}
+
 // ErrIndexMismatch is matched (errors.Is) by the error of a file read
 // through a seek index that the layer's bytes contradicted.
 var ErrIndexMismatch = errors.New("the seek index does not match the layer")
@@ -373,6 +380,11 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 				// that its digest is checked.
 				if _, err := io.Copy(io.Discard, rc); err != nil {
 					return fmt.Errorf("reading the layer: %w", err)
+				}
+				if k, ok := l.Plain.(IndexKeeper); ok {
+					if err := k.KeepIndex(l.TOC); err != nil {
+						e.logf("no seek index kept: %v", err)
+					}
 				}
 				return nil
 			}

@@ -94,6 +94,16 @@ func (e *Entry) tocEntry() *estargz.TOCEntry {
 	}
 }
 
+// FromTOC is the entry of a TOC entry of a Full listing (one that knows
+// its offsets in the tar): the inverse of what a loaded index turns into.
+func FromTOC(e *toc.Entry) Entry {
+	return Entry{
+		Name: e.RawName, Type: e.Type, Size: e.Size, Mode: e.Mode, UID: e.UID, GID: e.GID, Uname: e.Uname, Gname: e.Gname,
+		ModTime: e.ModTime3339, LinkName: e.LinkName, DevMajor: e.DevMajor, DevMinor: e.DevMinor, Digest: e.Digest,
+		Header: e.TarOffset, Data: e.DataOffset,
+	}
+}
+
 // Index is the seek index of one plain gzip layer.
 type Index struct {
 	Version int `json:"version"`
@@ -145,6 +155,43 @@ func WithMaxEntries(n int64) Option {
 // reader that checks the blob's digest at the end (blob.Stream) has
 // checked it when Build returns without error.
 func Build(r io.Reader, layer string, size int64, opts ...Option) (*Index, error) {
+	rec, err := NewRecorder(r, layer, size, opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer rec.Close()
+	entries, _, err := List(rec, rec.o.maxEntries)
+	if err != nil {
+		return nil, err
+	}
+	// The tar ends before the blob (zero blocks, padding, the trailer):
+	// read on, so that the whole blob is inflated and checked.
+	if _, err := io.Copy(io.Discard, rec); err != nil {
+		return nil, fmt.Errorf("reading the layer past its tar: %w", err)
+	}
+	return rec.Index(entries)
+}
+
+// Recorder reads the uncompressed tar of a gzip blob from the blob's first
+// byte and records, on the way, what an index needs besides the tar's
+// entries: checkpoints with their windows, and block boundaries. Build
+// lists the entries itself; a reader that walks the tar for its own ends
+// (extracting it) hands them to Index once it has read to the end.
+type Recorder struct {
+	o    options
+	ix   *Index
+	z    *inflater
+	ra   io.ReadCloser
+	pk   *packer
+	out  int64 // uncompressed bytes read
+	err  error // the error Read returned, io.EOF at the end
+	done bool  // Close was called
+}
+
+// NewRecorder starts reading r, the blob layer of size bytes, inflating
+// on a goroutine of its own (the one part of reading a plain layer that
+// cannot be spread over cores), up to 1 MiB ahead of Read.
+func NewRecorder(r io.Reader, layer string, size int64, opts ...Option) (*Recorder, error) {
 	o := options{spacing: DefaultSpacing, maxEntries: toc.DefaultMaxEntries}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
@@ -154,7 +201,6 @@ func Build(r io.Reader, layer string, size int64, opts ...Option) (*Index, error
 	ix := &Index{Version: version, Layer: layer, Size: size}
 	z := newInflater(r, 0)
 	pk := startPacker()
-	defer pk.stop()
 	lastCP := int64(0)
 	var drift int64 // see onBlock
 	z.onMember = func(in, out int64) {
@@ -189,29 +235,55 @@ func Build(r io.Reader, layer string, size int64, opts ...Option) (*Index, error
 	z.onEnd = func(in, out int64) {
 		ix.Boundaries = append(ix.Boundaries, Boundary{In: in, Out: out})
 	}
-	// Inflating is the one part that cannot be spread over cores: it runs
-	// on a goroutine of its own (with the callbacks above), so that
-	// walking the tar and hashing the files never hold it up. Its results
-	// are read only after ra.Close, which waits for that goroutine.
+	// The callbacks above run on the read-ahead goroutine; what they
+	// record is read only after ra.Close, which waits for it.
 	ra := blob.ReadAhead(z, inflateBuffers, inflateBufferSize)
-	defer ra.Close()
-	entries, n, err := List(ra, o.maxEntries)
+	return &Recorder{o: o, ix: ix, z: z, ra: ra, pk: pk}, nil
+}
+
+// Read delivers the uncompressed tar; at the blob's end, io.EOF.
+func (rec *Recorder) Read(p []byte) (int, error) {
+	if rec.err != nil {
+		return 0, rec.err
+	}
+	n, err := rec.ra.Read(p)
+	rec.out += int64(n)
 	if err != nil {
-		return nil, err
+		rec.err = err
 	}
-	// The tar ends before the blob (zero blocks, padding, the trailer):
-	// read on, so that the whole blob is inflated and checked.
-	m, err := io.Copy(io.Discard, ra)
-	ra.Close()
-	if err != nil {
-		return nil, fmt.Errorf("reading the layer past its tar: %w", err)
+	return n, err
+}
+
+// Close stops inflating; the reader under the Recorder may be closed
+// after it.
+func (rec *Recorder) Close() error {
+	if !rec.done {
+		rec.done = true
+		rec.ra.Close()
+		rec.pk.stop()
 	}
-	if z.pos() != size {
-		return nil, fmt.Errorf("gzip stream ends at byte %d of the %d-byte layer", z.pos(), size)
+	return nil
+}
+
+// Index returns the index of a blob read to its end (Read returned
+// io.EOF), with entries, the tar's entries in order with the digests of
+// regular files' contents, as List gives them. It closes the Recorder.
+func (rec *Recorder) Index(entries []Entry) (*Index, error) {
+	if rec.err != io.EOF {
+		rec.Close()
+		if rec.err == nil {
+			return nil, errors.New("the layer was not read to its end")
+		}
+		return nil, fmt.Errorf("the layer was not read to its end: %w", rec.err)
 	}
-	ix.Entries, ix.Uncompressed = entries, n+m
-	ix.windows = pk.stop()
-	for _, w := range pk.packed {
+	rec.Close()
+	ix := rec.ix
+	if rec.z.pos() != ix.Size {
+		return nil, fmt.Errorf("gzip stream ends at byte %d of the %d-byte layer", rec.z.pos(), ix.Size)
+	}
+	ix.Entries, ix.Uncompressed = entries, rec.out
+	ix.windows = rec.pk.wins.Bytes()
+	for _, w := range rec.pk.packed {
 		c := &ix.Checkpoints[w.idx]
 		c.WindowAt, c.WindowZ, c.WindowLen, c.WindowSum = w.at, w.z, w.n, w.sum
 	}
@@ -278,9 +350,10 @@ func (pk *packer) stop() []byte {
 }
 
 // inflateBuffers and inflateBufferSize bound how far inflating runs ahead
-// of the tar walk.
+// of the tar walk: 1 MiB of tar, a fraction of a stream segment, so that a
+// stream stopped after the last file wanted has read little more.
 const (
-	inflateBuffers    = 8
+	inflateBuffers    = 4
 	inflateBufferSize = 256 << 10
 )
 
