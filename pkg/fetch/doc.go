@@ -27,10 +27,10 @@
 //
 // Entries that would break a rule (a name climbing out with ".." or
 // absolute, a link pointing out, a symlink parent, a hardlink to nothing,
-// an unknown type, a device not asked for, a name part longer than the
-// output filesystem's NAME_MAX) are refused one by one, with
-// wire.StatusRefused and the rule as the Outcome's error; the others are
-// fetched.
+// an unknown type, a fifo or device not asked for or, on darwin, not
+// possible, a name part longer than the output filesystem's NAME_MAX) are
+// refused one by one, with wire.StatusRefused and the rule as the
+// Outcome's error; the others are fetched.
 //
 // Layers that are not eStargz (plain gzip, zstd, tar; see plain.go) come
 // with a Plain reader instead of chunks: their files are written as the

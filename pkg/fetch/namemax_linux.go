@@ -1,9 +1,7 @@
 package fetch
 
 import (
-	"fmt"
 	"os"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,18 +23,4 @@ func nameMax(root *os.Root) int {
 		return defaultNameMax
 	}
 	return int(st.Namelen)
-}
-
-// longComponent says which part of name (clean, relative) is longer than
-// max bytes, or returns "". Such an entry cannot be written, so it is
-// refused before anything is downloaded for it.
-func longComponent(name string, max int) string {
-	for rest := name; rest != ""; {
-		var part string
-		part, rest, _ = strings.Cut(rest, "/")
-		if len(part) > max {
-			return fmt.Sprintf("name has a part of %d bytes (%.16s...), longer than the %d bytes a file name may have on the output directory's filesystem", len(part), part, max)
-		}
-	}
-	return ""
 }

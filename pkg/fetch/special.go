@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 
@@ -24,6 +25,9 @@ func (e *engine) special(ctx context.Context, w *Want) *Outcome {
 	switch {
 	case !e.opts.Devices:
 		o.Status, o.Err = wire.StatusRefused, fmt.Errorf("%s entries are created only with --devices", w.Entry.Type)
+		return o
+	case !makesNodes:
+		o.Status, o.Err = wire.StatusRefused, fmt.Errorf("%s entries cannot be created on %s", w.Entry.Type, runtime.GOOS)
 		return o
 	case isDevice && os.Geteuid() != 0:
 		o.Status, o.Err = wire.StatusRefused, fmt.Errorf("%s devices can only be created as root", w.Entry.Type)
@@ -49,11 +53,11 @@ func (e *engine) special(ctx context.Context, w *Want) *Outcome {
 	mode := uint32(e.fileMode(w.Entry.Mode).Perm())
 	switch w.Entry.Type {
 	case wire.TypeFifo:
-		err = unix.Mkfifoat(int(parent.Fd()), tmp, mode)
+		err = mkfifoat(int(parent.Fd()), tmp, mode)
 	case wire.TypeChar:
-		err = unix.Mknodat(int(parent.Fd()), tmp, mode|unix.S_IFCHR, int(unix.Mkdev(uint32(w.Entry.DevMajor), uint32(w.Entry.DevMinor))))
+		err = mknodat(int(parent.Fd()), tmp, mode|unix.S_IFCHR, w.Entry.DevMajor, w.Entry.DevMinor)
 	case wire.TypeBlock:
-		err = unix.Mknodat(int(parent.Fd()), tmp, mode|unix.S_IFBLK, int(unix.Mkdev(uint32(w.Entry.DevMajor), uint32(w.Entry.DevMinor))))
+		err = mknodat(int(parent.Fd()), tmp, mode|unix.S_IFBLK, w.Entry.DevMajor, w.Entry.DevMinor)
 	default:
 		err = errors.New("unknown special file type")
 	}
