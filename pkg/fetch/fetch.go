@@ -486,7 +486,7 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 		}
 	}
 	maxReq := requestCap(total, e.opts.Jobs, e.opts.MaxRequestBytes, minRequestBytes)
-	reqs := plan(targets, e.opts.MaxGap, maxReq, e.opts.Jobs, e.opts.MaxRanges, cachedOffs)
+	reqs := plan(targets, e.opts.MaxGap, maxReq, e.opts.MaxRequestBytes, e.opts.Jobs, e.opts.MaxRanges, cachedOffs)
 	for _, r := range reqs {
 		e.bytesTotal += r.bytes()
 	}

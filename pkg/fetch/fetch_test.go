@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -177,6 +178,39 @@ func TestWholeLayerMatchesTar(t *testing.T) {
 			// A whole-layer fetch moves each data byte at most once.
 			if got, max := b.bytes.Load(), l.TOC.Offset; got > max {
 				t.Errorf("downloaded %d bytes, more than the %d bytes of data before the TOC", got, max)
+			}
+		})
+	}
+}
+
+// TestWholeLayerSpreadEvenly: a whole layer is read as no more ranges
+// than jobs, of about equal size, so that all start at once and end
+// together (none left to start when the others are done).
+func TestWholeLayerSpreadEvenly(t *testing.T) {
+	for _, jobs := range []int{3, 4, 7} {
+		t.Run(fmt.Sprint(jobs), func(t *testing.T) {
+			b := open(t, fixtures.GoTree.Layers[0])
+			l := readTOC(t, b)
+			var mu sync.Mutex
+			var sizes []int64
+			b.fault = func(call, off, n int64, body []byte) ([]byte, error) {
+				mu.Lock()
+				sizes = append(sizes, n)
+				mu.Unlock()
+				return body, nil
+			}
+			out := run(t, context.Background(), t.TempDir(), wantAll(l, ""), fetch.Options{Jobs: jobs})
+			for p, o := range out {
+				if o.Status != wire.StatusFetched {
+					t.Fatalf("%s: %s: %v", p, o.Status, o.Err)
+				}
+			}
+			slices.Sort(sizes)
+			if len(sizes) > jobs || len(sizes) == 0 {
+				t.Fatalf("%d ranges %v for %d jobs", len(sizes), sizes, jobs)
+			}
+			if lo, hi := sizes[0], sizes[len(sizes)-1]; len(sizes) == jobs && hi > 2*lo {
+				t.Errorf("ranges %v: the largest over twice the smallest", sizes)
 			}
 		})
 	}

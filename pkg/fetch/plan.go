@@ -61,14 +61,16 @@ func (r *request) bytes() int64 {
 
 // plan groups the chunks of targets by member, merges neighbouring
 // members into runs and runs into requests. maxGap is the largest gap of
-// unwanted bytes worth downloading to save a run; maxReq caps a request's
-// size (a single larger member is a request of its own). Runs are spread
+// unwanted bytes worth downloading to save a run; maxReq is the share of
+// the bytes each request aims at (see below), hardCap the most a request
+// holds (Options.MaxRequestBytes; a single larger member is a request of
+// its own). Runs are spread
 // over the jobs, at least minRunsPerRequest and at most maxRuns to a
 // request. cached holds, by layer and sorted, the offsets of members whose
 // chunks come from the cache: a gap holding one is never downloaded to
 // join two runs (its bytes would be moved for nothing, and a new tag's
 // changed files lie between such members).
-func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int, cached map[*Layer][]int64) []*request {
+func plan(targets []*target, maxGap, maxReq, hardCap int64, jobs, maxRuns int, cached map[*Layer][]int64) []*request {
 	type key struct {
 		layer  *Layer
 		offset int64
@@ -135,7 +137,7 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int, cached map
 			// Members in the tail read with the TOC are served from memory,
 			// in runs of their own.
 			local := l.TOC.Tail != nil && m.offset >= l.TOC.TailStart
-			if cur != nil && m.offset-cur.runs[0].end <= maxGap && share == bucket[cur] && local == cur.local &&
+			if cur != nil && m.offset-cur.runs[0].end <= maxGap && share == bucket[cur] && m.end-cur.runs[0].start <= hardCap && local == cur.local &&
 				!holdsCached(cached[l], cur.runs[0].end, m.offset) {
 				cur.members = append(cur.members, m)
 				cur.runs[0].end = m.end
@@ -159,7 +161,7 @@ func plan(targets []*target, maxGap, maxReq int64, jobs, maxRuns int, cached map
 	for _, l := range layers {
 		var req *request
 		for _, x := range runsOf[l] {
-			if req != nil && !x.local && !req.local && len(req.runs) < runsPerReq && (bucket[x] == bucket[req] || req.bytes()+x.bytes() <= maxReq) {
+			if req != nil && !x.local && !req.local && len(req.runs) < runsPerReq && (bucket[x] == bucket[req] || req.bytes()+x.bytes() <= maxReq) && req.bytes()+x.bytes() <= hardCap {
 				x.runs[0].last += len(req.members)
 				req.runs = append(req.runs, x.runs[0])
 				req.members = append(req.members, x.members...)
