@@ -435,14 +435,20 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 		return nil
 	}()
 	e.filesTotal = len(regs)
+	// A few at a time: each is a reopen, a mode, a time and a rename, and a
+	// whole layer has tens of thousands.
+	fin := pool.New().WithMaxGoroutines(finishers)
 	for _, t := range regs {
-		if err != nil {
-			t.fail(err)
-		} else if parked[t] {
-			unpark(t)
-		}
-		e.complete(t)
+		fin.Go(func() {
+			if err != nil {
+				t.fail(err)
+			} else if parked[t] {
+				unpark(t)
+			}
+			e.complete(t)
+		})
 	}
+	fin.Wait()
 	var dirs, hardlinks, symlinks, specials []*Want
 	for _, w := range others {
 		switch w.Entry.Type {
@@ -484,8 +490,14 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 	for _, w := range symlinks {
 		e.finish(e.symlink(ctx, w))
 	}
+	fin = pool.New().WithMaxGoroutines(finishers)
 	for _, w := range dirs {
-		e.finish(e.finishDir(ctx, w))
+		fin.Go(func() { e.finish(e.finishDir(ctx, w)) })
 	}
+	fin.Wait()
 	return nil
 }
+
+// finishers is how many files or directories of a streamed layer are
+// finished (mode, times, rename) at once.
+const finishers = 4
