@@ -61,18 +61,19 @@ func (e *engine) copyLocal(t *target) {
 
 // maxDirHandles bounds the directories kept open at once (one file
 // descriptor each); beyond it, files go through the output root, which
-// resolves every component of their path for each operation. Half the
-// process's file limit (which Go raises to the hard limit at start), at
-// least 512 and at most 32768: a whole layer keeps every directory with a
-// file not yet finished open, and GOROOT alone has 1,667 directories (the
-// benchmark's WG layer, four copies of it, spent 1.9 s of CPU in those
-// path walks with 512).
+// resolves every component of their path for each operation. It is half
+// the process's file limit (which Go raises to the hard limit at start),
+// at most 32768, so that files, connections and the cache keep the other
+// half (512 when the limit cannot be read). A whole layer keeps every
+// directory with a file not yet finished open, and GOROOT alone has 1,667
+// directories: with 512, the streamed fetch of the benchmark's WG layer
+// (four copies of it) spent 1.9 s of CPU in those path walks.
 var maxDirHandles = sync.OnceValue(func() int64 {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
 		return 512
 	}
-	return int64(min(max(rl.Cur/2, 512), 32768))
+	return int64(min(max(rl.Cur/2, 8), 32768))
 })
 
 // prepare gets the target's directory ready (once per directory) and
