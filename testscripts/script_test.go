@@ -55,6 +55,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -206,6 +207,8 @@ func TestScripts(t *testing.T) {
 			e.Vars = append(e.Vars, w.env...)
 			// Each script has its own cache (HOME is not writable).
 			e.Setenv("SG_CACHE_DIR", filepath.Join(e.WorkDir, "sg-cache"))
+			// The modification time of every fixture entry, in seconds.
+			e.Setenv("FIXTURE_MTIME", strconv.FormatInt(testenv.ModTime.Unix(), 10))
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {

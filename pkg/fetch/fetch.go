@@ -185,6 +185,7 @@ type target struct {
 	digest  string // of a single-chunk file, from its chunk's hash
 	done    bool
 	ok      bool // done, verified and renamed into place
+	sealed  bool // written, mode and times set, closed: only the rename is left (see park)
 }
 
 type engine struct {

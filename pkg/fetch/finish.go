@@ -298,7 +298,7 @@ func (e *engine) complete(t *target) {
 
 // commit verifies the complete temp file and renames it into place.
 func (e *engine) commit(t *target) (dgst, verified string, err error) {
-	if t.file == nil { // empty file
+	if t.file == nil && !t.sealed { // empty file
 		e.acquire(t)
 		t.started = time.Now()
 		t.tmpName = tempName(t.rel)
@@ -333,6 +333,9 @@ func (e *engine) commit(t *target) (dgst, verified string, err error) {
 		dgst = t.source.Digest
 	}
 	if dgst == "" {
+		if t.sealed {
+			return "", "", errors.New("written without a digest")
+		}
 		if dgst, err = fileDigest(t.file); err != nil {
 			return "", "", err
 		}
@@ -353,27 +356,37 @@ func (e *engine) commit(t *target) (dgst, verified string, err error) {
 	default:
 		verified = "toc-unpinned"
 	}
-	// Mode and owner through the open file; no path to resolve.
-	if err := t.file.Chmod(e.fileMode(t.source.Mode)); err != nil {
-		return "", "", err
-	}
-	if e.opts.SameOwner && os.Geteuid() == 0 {
-		if err := t.file.Chown(t.source.UID, t.source.GID); err != nil {
-			return "", "", fmt.Errorf("setting owner: %w", err)
-		}
-	}
-	if mt := t.want.Entry.ModTime(); !mt.IsZero() {
-		if err := setTimes(t.file, mt); err != nil {
+	if !t.sealed {
+		if err := e.setAttrs(t); err != nil {
 			return "", "", err
 		}
-	}
-	if err := t.file.Close(); err != nil {
-		return "", "", fmt.Errorf("writing %s: %w", t.name, err)
+		if err := t.file.Close(); err != nil {
+			return "", "", fmt.Errorf("writing %s: %w", t.name, err)
+		}
 	}
 	if err := t.ops.rename(t.tmpName, t.rel); err != nil {
 		return "", "", fmt.Errorf("renaming into place: %w", err)
 	}
 	return dgst, verified, nil
+}
+
+// setAttrs sets the mode, owner and times of the target's open temp file:
+// through the file, no path to resolve.
+func (e *engine) setAttrs(t *target) error {
+	if err := t.file.Chmod(e.fileMode(t.source.Mode)); err != nil {
+		return err
+	}
+	if e.opts.SameOwner && os.Geteuid() == 0 {
+		if err := t.file.Chown(t.source.UID, t.source.GID); err != nil {
+			return fmt.Errorf("setting owner: %w", err)
+		}
+	}
+	if mt := t.want.Entry.ModTime(); !mt.IsZero() {
+		if err := setTimes(t.file, mt); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fileMode converts a tar mode: the permission bits, and setuid, setgid

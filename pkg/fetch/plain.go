@@ -299,38 +299,27 @@ func (e *engine) readRun(ctx context.Context, l *Layer, r *seekRun) error {
 	return nil
 }
 
-// park closes the temp file of a target written by RunStream: it is
-// renamed into place only once the whole stream is read (the layer digest
-// checked), and a layer of a hundred thousand files must not hold as many
-// descriptors open until then. unpark opens it again for commit, which
-// sets its mode and times through it (the digest was taken as it was
-// written); the temp name is in a directory the run owns, opened without
-// following a final symlink.
-func park(t *target) bool {
+// park finishes what it can of a target written by RunStream and closes
+// its temp file: it is renamed into place only once the whole stream is
+// read (the layer digest checked), and a layer of a hundred thousand files
+// must not hold as many descriptors open until then. Its mode, owner and
+// times are set now, through the open file, so that the end of the run
+// has only the rename left (see commit); the digest was taken as it was
+// written.
+func (e *engine) park(t *target) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.file == nil {
-		return false
+		return
+	}
+	if t.err == nil {
+		t.err = e.setAttrs(t)
 	}
 	if err := t.file.Close(); err != nil && t.err == nil {
 		t.err = fmt.Errorf("writing %s: %w", t.name, err)
 	}
 	t.file = nil
-	return true
-}
-
-func unpark(t *target) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.err != nil {
-		return
-	}
-	f, err := t.ops.open(t.tmpName)
-	if err != nil {
-		t.err = fmt.Errorf("reopening the temp file of %s: %w", t.name, err)
-		return
-	}
-	t.file = f
+	t.sealed = true
 }
 
 // Selector picks, as a whole layer streams past, the entries RunStream
@@ -363,7 +352,6 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 		regs   []*target
 		others []*Want
 		byName = map[string]*target{}
-		parked = map[*target]bool{} // written, temp file closed (see park)
 	)
 	err := func() error {
 		rc, err := l.Plain.Stream(ctx)
@@ -421,8 +409,8 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 				t.fail(err)
 			} else if err := e.writeEntry(w.tr, []*target{t}, buf, 0); err != nil {
 				return fmt.Errorf("extracting %s: %w", h.Name, err)
-			} else if park(t) {
-				parked[t] = true
+			} else {
+				e.park(t)
 			}
 			ent.Digest = t.digest
 			if old := byName[ent.Name]; old != nil { // a later entry of the same name replaces it
@@ -442,8 +430,6 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 		fin.Go(func() {
 			if err != nil {
 				t.fail(err)
-			} else if parked[t] {
-				unpark(t)
 			}
 			e.complete(t)
 		})
