@@ -23,7 +23,7 @@ func selectLayerPaths(rec wire.Layer, layer *fetch.Layer, paths []string, notFou
 	entry := func(i int) *toc.Entry { return layer.TOC.Entries[at[i]] }
 	return pickPaths(len(at), entry, func(i int) *item {
 		e := entry(i)
-		in := wire.Entry{Ref: rec.Ref, Manifest: rec.Manifest, Layer: rec.Digest, Name: e.Name, Type: e.Type}
+		in := entryRef{Ref: rec.Ref, Manifest: rec.Manifest, Layer: rec.Digest, Name: e.Name, Type: e.Type}
 		return &item{in: in, layer: layer, tocEntry: e}
 	}, paths, notFound)
 }

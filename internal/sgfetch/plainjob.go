@@ -66,7 +66,7 @@ func (j *plainJob) Select(e *toc.Entry) (any, bool) {
 	if !ok {
 		return nil, false
 	}
-	in := wire.Entry{Ref: j.rec.Ref, Manifest: j.rec.Manifest, Layer: j.rec.Digest, Name: e.Name, Type: e.Type}
+	in := entryRef{Ref: j.rec.Ref, Manifest: j.rec.Manifest, Layer: j.rec.Digest, Name: e.Name, Type: e.Type}
 	return &item{in: in, layer: j.layer, tocEntry: e}, true
 }
 

@@ -415,12 +415,18 @@ func quoteName(name string) string {
 
 // item is one requested entry on its way through.
 type item struct {
-	in       wire.Entry
+	in       entryRef
 	layer    *fetch.Layer
 	tocEntry *toc.Entry
 	err      error
 	skip     string // why nothing is to be fetched (a path removed in a diff)
 }
+
+// entryRef is what an item keeps of its input record: which layer of
+// which image, and the entry's name and type, for its result. Not the
+// whole wire.Entry: a whole layer has an item per entry, and the record
+// is 272 bytes to this one's 80.
+type entryRef struct{ Ref, Manifest, Layer, Name, Type string }
 
 func (it *item) result(out, status string, err error) *wire.Result {
 	r := &wire.Result{
@@ -505,7 +511,7 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 				if err = dec.DecodeLine(line, ns[i], &e); err != nil {
 					break
 				}
-				slim := wire.Entry{Ref: intern(e.Ref), Manifest: intern(e.Manifest), Layer: intern(e.Layer), LayerSize: e.LayerSize, TOCOffset: e.TOCOffset, Name: e.Name, Type: intern(e.Type)}
+				slim := entryRef{Ref: intern(e.Ref), Manifest: intern(e.Manifest), Layer: intern(e.Layer), Name: e.Name, Type: intern(e.Type)}
 				if e.Change == wire.ChangeRemoved {
 					got = append(got, removedItem(&e))
 					continue
@@ -571,7 +577,7 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 // removedItem is a record of sg-ls --diff for a path the newer image
 // does not have: nothing to fetch.
 func removedItem(e *wire.Entry) *item {
-	in := wire.Entry{Ref: e.Ref, Manifest: e.Manifest, Name: e.Name, Type: e.Type}
+	in := entryRef{Ref: e.Ref, Manifest: e.Manifest, Name: e.Name, Type: e.Type}
 	if e.Before != nil {
 		in.Layer, in.Type = e.Before.Layer, e.Before.Type
 	}
@@ -680,7 +686,7 @@ func fromFlattened(ctx context.Context, src *source.Source, image string, paths 
 func selectPaths(entries []source.FlatEntry, paths []string, notFound func(path string) error) ([]*item, error) {
 	return pickPaths(len(entries), func(i int) *toc.Entry { return entries[i].Entry }, func(i int) *item {
 		fe := entries[i]
-		in := wire.Entry{Ref: fe.Rec.Ref, Manifest: fe.Rec.Manifest, Layer: fe.Rec.Digest, Name: fe.Entry.Name, Type: fe.Entry.Type}
+		in := entryRef{Ref: fe.Rec.Ref, Manifest: fe.Rec.Manifest, Layer: fe.Rec.Digest, Name: fe.Entry.Name, Type: fe.Entry.Type}
 		return &item{in: in, layer: fe.Layer, tocEntry: fe.Entry}
 	}, paths, notFound)
 }

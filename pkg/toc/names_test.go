@@ -1,7 +1,10 @@
 package toc
 
 import (
+	"io/fs"
 	"path"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -80,4 +83,32 @@ func FuzzUnsafe(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCleanNameMatchesPathClean: the fast path for names that are clean
+// already gives what cleaning them gives, on awkward names and on every
+// name of a real tree in the forms users and TOCs write them.
+func TestCleanNameMatchesPathClean(t *testing.T) {
+	reference := func(name string) string { return strings.TrimPrefix(path.Clean("/"+name), "/") }
+	names := []string{"", ".", "..", "/", "//", "./", "a", "a/", "/a", "./a", "a//b", "a/./b", "a/../b", "a/..", "../a",
+		"a/b/c", "a/b/.", "...", "a/...", ".a", "a.", "a/.b/c", "a/b..", "..a/b", "a\\b", " a", "a /b"}
+	// Real names: a tree of the Go distribution, as a layer would hold it.
+	root := filepath.Join(runtime.GOROOT(), "src", "net")
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(filepath.Dir(root), p)
+		n := filepath.ToSlash(rel)
+		names = append(names, n, "./"+n, "/"+n+"/", n+"/./", n+"/../x")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if got, want := CleanName(n), reference(n); got != want {
+			t.Errorf("CleanName(%q) = %q, want %q", n, got, want)
+		}
+	}
 }
