@@ -57,7 +57,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -92,11 +91,9 @@ type world struct {
 	env     []string
 }
 
-var (
-	worldOnce sync.Once
-	theWorld  *world
-	worldErr  error
-)
+// theWorld is the world of the TestScripts run in progress, for the
+// commands that are not methods of it.
+var theWorld *world
 
 func setupWorld() (*world, error) {
 	fx, err := testenv.BuildFixtures(filepath.Join(os.TempDir(), "stargz-get-fixtures"))
@@ -193,12 +190,15 @@ func (w *world) close() {
 }
 
 func TestScripts(t *testing.T) {
-	worldOnce.Do(func() { theWorld, worldErr = setupWorld() })
-	if worldErr != nil {
-		t.Fatalf("setting up registry and fixtures: %v", worldErr)
+	// Set up for each run, not once per process: -count=2 runs it again
+	// after the first run's registries are closed. The fixtures are
+	// built once and cached on disk.
+	w, err := setupWorld()
+	if err != nil {
+		t.Fatalf("setting up registry and fixtures: %v", err)
 	}
-	t.Cleanup(theWorld.close)
-	w := theWorld
+	t.Cleanup(w.close)
+	theWorld = w
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata",
 		RequireExplicitExec: true,
