@@ -221,23 +221,63 @@ func (c *Cache) Get(kind, key string) ([]byte, bool) {
 
 // decode checks an entry's header against its contents.
 func decode(b []byte) ([]byte, error) {
-	line, data, ok := bytes.Cut(b, []byte{'\n'})
-	if !ok {
-		return nil, errors.New("no header")
+	data, _, err := unseal(magic, b)
+	return data, err
+}
+
+// seal is a file the cache writes: a header line "MAGIC sha256:HEX SIZE"
+// describing body, then body. Every entry and pack index is one. sum is
+// body's sha256 when the caller has it already, else nil.
+func seal(magic string, body, sum []byte) []byte {
+	if sum == nil {
+		s := sha256.Sum256(body)
+		sum = s[:]
 	}
-	f := bytes.Fields(line)
-	if len(f) != 4 || string(f[0])+" "+string(f[1]) != magic {
-		return nil, errors.New("bad header")
+	header := fmt.Sprintf("%s sha256:%s %d\n", magic, hex.EncodeToString(sum), len(body))
+	return append([]byte(header), body...)
+}
+
+// unseal checks a sealed file b against its header and returns its body
+// and the body's digest.
+func unseal(magic string, b []byte) (body []byte, digest string, err error) {
+	line, body, ok := bytes.Cut(b, []byte{'\n'})
+	rest, isMagic := bytes.CutPrefix(line, []byte(magic+" "))
+	f := bytes.Fields(rest)
+	if !ok || !isMagic || len(f) != 2 {
+		return nil, "", errors.New("bad header")
 	}
-	n, err := strconv.ParseInt(string(f[3]), 10, 64)
-	if err != nil || n != int64(len(data)) {
-		return nil, fmt.Errorf("%d bytes, header says %s", len(data), f[3])
+	if string(f[1]) != strconv.Itoa(len(body)) {
+		return nil, "", fmt.Errorf("%d bytes, header says %s", len(body), f[1])
 	}
-	sum := sha256.Sum256(data)
-	if got := "sha256:" + hex.EncodeToString(sum[:]); got != string(f[2]) {
-		return nil, fmt.Errorf("digest %s, header says %s", got, f[2])
+	sum := sha256.Sum256(body)
+	digest = "sha256:" + hex.EncodeToString(sum[:])
+	if digest != string(f[0]) {
+		return nil, "", fmt.Errorf("digest %s, header says %s", digest, f[0])
 	}
-	return data, nil
+	return body, digest, nil
+}
+
+// writeSealed writes body sealed with magic (see seal) to path: under a
+// temporary name in the same directory, renamed into place once complete.
+// It returns the bytes written.
+func writeSealed(path, magic string, body, sum []byte) (int64, error) {
+	b := seal(magic, body, sum)
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return 0, err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return 0, err
+	}
+	return int64(len(b)), nil
 }
 
 // Put stores data as entry kind/key, replacing any, then evicts the least
@@ -246,8 +286,7 @@ func (c *Cache) Put(kind, key string, data []byte) error {
 	if c == nil {
 		return nil
 	}
-	sum := sha256.Sum256(data)
-	return c.put(kind, key, data, sum[:])
+	return c.put(kind, key, data, nil)
 }
 
 // PutContent stores data under its own digest dgst ("sha256:HEX"), which
@@ -290,17 +329,12 @@ func (c *Cache) LoadContent(kind, dgst string) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("reading cache entry %s: %w", p, err)
 	}
-	line, data, ok := bytes.Cut(b, []byte{'\n'})
-	sum := sha256.Sum256(data)
-	got := "sha256:" + hex.EncodeToString(sum[:])
-	f := bytes.Fields(line)
+	data, got, err := unseal(magic, b)
 	switch {
-	case !ok || len(f) != 4 || string(f[0])+" "+string(f[1]) != magic:
-		err = fmt.Errorf("cache entry %s: %w: bad header", p, ErrDamaged)
-	case string(f[3]) != strconv.Itoa(len(data)):
-		err = fmt.Errorf("cache entry %s: %w: %d bytes, header says %s", p, ErrDamaged, len(data), f[3])
-	case got != dgst || string(f[2]) != dgst:
-		err = fmt.Errorf("cache entry %s: %w: its bytes have digest %s, header says %s, wanted %s", p, ErrDamaged, got, f[2], dgst)
+	case err != nil:
+		err = fmt.Errorf("cache entry %s: %w: %w", p, ErrDamaged, err)
+	case got != dgst:
+		err = fmt.Errorf("cache entry %s: %w: its bytes have digest %s, wanted %s", p, ErrDamaged, got, dgst)
 	}
 	if err != nil {
 		_ = os.Remove(p)
@@ -320,26 +354,11 @@ func (c *Cache) put(kind, key string, data, sum []byte) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("making cache directory: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	n, err := writeSealed(p, magic, data, sum)
 	if err != nil {
-		return fmt.Errorf("writing cache entry: %w", err)
-	}
-	header := fmt.Sprintf("%s sha256:%s %d\n", magic, hex.EncodeToString(sum), len(data))
-	_, err = f.WriteString(header)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), p)
-	}
-	if err != nil {
-		os.Remove(f.Name())
 		return fmt.Errorf("writing cache entry %s: %w", p, err)
 	}
-	c.added(kind, p, int64(len(header)+len(data)))
+	c.added(kind, p, n)
 	return nil
 }
 

@@ -145,19 +145,12 @@ func (p *Pack) install(name, tmp string, idx []byte, size int64) error {
 		os.Remove(tmp)
 		return fmt.Errorf("writing cache pack: %w", err)
 	}
-	sum := sha256.Sum256(idx)
-	header := fmt.Sprintf("%s sha256:%s %d\n", packMagic, hex.EncodeToString(sum[:]), len(idx))
-	tmpIdx := filepath.Join(p.dir, ".tmp-"+name+indexExt)
-	err := os.WriteFile(tmpIdx, append([]byte(header), idx...), 0o644)
-	if err == nil {
-		err = os.Rename(tmpIdx, filepath.Join(p.dir, name+indexExt))
-	}
+	n, err := writeSealed(filepath.Join(p.dir, name+indexExt), packMagic, idx, nil)
 	if err != nil {
-		os.Remove(tmpIdx)
 		os.Remove(data)
 		return fmt.Errorf("writing cache pack index: %w", err)
 	}
-	p.c.added(p.kind, data, size+int64(len(header)+len(idx)))
+	p.c.added(p.kind, data, size+n)
 	return nil
 }
 
@@ -217,19 +210,8 @@ func readIndex(p, pack string, locs map[string]Loc) error {
 }
 
 func decodePackIndex(b []byte) ([]byte, error) {
-	line, data, ok := bytes.Cut(b, []byte{'\n'})
-	f := strings.Fields(string(line))
-	if !ok || len(f) != 5 || strings.Join(f[:3], " ") != packMagic {
-		return nil, errors.New("bad header")
-	}
-	if f[4] != strconv.Itoa(len(data)) {
-		return nil, fmt.Errorf("%d bytes, header says %s", len(data), f[4])
-	}
-	sum := sha256.Sum256(data)
-	if got := "sha256:" + hex.EncodeToString(sum[:]); got != f[3] {
-		return nil, fmt.Errorf("digest %s, header says %s", got, f[3])
-	}
-	return data, nil
+	data, _, err := unseal(packMagic, b)
+	return data, err
 }
 
 // LoadPacked reads the entry at loc, whose digest must be dgst. An entry
@@ -302,22 +284,7 @@ func (c *Cache) dropPacked(kind, pack, dgst string) {
 			kept.Write(l)
 		}
 	}
-	sum := sha256.Sum256(kept.Bytes())
-	header := fmt.Sprintf("%s sha256:%s %d\n", packMagic, hex.EncodeToString(sum[:]), kept.Len())
-	tmp, err := os.CreateTemp(dir, ".tmp-")
-	if err != nil {
-		c.removePack(kind, pack)
-		return
-	}
-	_, err = tmp.Write(append([]byte(header), kept.Bytes()...))
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), ix)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if _, err := writeSealed(ix, packMagic, kept.Bytes(), nil); err != nil {
 		c.removePack(kind, pack)
 	}
 }
