@@ -109,16 +109,7 @@ func (b *Builder) Add(te *estargz.TOCEntry) (*Entry, error) {
 	if e.Name == "" {
 		return nil, nil
 	}
-	if old, ok := t.byName[e.Name]; ok {
-		for i, x := range t.Entries {
-			if x == old {
-				t.Entries = append(t.Entries[:i], t.Entries[i+1:]...)
-				break
-			}
-		}
-	}
-	t.Entries = append(t.Entries, e)
-	t.byName[e.Name] = e
+	t.put(e)
 	return e, nil
 }
 

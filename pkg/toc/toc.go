@@ -540,18 +540,42 @@ func (t *TOC) build(j *estargz.JTOC) error {
 		if e.Type != "reg" {
 			continue
 		}
-		var covered int64
-		for _, c := range e.Chunks {
-			if c.FileOffset != covered {
-				return fmt.Errorf("TOC entry %q: chunks do not cover the file contiguously (gap at %d)", e.Name, covered)
-			}
-			covered += c.Size
-		}
-		if covered != e.Size {
-			return fmt.Errorf("TOC entry %q: chunks cover %d of %d bytes", e.Name, covered, e.Size)
+		if err := e.checkCovered(); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// checkCovered reports a regular file whose chunks do not cover it from
+// its first byte to its size, one after another.
+func (e *Entry) checkCovered() error {
+	var covered int64
+	for _, c := range e.Chunks {
+		if c.FileOffset != covered {
+			return fmt.Errorf("TOC entry %q: chunks do not cover the file contiguously (gap at %d)", e.Name, covered)
+		}
+		covered += c.Size
+	}
+	if covered != e.Size {
+		return fmt.Errorf("TOC entry %q: chunks cover %d of %d bytes", e.Name, covered, e.Size)
+	}
+	return nil
+}
+
+// put adds e, in place of an earlier entry of the same name: a later tar
+// entry replaces an earlier one.
+func (t *TOC) put(e *Entry) {
+	if old, ok := t.byName[e.Name]; ok {
+		for i, x := range t.Entries {
+			if x == old {
+				t.Entries = append(t.Entries[:i], t.Entries[i+1:]...)
+				break
+			}
+		}
+	}
+	t.Entries = append(t.Entries, e)
+	t.byName[e.Name] = e
 }
 
 func (e *Entry) addChunk(c *estargz.TOCEntry, size, end int64) error {

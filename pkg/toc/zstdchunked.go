@@ -296,18 +296,7 @@ func (t *TOC) buildContainers(j *estargz.JTOC, x *containersExtra) error {
 		if ent.Name == "" {
 			continue // the root directory itself
 		}
-		if old, ok := t.byName[ent.Name]; ok {
-			// A later entry of the same name replaces the earlier one, as
-			// in the tar stream.
-			for i, e := range t.Entries {
-				if e == old {
-					t.Entries = append(t.Entries[:i], t.Entries[i+1:]...)
-					break
-				}
-			}
-		}
-		t.Entries = append(t.Entries, ent)
-		t.byName[ent.Name] = ent
+		t.put(ent)
 	}
 	if err := closeFile(); err != nil {
 		return err
@@ -321,19 +310,14 @@ func (t *TOC) buildContainers(j *estargz.JTOC, x *containersExtra) error {
 		if e.Type != "reg" {
 			continue
 		}
-		var covered int64
+		if err := e.checkCovered(); err != nil {
+			return err
+		}
 		for _, c := range e.Chunks {
-			if c.FileOffset != covered {
-				return fmt.Errorf("TOC entry %q: chunks do not cover the file contiguously (gap at %d)", e.Name, covered)
-			}
 			if c.End <= c.Offset || c.End > t.Offset {
 				return fmt.Errorf("TOC entry %q: chunk frame %d-%d outside the layer's data (0-%d)", e.Name, c.Offset, c.End, t.Offset)
 			}
-			covered += c.Size
 			spans = append(spans, span{c, e.Name})
-		}
-		if covered != e.Size {
-			return fmt.Errorf("TOC entry %q: chunks cover %d of %d bytes", e.Name, covered, e.Size)
 		}
 	}
 	// Frames of different chunks must not overlap: each frame holds one
