@@ -226,10 +226,7 @@ func extractTar(root *os.Root, archive string, r io.Reader) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("reading tar: %w", err)
 		}
-		name, err := entryName(hdr.Name)
-		if err == nil {
-			err = notArchive(name, archive)
-		}
+		name, err := memberName(hdr.Name, archive)
 		if err != nil {
 			return n, err
 		}
@@ -268,6 +265,16 @@ func extractTar(root *os.Root, archive string, r io.Reader) (int, error) {
 	}
 }
 
+// memberName is the cleaned name of an archive member, refused when it
+// leaves the output directory or would write over the archive itself.
+func memberName(raw, archive string) (string, error) {
+	name, err := entryName(raw)
+	if err == nil {
+		err = notArchive(name, archive)
+	}
+	return name, err
+}
+
 func typeName(t byte) string {
 	switch t {
 	case tar.TypeChar:
@@ -287,10 +294,7 @@ func extractZip(root *os.Root, archive string, r io.ReaderAt, size int64) (int, 
 	}
 	n := 0
 	for _, zf := range zr.File {
-		name, err := entryName(zf.Name)
-		if err == nil {
-			err = notArchive(name, archive)
-		}
+		name, err := memberName(zf.Name, archive)
 		if err != nil {
 			return n, err
 		}

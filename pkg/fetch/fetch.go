@@ -219,21 +219,7 @@ type engine struct {
 // last one is fetched and the earlier ones are skipped. Run returns when
 // every want has an outcome; a cancelled ctx fails the rest.
 func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit func(*Outcome)) {
-	if opts.Jobs <= 0 {
-		opts.Jobs = DefaultJobs
-	}
-	if opts.MaxGap == 0 {
-		opts.MaxGap = DefaultMaxGap
-	}
-	if opts.MaxRequestBytes <= 0 {
-		opts.MaxRequestBytes = DefaultMaxRequestBytes
-	}
-	if opts.Tries <= 0 {
-		opts.Tries = DefaultTries
-	}
-	if opts.MaxRanges <= 0 {
-		opts.MaxRanges = DefaultMaxRanges
-	}
+	opts = opts.withDefaults()
 	e := &engine{root: root, opts: opts, emit: emit, dirs: map[string]*dirHandle{}}
 
 	e.maxName = nameMax(root)

@@ -342,9 +342,7 @@ type Selector interface {
 // a stream stopped early cannot check it, and results say nothing was
 // verified. emit is called once per selected entry.
 func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, sel Selector, opts Options, emit func(*Outcome)) error {
-	if opts.Jobs <= 0 {
-		opts.Jobs = DefaultJobs
-	}
+	opts = opts.withDefaults()
 	e := &engine{root: root, opts: opts, emit: emit, dirs: map[string]*dirHandle{}, maxName: nameMax(root)}
 	b := toc.NewBuilder(l.TOC.Format, maxEntries)
 	l.TOC = b.TOC()
