@@ -600,14 +600,7 @@ func forgeindex(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 4 || neg {
 		ts.Fatalf("usage: forgeindex CACHEDIR LAYER NAME1 NAME2")
 	}
-	c, err := cache.Open(ts.MkAbs(args[0]))
-	ts.Check(err)
-	b, ok := c.Get("gzindex", args[1])
-	if !ok {
-		ts.Fatalf("no index of %s cached", args[1])
-	}
-	ix, err := gzindex.Unmarshal(b, args[1], mustSize(ts, b))
-	ts.Check(err)
+	c, _, ix := cachedIndex(ts, args[0], args[1])
 	var a, z *gzindex.Entry
 	for i := range ix.Entries {
 		switch strings.TrimPrefix(ix.Entries[i].Name, "./") {
@@ -621,9 +614,23 @@ func forgeindex(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("no %s or %s in the index", args[2], args[3])
 	}
 	a.Name, z.Name = z.Name, a.Name
-	b, err = ix.Marshal()
+	b, err := ix.Marshal()
 	ts.Check(err)
 	ts.Check(c.Put("gzindex", args[1], b))
+}
+
+// cachedIndex opens the cache in dir and reads the seek index of layer
+// from it, as stored and unmarshalled.
+func cachedIndex(ts *testscript.TestScript, dir, layer string) (*cache.Cache, []byte, *gzindex.Index) {
+	c, err := cache.Open(ts.MkAbs(dir))
+	ts.Check(err)
+	b, ok := c.Get("gzindex", layer)
+	if !ok {
+		ts.Fatalf("no index of %s cached", layer)
+	}
+	ix, err := gzindex.Unmarshal(b, layer, mustSize(ts, b))
+	ts.Check(err)
+	return c, b, ix
 }
 
 // forgewindow CACHEDIR LAYER: flip a byte of the last checkpoint window in
@@ -633,14 +640,7 @@ func forgewindow(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) != 2 || neg {
 		ts.Fatalf("usage: forgewindow CACHEDIR LAYER")
 	}
-	c, err := cache.Open(ts.MkAbs(args[0]))
-	ts.Check(err)
-	b, ok := c.Get("gzindex", args[1])
-	if !ok {
-		ts.Fatalf("no index of %s cached", args[1])
-	}
-	ix, err := gzindex.Unmarshal(b, args[1], mustSize(ts, b))
-	ts.Check(err)
+	c, b, ix := cachedIndex(ts, args[0], args[1])
 	var last *gzindex.Checkpoint
 	for i := range ix.Checkpoints {
 		if ix.Checkpoints[i].WindowZ > 0 {
