@@ -3,6 +3,7 @@ package wire_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -117,3 +118,63 @@ func roundTrip(t *testing.T, rec any) any {
 // equateEmpty treats a nil and an empty Xattrs map (or value) alike: the
 // encoder leaves an empty map out, which decodes as nil.
 var equateEmpty = cmpopts.EquateEmpty()
+
+// FuzzDecodeAsEncodingJSON checks that the decoder wire uses (a faster one)
+// reads every line as the standard library's encoding/json does: the same
+// lines are accepted, into equal records. Records that pass JSON but fail
+// Validate are compared too, since Validate runs after either decoder.
+func FuzzDecodeAsEncodingJSON(f *testing.F) {
+	data, err := os.ReadFile("testdata/records.ndjson")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		f.Add([]byte(strings.TrimSpace(line)))
+	}
+	for _, s := range []string{
+		`{"ref":"r","digest":"d","REF":"R","Digest":"D","index":-0}`,
+		"{\"ref\":\"r\xff\",\"layer\":\"l\",\"name\":\"\xc3\"}",
+		`{"ref":"r","layer":"l","name":"\ud800\udc00\ud800","size":1e2,"mode":-0}`,
+		`{"ref":"r","layer":"l","name":"a","xattrs":{"k":"AAA=","k":"AA=="},"before":{"name":"b"}}`,
+		`{"ref":"r","layer":"l","name":"a","size":"big"}`,
+		`{"ref":"r","layer":"l","name":"a","size":null,"chunks":1.0}`,
+		`{"name":"a\u0000b","NAME":"c","Name":"d"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 || line[0] != '{' || bytes.ContainsAny(line, "\r\n") {
+			return // not one record line: Next and DecodeLine see no such line
+		}
+		for _, newRec := range []func() any{newLayer, newEntry, newResult} {
+			want, got := newRec(), newRec()
+			stdErr := json.Unmarshal(line, want)
+			dec := wire.NewDecoder(bytes.NewReader(line), "fuzz")
+			_, n, err := dec.Next()
+			if err != nil {
+				t.Fatalf("Next: %v", err)
+			}
+			wireErr := dec.DecodeLine(line, n, got)
+			var le *wire.LineError
+			if wireErr != nil && !errors.As(wireErr, &le) {
+				t.Fatalf("DecodeLine error %#v is not a *wire.LineError", wireErr)
+			}
+			if stdErr != nil {
+				if wireErr == nil {
+					t.Fatalf("wire decoded %q, which encoding/json refuses (%v), into %+v", line, stdErr, got)
+				}
+				continue
+			}
+			if wireErr != nil {
+				if v, ok := want.(wire.Validator); ok && v.Validate() != nil {
+					continue // refused by Validate, as it should be
+				}
+				t.Fatalf("wire refused %q, which encoding/json reads: %v", line, wireErr)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("records of %q differ (-encoding/json +wire):\n%s", line, diff)
+			}
+		}
+	})
+}

@@ -3,10 +3,13 @@ package wire
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
+
+	"github.com/segmentio/encoding/json"
 )
 
 // DefaultMaxLineBytes is the longest input line a [Decoder] accepts by
@@ -120,7 +123,7 @@ func (d *Decoder) DecodeLine(line []byte, n int, v any) error {
 		case errors.As(err, &syn):
 			return d.lineErrorf(n, "invalid JSON at byte %d: %v", syn.Offset, err)
 		case errors.As(err, &typ):
-			return d.lineErrorf(n, "field %q: cannot use JSON %s as %s", typ.Field, typ.Value, typ.Type)
+			return d.lineErrorf(n, "field %q: cannot use JSON %s as %s", typ.Field, jsonKind(typ.Value), typ.Type)
 		}
 		return d.lineErrorf(n, "%v", err)
 	}
@@ -130,6 +133,40 @@ func (d *Decoder) DecodeLine(line []byte, n int, v any) error {
 		}
 	}
 	return nil
+}
+
+// jsonKind names the JSON value an UnmarshalTypeError is about as
+// encoding/json does ("string", "number 420.5", "object"). The decoder
+// used here puts the quoted raw input from that value on in the error
+// instead, which may run to the end of a long line.
+func jsonKind(value string) string {
+	raw, err := strconv.Unquote(value)
+	if err != nil {
+		return value // already a kind: encoding/json's own error
+	}
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return "value"
+	}
+	switch c := raw[0]; {
+	case c == '"':
+		return "string"
+	case c == '{':
+		return "object"
+	case c == '[':
+		return "array"
+	case c == 't' || c == 'f':
+		return "bool"
+	case c == 'n':
+		return "null"
+	case c == '-' || c >= '0' && c <= '9':
+		end := strings.IndexAny(raw, ",}] \t\r\n")
+		if end < 0 {
+			end = len(raw)
+		}
+		return "number " + abbreviate([]byte(raw[:end]))
+	}
+	return "value"
 }
 
 func (d *Decoder) readLine() ([]byte, error) {
