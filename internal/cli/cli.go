@@ -17,6 +17,8 @@ import (
 	"syscall"
 
 	"github.com/peterbourgon/ff/v3"
+
+	"github.com/stargz-get/stargz-get/internal/heapfloor"
 )
 
 // Exit codes shared by the tools.
@@ -31,8 +33,11 @@ const (
 // RunFunc is a tool's body: everything but the process.
 type RunFunc func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error
 
-// Main runs a tool as a process and returns its exit code.
+// Main runs a tool as a process and returns its exit code. It sets a heap
+// floor first (see internal/heapfloor): the tools' start is allocation
+// heavy, and GOGC in the environment still wins.
 func Main(tool string, run RunFunc) int {
+	heapfloor.Set(heapfloor.DefaultFloor)
 	// With SIGPIPE caught, a write to a closed stdout returns EPIPE instead
 	// of killing the process; Exit treats that as "the reader has enough".
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)

@@ -1,0 +1,73 @@
+package heapfloor
+
+import (
+	"os"
+	"runtime"
+	"runtime/debug"
+	"testing"
+)
+
+func TestPercent(t *testing.T) {
+	const floor = 64 << 20
+	for _, c := range []struct {
+		live uint64
+		want int
+	}{
+		{0, 1500},              // before the first collection: 4 MiB x 16
+		{4 << 20, 1500},        // the same, measured
+		{16 << 20, 300},        // 16 MiB x 4 = the floor
+		{31 << 20, 107},        // just under half the floor
+		{32 << 20, minPercent}, // 2 x live reaches the floor
+		{500 << 20, minPercent},
+	} {
+		if got := Percent(floor, c.live); got != c.want {
+			t.Errorf("Percent(64 MiB, %d MiB) = %d, want %d", c.live>>20, got, c.want)
+		}
+		if got := Percent(floor, c.live); c.live > 0 && c.live*uint64(100+got)/100 < floor && got != minPercent {
+			t.Errorf("Percent(64 MiB, %d MiB) = %d puts the goal under the floor", c.live>>20, got)
+		}
+	}
+}
+
+var sink []byte
+
+// churn allocates n bytes of garbage in 64 KiB pieces, and returns how many
+// collections ran meanwhile.
+func churn(n int) uint32 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := 0; i < n; i += 64 << 10 {
+		sink = make([]byte, 64<<10)
+	}
+	runtime.ReadMemStats(&after)
+	return after.NumGC - before.NumGC
+}
+
+// TestSetRaisesTheGoal measures the point of the package: a small heap
+// churning 48 MiB of garbage collects many times at the runtime's default,
+// and at most once above a 64 MiB floor. A collection between the two runs
+// starts both from the same small live heap.
+func TestSetRaisesTheGoal(t *testing.T) {
+	if _, ok := os.LookupEnv("GOGC"); ok {
+		t.Skip("GOGC is set, and Set leaves the user's setting alone")
+	}
+	active.Store(0) // a floor of an earlier run (-count) ends with the next cleanup
+	runtime.GC()
+	old := debug.SetGCPercent(100)
+	defer func() {
+		active.Store(0)
+		debug.SetGCPercent(old)
+	}()
+	runtime.GC()
+	without := churn(48 << 20)
+	if without < 4 {
+		t.Fatalf("without a floor 48 MiB of garbage ran %d collections; the test expects several", without)
+	}
+	runtime.GC()
+	Set(DefaultFloor)
+	with := churn(48 << 20)
+	if with > 1 {
+		t.Errorf("with a 64 MiB floor 48 MiB of garbage ran %d collections, want at most 1 (without: %d)", with, without)
+	}
+	t.Logf("collections for 48 MiB of garbage: %d without the floor, %d with it", without, with)
+}
