@@ -204,7 +204,7 @@ type engine struct {
 	dirMu      sync.Mutex
 	dirs       map[string]*dirHandle // by directory, see dir
 	ready      chan struct{}         // closed when directories are made, if they are made while downloading
-	openDirs   atomic.Int64
+	dirfds     *dirTable // descriptors of the output directories, for the run
 	progMu     sync.Mutex
 	lastProg   time.Time
 	pack       *cache.Pack // where downloaded chunks are kept; nil without a cache
@@ -214,15 +214,20 @@ type engine struct {
 	copies    conc.WaitGroup
 }
 
+// newEngine returns an engine writing into root; its dirfds must be
+// closed when the run is over.
+func newEngine(root *os.Root, opts Options, emit func(*Outcome)) *engine {
+	return &engine{root: root, opts: opts.withDefaults(), emit: emit, dirs: map[string]*dirHandle{},
+		dirfds: newDirTable(root), maxName: nameMax(root)}
+}
+
 // Run fetches wants into root and calls emit once per want (from any
 // goroutine, serialized). When several wants map to the same path, the
 // last one is fetched and the earlier ones are skipped. Run returns when
 // every want has an outcome; a cancelled ctx fails the rest.
 func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit func(*Outcome)) {
-	opts = opts.withDefaults()
-	e := &engine{root: root, opts: opts, emit: emit, dirs: map[string]*dirHandle{}}
-
-	e.maxName = nameMax(root)
+	e := newEngine(root, opts, emit)
+	defer e.dirfds.close()
 	// Last want per path wins.
 	lastFor := make(map[string]int, len(wants))
 	for i, w := range wants {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math"
 	"os"
 	"path"
@@ -76,16 +75,12 @@ var maxDirHandles = sync.OnceValue(func() int64 {
 	return int64(min(max(rl.Cur/2, 8), 32768))
 })
 
-// prepare gets the target's directory ready (once per directory) and
-// counts the target as one of the directory's users.
+// prepare gets the target's directory ready (once per directory).
 func (e *engine) prepare(t *target) error {
 	h, err := e.dir(path.Dir(t.name))
 	if err != nil {
 		return err
 	}
-	h.mu.Lock()
-	h.refs++
-	h.mu.Unlock()
 	t.dh = h
 	return nil
 }
@@ -114,19 +109,7 @@ func (e *engine) dir(dir string) (*dirHandle, error) {
 // earlier run, so that its files need not be looked for (see
 // alreadyThere) and it need not be read for stale temp files.
 func (e *engine) mkdir(name string) (fresh bool, err error) {
-	err = e.root.Mkdir(name, 0o755)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, fs.ErrNotExist): // a parent is missing
-		fresh = true
-	case !errors.Is(err, fs.ErrExist):
-		return false, fmt.Errorf("creating directory %s: %w", name, err)
-	}
-	if err := e.root.MkdirAll(name, 0o755); err != nil {
-		return false, fmt.Errorf("creating directory %s: %w", name, err)
-	}
-	return fresh, nil
+	return e.dirfds.mkdir(name)
 }
 
 // mkdirEntry makes the directory of a directory entry, recording whether
@@ -148,58 +131,25 @@ func (e *engine) mkdirEntry(name string) error {
 	return nil
 }
 
-// dirHandle is an output directory and, while files in it are being
-// written, its open descriptor.
+// dirHandle is an output directory made (or found) for the run.
 type dirHandle struct {
 	dir   string
 	err   error
 	fresh bool // created by this run: nothing of an earlier run is there
-
-	mu   sync.Mutex
-	refs int      // targets in the directory not yet finished
-	f    *os.File // open while refs > 0, when there was room
 }
 
 // acquire sets the target's operations: *at calls on its directory's
-// open descriptor (opened on first use; keeping it saves resolving every
-// component of deep paths for each operation, which was half the CPU of a
-// whole-layer fetch), or the output root when too many are open.
+// open descriptor (from the run's dirTable), or the output root by path
+// when the table is full.
 func (e *engine) acquire(t *target) {
 	if t.ops != nil {
 		return
 	}
-	h := t.dh
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.f == nil && e.openDirs.Load() < maxDirHandles() {
-		if f, err := e.root.Open(h.dir); err == nil {
-			h.f = f
-			e.openDirs.Add(1)
-		}
-	}
-	if h.f != nil {
-		t.ops, t.rel = dirfdOps{h.f}, path.Base(t.name)
+	if f, err := e.dirfds.get(t.dh.dir); err == nil && f != nil {
+		t.ops, t.rel = dirfdOps{f}, path.Base(t.name)
 		return
 	}
 	t.ops, t.rel = rootOps{e.root}, t.name
-}
-
-// release ends the target's use of its directory, closing the descriptor
-// after the last one.
-func (e *engine) release(t *target) {
-	h := t.dh
-	if h == nil {
-		return
-	}
-	t.dh = nil
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.refs--
-	if h.refs == 0 && h.f != nil {
-		h.f.Close()
-		h.f = nil
-		e.openDirs.Add(-1)
-	}
 }
 
 // removeStaleTemps removes temp files of ours in dir (left by a run that
@@ -286,7 +236,6 @@ func (e *engine) complete(t *target) {
 		o.Status = wire.StatusFetched
 		t.ok = true
 	}
-	e.release(t)
 	e.filesDone.Add(1)
 	e.progress(true)
 	e.finish(o)
@@ -518,14 +467,18 @@ func (e *engine) finishDir(ctx context.Context, w *Want) *Outcome {
 		o.Status, o.Err = wire.StatusFailed, err
 		return o
 	}
-	// Through descriptors: the parent's walk once, then the directory
-	// itself, never through a symlink.
-	parent, err := e.root.Open(path.Dir(w.Entry.Name))
+	// Through descriptors: the parent's from the table, then the
+	// directory itself, never through a symlink.
+	parent, err := e.dirfds.get(path.Dir(w.Entry.Name))
+	if err == nil && parent == nil { // the table is full
+		if parent, err = e.root.Open(path.Dir(w.Entry.Name)); err == nil {
+			defer parent.Close()
+		}
+	}
 	if err != nil {
 		o.Status, o.Err = wire.StatusFailed, fmt.Errorf("opening parent directory: %w", err)
 		return o
 	}
-	defer parent.Close()
 	f, err := openDir(parent, path.Base(w.Entry.Name))
 	if err != nil {
 		if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {

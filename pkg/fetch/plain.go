@@ -342,8 +342,8 @@ type Selector interface {
 // a stream stopped early cannot check it, and results say nothing was
 // verified. emit is called once per selected entry.
 func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, sel Selector, opts Options, emit func(*Outcome)) error {
-	opts = opts.withDefaults()
-	e := &engine{root: root, opts: opts, emit: emit, dirs: map[string]*dirHandle{}, maxName: nameMax(root)}
+	e := newEngine(root, opts, emit)
+	defer e.dirfds.close()
 	b := toc.NewBuilder(l.TOC.Format, maxEntries)
 	l.TOC = b.TOC()
 	var (
