@@ -204,7 +204,7 @@ type engine struct {
 	dirMu      sync.Mutex
 	dirs       map[string]*dirHandle // by directory, see dir
 	ready      chan struct{}         // closed when directories are made, if they are made while downloading
-	dirfds     *dirTable // descriptors of the output directories, for the run
+	dirfds     *dirTable             // descriptors of the output directories, for the run
 	progMu     sync.Mutex
 	lastProg   time.Time
 	pack       *cache.Pack // where downloaded chunks are kept; nil without a cache
