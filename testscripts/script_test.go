@@ -236,6 +236,7 @@ func TestScripts(t *testing.T) {
 			"forgewindow":  forgewindow,
 			"movedchunks":  movedchunks,
 			"corruptchunk": corruptchunk,
+			"packedchunks": packedchunks,
 		},
 	})
 }

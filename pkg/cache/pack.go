@@ -30,20 +30,39 @@ import (
 // is dropped from its pack's index, and a pack whose index is damaged is
 // removed whole. Packs are evicted whole, by
 // the modification time of their data file, which LoadPacked refreshes.
+//
+// An entry may be kept encoded (CommitEncoded): as the gzip member or zstd
+// frames it was downloaded as, whose first bytes decode to the entry (what
+// follows, such as the next file's tar header, is not part of it). Its
+// index line adds the encoding and the entry's size; LoadPacked decodes
+// that many bytes, no more, before checking the digest, so a caller gets
+// the same verified bytes either way. A chunk kept encoded costs the cache its
+// compressed size: about a quarter of the bytes written for a Go
+// toolchain layer, and four times the content under the same cap.
 const (
 	packExt  = ".pack"
 	indexExt = ".idx"
 	// PackMaxBytes is where a Pack starts a new file: small enough that
 	// evicting one frees little at a time, large enough for few files.
 	PackMaxBytes = 64 << 20
-	packMagic    = "sg-cache pack v1"
+	packMagic    = "sg-cache pack v2" // index lines may name an encoding
+	packMagicV1  = "sg-cache pack v1" // read still
+)
+
+// Encodings an entry may be kept in (see CommitEncoded).
+const (
+	EncodingGzip = "gzip" // one gzip member
+	EncodingZstd = "zstd" // zstd frames
 )
 
 // Loc is where a packed entry is: its pack (a name in the kind's
-// directory) and its bytes there.
+// directory), its bytes there, and for an entry kept encoded the encoding
+// and the size it decodes to.
 type Loc struct {
 	Pack      string
 	Off, Size int64
+	Encoding  string
+	RawSize   int64
 }
 
 // Pack writes content-addressed entries of one kind into pack files. It
@@ -196,7 +215,7 @@ func readIndex(p, pack string, locs map[string]Loc) error {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) != 3 {
+		if len(f) != 3 && len(f) != 5 {
 			return errors.New("bad index line")
 		}
 		off, err1 := strconv.ParseInt(f[1], 10, 64)
@@ -204,13 +223,26 @@ func readIndex(p, pack string, locs map[string]Loc) error {
 		if err1 != nil || err2 != nil || off < 0 || size < 0 {
 			return errors.New("bad index line")
 		}
-		locs[f[0]] = Loc{Pack: pack, Off: off, Size: size}
+		loc := Loc{Pack: pack, Off: off, Size: size}
+		if len(f) == 5 {
+			raw, err := strconv.ParseInt(f[4], 10, 64)
+			if err != nil || raw < 0 || (f[3] != EncodingGzip && f[3] != EncodingZstd) {
+				return errors.New("bad index line")
+			}
+			loc.Encoding, loc.RawSize = f[3], raw
+		}
+		locs[f[0]] = loc
 	}
 	return nil
 }
 
 func decodePackIndex(b []byte) ([]byte, error) {
 	data, _, err := unseal(packMagic, b)
+	if err != nil {
+		if old, _, errV1 := unseal(packMagicV1, b); errV1 == nil {
+			return old, nil
+		}
+	}
 	return data, err
 }
 
@@ -231,7 +263,10 @@ func (c *Cache) LoadPacked(kind string, loc Loc, dgst string) ([]byte, error) {
 	}
 	defer f.Close()
 	data := make([]byte, loc.Size)
-	if _, err = f.ReadAt(data, loc.Off); err == nil {
+	if _, err = f.ReadAt(data, loc.Off); err == nil && loc.Encoding != "" {
+		data, err = decodeEntry(loc.Encoding, data, loc.RawSize)
+	}
+	if err == nil {
 		sum := sha256.Sum256(data)
 		if got := "sha256:" + hex.EncodeToString(sum[:]); got != dgst {
 			err = fmt.Errorf("digest %s, wanted %s", got, dgst)
@@ -375,21 +410,32 @@ func (p *Pack) Reserve(n int64) (*Slot, error) {
 
 // Commit records the slot's bytes, whose sha256 digest is dgst.
 func (s *Slot) Commit(dgst string) {
-	s.done(dgst)
+	s.done(dgst, "", 0)
+}
+
+// CommitEncoded records the slot's bytes as an entry kept encoded: the
+// first rawSize bytes they decode to (encoding EncodingGzip or
+// EncodingZstd) are the entry, whose sha256 digest is dgst.
+func (s *Slot) CommitEncoded(dgst, encoding string, rawSize int64) {
+	s.done(dgst, encoding, rawSize)
 }
 
 // Abort leaves the slot's room unused.
 func (s *Slot) Abort() {
-	s.done("")
+	s.done("", "", 0)
 }
 
-func (s *Slot) done(dgst string) {
+func (s *Slot) done(dgst, encoding string, rawSize int64) {
 	p := s.p
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pf := s.pf
 	if dgst != "" && !s.short {
-		fmt.Fprintf(&pf.idx, "%s %d %d\n", dgst, s.Off, s.n)
+		if encoding != "" {
+			fmt.Fprintf(&pf.idx, "%s %d %d %s %d\n", dgst, s.Off, s.n, encoding, rawSize)
+		} else {
+			fmt.Fprintf(&pf.idx, "%s %d %d\n", dgst, s.Off, s.n)
+		}
 		pf.written = true
 	}
 	pf.open--
