@@ -236,7 +236,6 @@ func TestScripts(t *testing.T) {
 			"forgewindow":  forgewindow,
 			"movedchunks":  movedchunks,
 			"corruptchunk": corruptchunk,
-			"packedchunks": packedchunks,
 		},
 	})
 }

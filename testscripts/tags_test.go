@@ -9,15 +9,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/stargz-get/stargz-get/internal/testenv"
-	"github.com/stargz-get/stargz-get/pkg/cache"
-	"github.com/stargz-get/stargz-get/pkg/fetch"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 )
 
@@ -169,12 +166,11 @@ func movedchunks(ts *testscript.TestScript, neg bool, args []string) {
 // Damages the cache entry of the first chunk of PATH in FIXTURE's layer,
 // kept in an entry of its own (chunk/sha256-HEX, as -o - keeps them) or
 // in a pack (as sg-fetch -o DIR keeps them): "bytes" flips the chunk's last
-// byte (of a pack entry kept as its compressed member, the middle one, so
-// that what it decodes to changes) and keeps the header (entry) or index
-// (pack), which no longer match or still do; "header" also writes a header
-// valid for the flipped bytes (entry), or moves the chunk's index line one
-// byte on under a valid index checksum (pack), so that only the chunk
-// digest the entry is kept under tells.
+// byte and keeps the header (entry) or index (pack), which no longer match
+// or still do; "header" also writes a header valid for the flipped bytes
+// (entry), or moves the chunk's index line one byte on under a valid index
+// checksum (pack), so that only the chunk digest the entry is kept under
+// tells.
 func corruptchunk(ts *testscript.TestScript, neg bool, args []string) {
 	img := tagsImage(args[1])
 	if len(args) != 4 || neg || img == nil || (args[3] != "bytes" && args[3] != "header") {
@@ -210,7 +206,7 @@ func corruptchunk(ts *testscript.TestScript, neg bool, args []string) {
 		found := false
 		for _, l := range strings.Split(strings.TrimSuffix(string(lines), "\n"), "\n") {
 			f := strings.Fields(l)
-			if (len(f) == 3 || len(f) == 5) && f[0] == c.ChunkDigest {
+			if len(f) == 3 && f[0] == c.ChunkDigest {
 				found = true
 				var off, size int64
 				fmt.Sscan(f[1], &off)
@@ -218,15 +214,10 @@ func corruptchunk(ts *testscript.TestScript, neg bool, args []string) {
 				pack := strings.TrimSuffix(ix, ".idx") + ".pack"
 				data, err := os.ReadFile(pack)
 				ts.Check(err)
-				flip := off + size - 1
-				if len(f) == 5 { // encoded: its last bytes may lie past the chunk
-					flip = off + size/2
-				}
-				data[flip] ^= 0xff
+				data[off+size-1] ^= 0xff
 				ts.Check(os.WriteFile(pack, data, 0o644))
 				if args[3] == "header" {
-					f[1] = strconv.FormatInt(off+1, 10)
-					l = strings.Join(f, " ")
+					l = fmt.Sprintf("%s %d %d", f[0], off+1, size)
 				}
 			}
 			out = append(out, l)
@@ -249,49 +240,4 @@ func corruptchunk(ts *testscript.TestScript, neg bool, args []string) {
 func sha256Of(b []byte) string {
 	sum := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
-// packedchunks CACHEDIR FIXTURE
-//
-// Checks that the chunk cache in CACHEDIR holds every chunk of the regular
-// files of FIXTURE's layer, each kept as a gzip member it was downloaded
-// in (not decompressed) that reads back whole; prints the bytes kept
-// against the chunks' uncompressed bytes, and fails when they are over
-// half of them.
-func packedchunks(ts *testscript.TestScript, neg bool, args []string) {
-	img := tagsImage(args[1])
-	if len(args) != 2 || neg || img == nil {
-		ts.Fatalf("usage: packedchunks CACHEDIR FIXTURE")
-	}
-	c, err := cache.Open(ts.MkAbs(args[0]))
-	ts.Check(err)
-	locs := c.Packed(fetch.ChunkKind)
-	r, l, done := openTOC(ts, img)
-	defer done()
-	var kept, raw int64
-	for _, f := range l.Files {
-		if f.Type != "reg" || f.Size == 0 {
-			continue
-		}
-		for off := int64(0); off < f.Size; {
-			ch, _ := r.ChunkEntryForOffset(f.Name, off)
-			off = ch.ChunkOffset + ch.ChunkSize
-			loc, ok := locs[ch.ChunkDigest]
-			switch {
-			case !ok:
-				ts.Fatalf("chunk %s of %s is not in the cache", ch.ChunkDigest, f.Name)
-			case loc.Encoding != cache.EncodingGzip || loc.RawSize != ch.ChunkSize:
-				ts.Fatalf("chunk %s of %s is kept as %+v; want a gzip member decoding to its %d bytes", ch.ChunkDigest, f.Name, loc, ch.ChunkSize)
-			}
-			if got, err := c.LoadPacked(fetch.ChunkKind, loc, ch.ChunkDigest); err != nil || int64(len(got)) != ch.ChunkSize {
-				ts.Fatalf("reading chunk %s of %s from the cache: %d bytes, %v", ch.ChunkDigest, f.Name, len(got), err)
-			}
-			kept += loc.Size
-			raw += ch.ChunkSize
-		}
-	}
-	fmt.Fprintf(ts.Stdout(), "kept %d bytes for %d bytes of chunks\n", kept, raw)
-	if kept >= raw/2 {
-		ts.Fatalf("the cache keeps %d bytes for %d bytes of chunks: not compressed", kept, raw)
-	}
 }

@@ -16,9 +16,7 @@
 // over the cap by a sixteenth, so thousands of small entries cost no more
 // than a few listings. Many small content-addressed entries are written
 // together as a pack (NewPack, Packed, LoadPacked; see pack.go): one data
-// file and an index renamed into place last. A packed entry may be kept
-// encoded, as the gzip member or zstd frames it was downloaded in
-// (Slot.CommitEncoded); LoadPacked decodes it before the digest check.
+// file and an index renamed into place last.
 //
 // No lock is held across a download: concurrent runs may both build the
 // same entry, and the last rename wins with identical contents. A cache

@@ -30,39 +30,20 @@ import (
 // is dropped from its pack's index, and a pack whose index is damaged is
 // removed whole. Packs are evicted whole, by
 // the modification time of their data file, which LoadPacked refreshes.
-//
-// An entry may be kept encoded (CommitEncoded): as the gzip member or zstd
-// frames it was downloaded as, whose first bytes decode to the entry (what
-// follows, such as the next file's tar header, is not part of it). Its
-// index line adds the encoding and the entry's size; LoadPacked decodes
-// that many bytes, no more, before checking the digest, so a caller gets
-// the same verified bytes either way. A chunk kept encoded costs the cache its
-// compressed size: about a quarter of the bytes written for a Go
-// toolchain layer, and four times the content under the same cap.
 const (
 	packExt  = ".pack"
 	indexExt = ".idx"
 	// PackMaxBytes is where a Pack starts a new file: small enough that
 	// evicting one frees little at a time, large enough for few files.
 	PackMaxBytes = 64 << 20
-	packMagic    = "sg-cache pack v2" // index lines may name an encoding
-	packMagicV1  = "sg-cache pack v1" // read still
-)
-
-// Encodings an entry may be kept in (see CommitEncoded).
-const (
-	EncodingGzip = "gzip" // one gzip member
-	EncodingZstd = "zstd" // zstd frames
+	packMagic    = "sg-cache pack v1"
 )
 
 // Loc is where a packed entry is: its pack (a name in the kind's
-// directory), its bytes there, and for an entry kept encoded the encoding
-// and the size it decodes to.
+// directory) and its bytes there.
 type Loc struct {
 	Pack      string
 	Off, Size int64
-	Encoding  string
-	RawSize   int64
 }
 
 // Pack writes content-addressed entries of one kind into pack files. It
@@ -215,7 +196,7 @@ func readIndex(p, pack string, locs map[string]Loc) error {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) != 3 && len(f) != 5 {
+		if len(f) != 3 {
 			return errors.New("bad index line")
 		}
 		off, err1 := strconv.ParseInt(f[1], 10, 64)
@@ -223,26 +204,13 @@ func readIndex(p, pack string, locs map[string]Loc) error {
 		if err1 != nil || err2 != nil || off < 0 || size < 0 {
 			return errors.New("bad index line")
 		}
-		loc := Loc{Pack: pack, Off: off, Size: size}
-		if len(f) == 5 {
-			raw, err := strconv.ParseInt(f[4], 10, 64)
-			if err != nil || raw < 0 || (f[3] != EncodingGzip && f[3] != EncodingZstd) {
-				return errors.New("bad index line")
-			}
-			loc.Encoding, loc.RawSize = f[3], raw
-		}
-		locs[f[0]] = loc
+		locs[f[0]] = Loc{Pack: pack, Off: off, Size: size}
 	}
 	return nil
 }
 
 func decodePackIndex(b []byte) ([]byte, error) {
 	data, _, err := unseal(packMagic, b)
-	if err != nil {
-		if old, _, errV1 := unseal(packMagicV1, b); errV1 == nil {
-			return old, nil
-		}
-	}
 	return data, err
 }
 
@@ -263,10 +231,7 @@ func (c *Cache) LoadPacked(kind string, loc Loc, dgst string) ([]byte, error) {
 	}
 	defer f.Close()
 	data := make([]byte, loc.Size)
-	if _, err = f.ReadAt(data, loc.Off); err == nil && loc.Encoding != "" {
-		data, err = decodeEntry(loc.Encoding, data, loc.RawSize)
-	}
-	if err == nil {
+	if _, err = f.ReadAt(data, loc.Off); err == nil {
 		sum := sha256.Sum256(data)
 		if got := "sha256:" + hex.EncodeToString(sum[:]); got != dgst {
 			err = fmt.Errorf("digest %s, wanted %s", got, dgst)
@@ -410,32 +375,21 @@ func (p *Pack) Reserve(n int64) (*Slot, error) {
 
 // Commit records the slot's bytes, whose sha256 digest is dgst.
 func (s *Slot) Commit(dgst string) {
-	s.done(dgst, "", 0)
-}
-
-// CommitEncoded records the slot's bytes as an entry kept encoded: the
-// first rawSize bytes they decode to (encoding EncodingGzip or
-// EncodingZstd) are the entry, whose sha256 digest is dgst.
-func (s *Slot) CommitEncoded(dgst, encoding string, rawSize int64) {
-	s.done(dgst, encoding, rawSize)
+	s.done(dgst)
 }
 
 // Abort leaves the slot's room unused.
 func (s *Slot) Abort() {
-	s.done("", "", 0)
+	s.done("")
 }
 
-func (s *Slot) done(dgst, encoding string, rawSize int64) {
+func (s *Slot) done(dgst string) {
 	p := s.p
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pf := s.pf
 	if dgst != "" && !s.short {
-		if encoding != "" {
-			fmt.Fprintf(&pf.idx, "%s %d %d %s %d\n", dgst, s.Off, s.n, encoding, rawSize)
-		} else {
-			fmt.Fprintf(&pf.idx, "%s %d %d\n", dgst, s.Off, s.n)
-		}
+		fmt.Fprintf(&pf.idx, "%s %d %d\n", dgst, s.Off, s.n)
 		pf.written = true
 	}
 	pf.open--

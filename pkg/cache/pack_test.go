@@ -8,11 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
-
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 )
 
 func digestOf(b []byte) string {
@@ -187,122 +183,5 @@ func TestSlotOverflowNotCommitted(t *testing.T) {
 	locs := c.Packed("chunk")
 	if _, found := locs[digestOf(data)]; found || len(locs) != 1 {
 		t.Errorf("Packed = %v, want only the slot that fit", locs)
-	}
-}
-
-// encodings returns data as a gzip member and as a zstd frame, written by
-// the libraries' own writers.
-func encodings(t *testing.T, data []byte) map[string][]byte {
-	t.Helper()
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(data)
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	enc, err := zstd.NewWriter(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer enc.Close()
-	return map[string][]byte{EncodingGzip: gz.Bytes(), EncodingZstd: enc.EncodeAll(data, nil)}
-}
-
-// Entries kept encoded read back as the first bytes they decode to (as
-// many as the index says), checked against the digest of those; a damaged
-// one, one decoding to fewer bytes than its index says, or one whose
-// decoded bytes fail the digest is never returned and is dropped from its
-// pack's index.
-func TestEncodedSlots(t *testing.T) {
-	data := bytes.Repeat([]byte("stargz-get keeps chunks as downloaded. "), 2000)
-	other := bytes.Repeat([]byte("other "), 100)
-	for enc, stored := range encodings(t, data) {
-		t.Run(enc, func(t *testing.T) {
-			c, _ := open(t)
-			p, err := c.NewPack("chunk")
-			if err != nil {
-				t.Fatal(err)
-			}
-			commit := func(stored []byte, dgst string, rawSize int64) {
-				s, err := p.Reserve(int64(len(stored)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				s.WriteAt(stored, 0)
-				s.CommitEncoded(dgst, enc, rawSize)
-			}
-			flipped := bytes.Clone(stored)
-			flipped[len(flipped)/2] ^= 0xff
-			commit(stored, digestOf(data), int64(len(data)))
-			commit(flipped, "sha256:"+strings.Repeat("1", 64), int64(len(data)))
-			commit(stored, digestOf(data[:1000]), 1000)                           // a prefix
-			commit(stored, "sha256:"+strings.Repeat("2", 64), int64(len(data))-1) // the prefix has another digest
-			commit(stored, "sha256:"+strings.Repeat("3", 64), int64(len(data))+1) // decodes to fewer
-			commit(stored, digestOf(other), int64(len(data)))                     // to other bytes
-			if err := p.Wait(); err != nil {
-				t.Fatal(err)
-			}
-			locs := c.Packed("chunk")
-			loc := locs[digestOf(data)]
-			if loc.Encoding != enc || loc.Size != int64(len(stored)) || loc.RawSize != int64(len(data)) {
-				t.Fatalf("Packed gives %+v for the entry, want encoding %s, %d bytes kept for %d", loc, enc, len(stored), len(data))
-			}
-			got, err := c.LoadPacked("chunk", loc, digestOf(data))
-			if err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("LoadPacked = %d bytes, %v; want the %d bytes encoded", len(got), err, len(data))
-			}
-			for _, bad := range []string{"sha256:" + strings.Repeat("1", 64), "sha256:" + strings.Repeat("2", 64), "sha256:" + strings.Repeat("3", 64), digestOf(other)} {
-				got, err := c.LoadPacked("chunk", locs[bad], bad)
-				if got != nil || !errors.Is(err, ErrDamaged) {
-					t.Errorf("LoadPacked of a bad entry = %d bytes, %v; want ErrDamaged", len(got), err)
-				}
-			}
-			if got, err := c.LoadPacked("chunk", locs[digestOf(data[:1000])], digestOf(data[:1000])); err != nil || !bytes.Equal(got, data[:1000]) {
-				t.Errorf("LoadPacked of the prefix entry = %d bytes, %v; want its first 1000", len(got), err)
-			}
-			if left := c.Packed("chunk"); len(left) != 2 {
-				t.Errorf("after the bad entries were read, the index holds %d entries, want the 2 good ones", len(left))
-			}
-		})
-	}
-}
-
-// Packs written before entries could be kept encoded (index magic v1)
-// are still read.
-func TestPackIndexV1(t *testing.T) {
-	c, _ := open(t)
-	dir := c.Dir()
-	p, err := c.NewPack("chunk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := []byte("written by an earlier version")
-	if err := p.Add(digestOf(data), data); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Close(); err != nil {
-		t.Fatal(err)
-	}
-	idx, err := filepath.Glob(filepath.Join(dir, "chunk", "pack-*"+indexExt))
-	if err != nil || len(idx) != 1 {
-		t.Fatalf("pack indexes: %v, %v", idx, err)
-	}
-	b, err := os.ReadFile(idx[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines, err := decodePackIndex(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := writeSealed(idx[0], packMagicV1, lines, nil); err != nil {
-		t.Fatal(err)
-	}
-	loc, ok := c.Packed("chunk")[digestOf(data)]
-	if !ok {
-		t.Fatal("the entry of a v1 pack index is not found")
-	}
-	if got, err := c.LoadPacked("chunk", loc, digestOf(data)); err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("LoadPacked = %q, %v", got, err)
 	}
 }

@@ -11,9 +11,7 @@ import (
 )
 
 // ChunkKind is the kind of cache entry (see pkg/cache) that verified
-// chunks are kept as, each under the sha256 digest of its uncompressed
-// bytes: as the gzip member or zstd frames it was downloaded in when those
-// start with it (see capture), else uncompressed.
+// uncompressed chunks are kept as, each under its own sha256 digest.
 const ChunkKind = "chunk"
 
 // chunkKey returns the digest a chunk of file e is cached under: its TOC

@@ -181,8 +181,7 @@ func (e *engine) stream(ctx context.Context, r *request, next *int, buf []byte, 
 // streamRun reads the members of run x up to its last from body, which
 // starts at x.start.
 func (e *engine) streamRun(r *request, x run, body io.Reader, br *bufio.Reader, next *int, buf []byte, zr *gzip.Reader) error {
-	cr := &countingReader{r: body, e: e, base: x.start}
-	defer cr.endCapture(false, "", 0) // a member cut short is not kept
+	cr := &countingReader{r: body, e: e}
 	br.Reset(cr)
 	// pos is the blob offset of the next byte br hands out.
 	pos := func() int64 { return x.start + cr.n - int64(br.Buffered()) }
@@ -191,19 +190,15 @@ func (e *engine) streamRun(r *request, x run, body io.Reader, br *bufio.Reader, 
 		if _, err := br.Discard(int(m.offset - pos())); err != nil {
 			return fmt.Errorf("skipping to member at %d: %w", m.offset, err)
 		}
-		capt := e.startCapture(m, cr, br)
 		if m.codec == toc.CodecZstd {
-			if err := e.zstdMember(m, br, buf, capt); err != nil {
+			if err := e.zstdMember(m, br, buf); err != nil {
 				return err
-			}
-			if capt != nil {
-				cr.endCapture(true, cache.EncodingZstd, m.segments[0].chunk.Size)
 			}
 			continue
 		}
 		// The gzip reader reads the bufio.Reader itself (its fast path)
 		// and stops at the member's end; where that is, is checked after.
-		if err := e.member(m, br, buf, zr, capt); err != nil {
+		if err := e.member(m, br, buf, zr); err != nil {
 			return err
 		}
 		if _, err := io.CopyBuffer(io.Discard, zr, buf); err != nil {
@@ -217,100 +212,22 @@ func (e *engine) streamRun(r *request, x run, body io.Reader, br *bufio.Reader, 
 				return fmt.Errorf("reading member at %d: %w", m.offset, err)
 			}
 		}
-		if capt != nil {
-			cr.endCapture(true, cache.EncodingGzip, m.segments[0].chunk.Size)
-		}
 	}
 	return nil
 }
 
-// capture keeps a member's compressed bytes in the cache as they pass
-// under the bufio.Reader, when the member starts with the one chunk wanted
-// of it: the cache then holds the chunk as it was downloaded
-// (cache.Slot.CommitEncoded: the first bytes the member decodes to),
-// about a quarter of the bytes of keeping it decompressed, and nothing is
-// compressed again. (An eStargz member ends with the next file's tar
-// header, which is decoded and dropped when the entry is read.)
-type capture struct {
-	slot       *cache.Slot
-	start, end int64 // the member's bytes in the blob
-	from       int64 // bytes from here on come through the countingReader
-	got        int64 // bytes of the member written to the slot
-	key        string
-}
-
-// maxCaptureBytes bounds the members kept encoded; larger ones (none that
-// estargz or containers/storage write) are kept decompressed.
-const maxCaptureBytes = 64 << 20
-
-// startCapture starts keeping member m's compressed bytes, when the cache
-// is on and m is one chunk of its own to be kept. br is at m's start; the
-// bytes of m it holds already are copied now, the rest as cr reads them.
-func (e *engine) startCapture(m *member, cr *countingReader, br *bufio.Reader) *capture {
-	if e.pack == nil || len(m.segments) != 1 {
-		return nil
-	}
-	s := m.segments[0]
-	size := m.end - m.offset
-	if s.done || s.chunk.InnerOffset != 0 || size <= 0 || size > maxCaptureBytes || chunkKey(s.writes[0].t.source, s.chunk) == "" {
-		return nil
-	}
-	slot, err := e.pack.Reserve(size)
-	if err != nil {
-		return nil
-	}
-	c := &capture{slot: slot, start: m.offset, end: m.end}
-	if k := min(int64(br.Buffered()), size); k > 0 {
-		b, _ := br.Peek(int(k))
-		slot.WriteAt(b, 0)
-		c.got = int64(len(b))
-	}
-	c.from = m.offset + c.got
-	cr.capt = c
-	return c
-}
-
-// take copies what of b, read at blob offset at, belongs to the member.
-func (c *capture) take(at int64, b []byte) {
-	lo, hi := max(at, c.from), min(at+int64(len(b)), c.end)
-	if lo >= hi {
-		return
-	}
-	c.slot.WriteAt(b[lo-at:hi-at], lo-c.start)
-	c.got += hi - lo
-	c.from = hi
-}
-
-// endCapture records the captured member as the encoded chunk when ok,
-// the chunk verified and every byte of the member was taken; else it
-// leaves the room unused.
-func (cr *countingReader) endCapture(ok bool, encoding string, rawSize int64) {
-	c := cr.capt
-	if c == nil {
-		return
-	}
-	cr.capt = nil
-	if ok && c.key != "" && c.got == c.end-c.start {
-		c.slot.CommitEncoded(c.key, encoding, rawSize)
-		return
-	}
-	c.slot.Abort()
-}
-
 // member decodes one gzip member and writes its wanted segments.
-func (e *engine) member(m *member, br *bufio.Reader, buf []byte, zr *gzip.Reader, capt *capture) error {
+func (e *engine) member(m *member, br *bufio.Reader, buf []byte, zr *gzip.Reader) error {
 	if err := zr.Reset(br); err != nil {
 		return fmt.Errorf("member at %d: %w", m.offset, err)
 	}
 	zr.Multistream(false)
-	return e.segments(m, zr, buf, capt)
+	return e.segments(m, zr, buf)
 }
 
 // segments reads member m's decompressed stream from zr, writing and
-// verifying its wanted segments. With capt, the member's compressed bytes
-// are being kept for its one chunk: no decompressed copy is kept, and the
-// chunk's key is set on capt once it verifies.
-func (e *engine) segments(m *member, zr io.Reader, buf []byte, capt *capture) error {
+// verifying its wanted segments.
+func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 	var at int64 // position in the decompressed stream
 	for _, s := range m.segments {
 		if skip := s.chunk.InnerOffset - at; skip > 0 {
@@ -327,7 +244,7 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte, capt *capture) er
 		var slot *cache.Slot
 		var key string
 		if e.pack != nil && !s.done {
-			if key = chunkKey(s.writes[0].t.source, s.chunk); key != "" && capt == nil {
+			if key = chunkKey(s.writes[0].t.source, s.chunk); key != "" {
 				slot, _ = e.pack.Reserve(s.chunk.Size)
 			}
 		}
@@ -353,9 +270,6 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte, capt *capture) er
 			} else {
 				slot.Abort()
 			}
-		}
-		if capt != nil && key != "" && err == nil && n == s.chunk.Size && got == key {
-			capt.key = key
 		}
 		if err == nil && n < s.chunk.Size {
 			err = io.ErrUnexpectedEOF
@@ -395,18 +309,13 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte, capt *capture) er
 // countingReader counts the bytes of a response body, for progress and
 // to know the blob offset under a bufio.Reader.
 type countingReader struct {
-	r    io.Reader
-	e    *engine
-	base int64 // blob offset of the body's first byte
-	n    int64
-	capt *capture // a member being kept, see startCapture
+	r io.Reader
+	e *engine
+	n int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	if c.capt != nil && n > 0 {
-		c.capt.take(c.base+c.n, p[:n])
-	}
 	c.n += int64(n)
 	c.e.bytesDone.Add(int64(n))
 	c.e.progress(false)

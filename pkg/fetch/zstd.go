@@ -30,7 +30,7 @@ var zstdDecoders = sync.Pool{New: func() any {
 // zstdMember decodes the zstd frames of member m from br, which is at m's
 // start, writes its wanted segments, and leaves br at m's end. The TOC
 // gives each span's exact end, so the decoder reads no further than it.
-func (e *engine) zstdMember(m *member, br *bufio.Reader, buf []byte, capt *capture) error {
+func (e *engine) zstdMember(m *member, br *bufio.Reader, buf []byte) error {
 	d, ok := zstdDecoders.Get().(*zstd.Decoder)
 	if !ok {
 		return fmt.Errorf("%s at %d: creating decoder: %v", m.codec, m.offset, zstdDecoders.New())
@@ -40,7 +40,7 @@ func (e *engine) zstdMember(m *member, br *bufio.Reader, buf []byte, capt *captu
 	if err := d.Reset(lr); err != nil {
 		return fmt.Errorf("%s at %d: %w", m.codec, m.offset, err)
 	}
-	err := e.segments(m, d, buf, capt)
+	err := e.segments(m, d, buf)
 	_ = d.Reset(nil) // let go of br
 	if err != nil {
 		return err
