@@ -8,11 +8,12 @@
 // the critical path before the first byte of file data was asked for
 // (measured with GODEBUG=gctrace=1 on a 16,705-entry layer). A floor of a
 // few tens of MiB lets that phase run with one or two collections, and
-// above the floor the collector paces as GOGC=100 does: the floor raises
-// peak memory to at most the floor, never more than that.
+// above the floor the collector paces as the percentage set before did
+// (sg-fetch and sg-ls use 50 to keep whole-layer fetches small): the
+// floor raises peak memory to at most the floor, never more than that.
 //
 // It is the usual GC tuner done with the runtime's own knobs: after each
 // collection a cleanup reads the live heap and sets the GC percentage so
-// that the next goal is max(floor, 2×live). A GOGC in the environment
-// turns it off: the user's setting wins.
+// that the next goal is max(floor, live×(1+p/100)). A GOGC in the
+// environment turns it off: the user's setting wins.
 package heapfloor

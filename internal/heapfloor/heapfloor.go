@@ -12,23 +12,32 @@ import (
 // 100 MiB memory budget, and above the working set of a 20k-entry layer.
 const DefaultFloor = 64 << 20
 
-// minPercent is the GC percentage above the floor, GOGC's default.
-const minPercent = 100
-
 // Set keeps the heap goal at floor bytes or more, for the life of the
-// process, unless GOGC is set in the environment. Call it once, early.
+// process, unless GOGC is set in the environment. Above the floor the GC
+// percentage in force when Set is called applies (a tool may lower it
+// from GOGC's 100 to keep its peak memory down). Call it once, early.
 func Set(floor uint64) {
 	if _, ok := os.LookupEnv("GOGC"); ok || floor == 0 {
 		return
 	}
+	pct := debug.SetGCPercent(100)
+	debug.SetGCPercent(pct)
+	if pct <= 0 {
+		return // collection off, or a setting this package cannot improve on
+	}
+	base.Store(int64(pct))
 	if active.Swap(floor) == 0 {
 		arm()
 	}
 	apply(floor)
 }
 
-// active is the floor in force, 0 for none (the cleanup chain then ends).
-var active atomic.Uint64
+// active is the floor in force, 0 for none (the cleanup chain then ends);
+// base is the GC percentage above it.
+var (
+	active atomic.Uint64
+	base   atomic.Int64
+)
 
 // sentinel is an object made unreachable at once, so that a cleanup runs
 // after each collection. It holds a pointer so that it is not a tiny
@@ -47,17 +56,17 @@ func arm() {
 
 // apply sets the GC percentage for the live heap measured last.
 func apply(floor uint64) {
-	debug.SetGCPercent(Percent(floor, liveHeap()))
+	debug.SetGCPercent(Percent(floor, liveHeap(), int(base.Load())))
 }
 
 // Percent is the GC percentage that puts the next heap goal at
-// max(floor, live×(1+minPercent/100)) for a live heap of live bytes.
-func Percent(floor, live uint64) int {
+// max(floor, live×(1+pct/100)) for a live heap of live bytes.
+func Percent(floor, live uint64, pct int) int {
 	if live == 0 {
 		live = 4 << 20 // the runtime's goal before the first collection
 	}
-	if live*(100+minPercent)/100 >= floor {
-		return minPercent
+	if live*uint64(100+pct)/100 >= floor {
+		return pct
 	}
 	return int((floor*100+live-1)/live) - 100 // rounded up: the goal is not under the floor
 }

@@ -11,20 +11,25 @@ func TestPercent(t *testing.T) {
 	const floor = 64 << 20
 	for _, c := range []struct {
 		live uint64
+		pct  int
 		want int
 	}{
-		{0, 1500},              // before the first collection: 4 MiB x 16
-		{4 << 20, 1500},        // the same, measured
-		{16 << 20, 300},        // 16 MiB x 4 = the floor
-		{31 << 20, 107},        // just under half the floor
-		{32 << 20, minPercent}, // 2 x live reaches the floor
-		{500 << 20, minPercent},
+		{0, 100, 1500},        // before the first collection: 4 MiB x 16
+		{4 << 20, 100, 1500},  // the same, measured
+		{16 << 20, 100, 300},  // 16 MiB x 4 = the floor
+		{31 << 20, 100, 107},  // just under half the floor
+		{32 << 20, 100, 100},  // 2 x live reaches the floor
+		{500 << 20, 100, 100}, // far above: the percentage set
+		{40 << 20, 50, 60},    // under the floor at 50%: raised
+		{43 << 20, 50, 50},    // 1.5 x live is over the floor
+		{500 << 20, 50, 50},
 	} {
-		if got := Percent(floor, c.live); got != c.want {
-			t.Errorf("Percent(64 MiB, %d MiB) = %d, want %d", c.live>>20, got, c.want)
+		got := Percent(floor, c.live, c.pct)
+		if got != c.want {
+			t.Errorf("Percent(64 MiB, %d MiB, %d) = %d, want %d", c.live>>20, c.pct, got, c.want)
 		}
-		if got := Percent(floor, c.live); c.live > 0 && c.live*uint64(100+got)/100 < floor && got != minPercent {
-			t.Errorf("Percent(64 MiB, %d MiB) = %d puts the goal under the floor", c.live>>20, got)
+		if live := max(c.live, 4<<20); live*uint64(100+got)/100 < floor {
+			t.Errorf("Percent(64 MiB, %d MiB, %d) = %d puts the goal under the floor", c.live>>20, c.pct, got)
 		}
 	}
 }
