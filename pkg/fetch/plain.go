@@ -247,6 +247,12 @@ func (e *engine) extractSeek(ctx context.Context, l *Layer, targets []*target) {
 				distrust.Do(func() { l.Plain.Distrust(err) })
 			}
 			for _, t := range r.targets {
+				t.mu.Lock()
+				done := t.done
+				t.mu.Unlock()
+				if done {
+					continue // written and finished in the run
+				}
 				if err != nil {
 					t.fail(err)
 				} else if t.file == nil && t.source.Size > 0 {
@@ -293,6 +299,12 @@ func (e *engine) readRun(ctx context.Context, l *Layer, r *seekRun) error {
 		share := (end - off) * (w.ahead - (hoff - r.from)) / max(r.to-r.from, 1)
 		if err := e.writeEntry(w.tr, ts, buf, share); err != nil {
 			return fmt.Errorf("extracting %s: %w", h.Name, err)
+		}
+		// Finished now (checked against its digest, renamed, closed), not
+		// when the run ends: a run holds thousands of files, and several
+		// runs at once held more descriptors than a process may open.
+		for _, t := range ts {
+			e.complete(t)
 		}
 		left--
 	}
