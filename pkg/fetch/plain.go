@@ -46,10 +46,12 @@ type IndexKeeper interface {
 // through a seek index that the layer's bytes contradicted.
 var ErrIndexMismatch = errors.New("the seek index does not match the layer")
 
-// maxSeekRuns is how many runs of an indexed layer are read at once: twice
-// the cores of a small machine, so that inflating is never short of a run
-// to work on, while each run's stream holds a few segments in memory.
-const maxSeekRuns = 4
+// maxSeekRuns is how many runs of an indexed layer are read at once:
+// three times the cores of a small machine, so that inflating is never
+// short of a run to work on, while each run's stream holds a few segments
+// in memory. The WG layer fetched whole through its index on 2 cores:
+// 2 runs 5.38 s, 3 runs 4.54 s, 4 runs 4.27 s, 6 runs 4.04 s, 8 runs 4.09 s.
+const maxSeekRuns = 6
 
 // maxRunBytes caps the compressed bytes of one run of an indexed layer:
 // longer stretches are split at an entry, each part read from its own
