@@ -183,14 +183,19 @@ func checkHeader(h *tar.Header, off int64, e *toc.Entry) error {
 func (e *engine) writeEntry(r io.Reader, ts []*target, buf []byte, compressed int64) error {
 	hash := sha256.New()
 	ws := []io.Writer{hash}
-	var files []*os.File
+	var reused []*os.File // written before: cut to this write's length
 	for _, t := range ts {
+		t.mu.Lock()
+		had := t.file != nil
+		t.mu.Unlock()
 		f, err := e.open(t)
 		if err != nil {
 			t.fail(err)
 		} else if f != nil {
 			ws = append(ws, io.NewOffsetWriter(f, 0))
-			files = append(files, f)
+			if had {
+				reused = append(reused, f)
+			}
 		}
 	}
 	n, err := io.CopyBuffer(io.MultiWriter(ws...), r, buf)
@@ -198,7 +203,9 @@ func (e *engine) writeEntry(r io.Reader, ts []*target, buf []byte, compressed in
 	if err != nil {
 		return err
 	}
-	for _, f := range files {
+	// A temp file made here holds exactly what was written; one an earlier
+	// attempt wrote may hold more.
+	for _, f := range reused {
 		if err := f.Truncate(n); err != nil {
 			return err
 		}
