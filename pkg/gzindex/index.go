@@ -4,11 +4,9 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +14,8 @@ import (
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/klauspost/compress/flate"
+	"github.com/klauspost/compress/gzip"
+	"github.com/segmentio/encoding/json"
 
 	"github.com/stargz-get/stargz-get/pkg/blob"
 	"github.com/stargz-get/stargz-get/pkg/toc"
