@@ -58,15 +58,15 @@ func (e *engine) copyLocal(t *target) {
 	t.mu.Unlock()
 }
 
-// maxDirHandles bounds the directories kept open at once (one file
-// descriptor each); beyond it, files go through the output root, which
-// resolves every component of their path for each operation. It is half
-// the process's file limit (which Go raises to the hard limit at start),
-// at most 32768, so that files, connections and the cache keep the other
-// half (512 when the limit cannot be read). A whole layer keeps every
-// directory with a file not yet finished open, and GOROOT alone has 1,667
-// directories: with 512, the streamed fetch of the benchmark's WG layer
-// (four copies of it) spent 1.9 s of CPU in those path walks.
+// maxDirHandles bounds the directories a run keeps open (one file
+// descriptor each, in its dirTable, until the run ends); beyond it, files
+// go through the output root, which resolves every component of their
+// path for each operation. It is half the process's file limit (which Go
+// raises to the hard limit at start), at most 32768, so that files,
+// connections and the cache keep the other half (512 when the limit
+// cannot be read). GOROOT alone has 1,667 directories: with 512 handles,
+// the streamed fetch of the benchmark's WG layer (four copies of it) spent
+// 1.9 s of CPU in those path walks.
 var maxDirHandles = sync.OnceValue(func() int64 {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
