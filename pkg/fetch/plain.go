@@ -198,7 +198,7 @@ func (e *engine) writeEntry(r io.Reader, ts []*target, buf []byte, compressed in
 			}
 		}
 	}
-	n, err := io.CopyBuffer(io.MultiWriter(ws...), r, buf)
+	n, err := copyFilled(io.MultiWriter(ws...), r, buf)
 	e.bytesDone.Add(n)
 	if err != nil {
 		return err

@@ -313,7 +313,13 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 func copyFilled(dst io.Writer, src io.Reader, buf []byte) (int64, error) {
 	var n int64
 	for {
-		k, err := io.ReadFull(src, buf)
+		k := 0
+		var err error
+		for k < len(buf) && err == nil {
+			var m int
+			m, err = src.Read(buf[k:])
+			k += m
+		}
 		if k > 0 {
 			w, werr := dst.Write(buf[:k])
 			n += int64(w)
@@ -321,12 +327,11 @@ func copyFilled(dst io.Writer, src io.Reader, buf []byte) (int64, error) {
 				return n, werr
 			}
 		}
-		switch err {
-		case nil:
-		case io.EOF, io.ErrUnexpectedEOF:
+		if err == io.EOF {
 			return n, nil
-		default:
-			return n, err
+		}
+		if err != nil {
+			return n, err // io.ErrUnexpectedEOF of a cut stream included
 		}
 	}
 }
