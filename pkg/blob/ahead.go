@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"sync"
+
+	"github.com/stargz-get/stargz-get/internal/fill"
 )
 
 // errAheadClosed is what a ReadAhead reader returns after Close.
@@ -55,13 +57,7 @@ func (a *readAhead) run(r io.Reader) {
 		case <-a.done:
 			return
 		}
-		n := 0
-		var err error
-		for n < len(buf) && err == nil {
-			var k int
-			k, err = r.Read(buf[n:])
-			n += k
-		}
+		n, err := fill.From(r, buf)
 		a.full <- aheadChunk{buf, n, err}
 		if err != nil {
 			return

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/stargz-get/stargz-get/internal/fill"
 	"github.com/stargz-get/stargz-get/pkg/cache"
 	"github.com/stargz-get/stargz-get/pkg/registry"
 	"github.com/stargz-get/stargz-get/pkg/toc"
@@ -313,13 +314,7 @@ func (e *engine) segments(m *member, zr io.Reader, buf []byte) error {
 func copyFilled(dst io.Writer, src io.Reader, buf []byte) (int64, error) {
 	var n int64
 	for {
-		k := 0
-		var err error
-		for k < len(buf) && err == nil {
-			var m int
-			m, err = src.Read(buf[k:])
-			k += m
-		}
+		k, err := fill.From(src, buf)
 		if k > 0 {
 			w, werr := dst.Write(buf[:k])
 			n += int64(w)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	digest "github.com/opencontainers/go-digest"
+
+	"github.com/stargz-get/stargz-get/internal/fill"
 )
 
 // Defaults for Options.
@@ -424,13 +426,7 @@ func inflateAhead(r io.Reader) *aheadReader {
 			}
 			// Not io.ReadFull: its io.ErrUnexpectedEOF for a short last
 			// block would hide the same error from a truncated TOC.
-			var n int
-			var err error
-			for n < len(buf) && err == nil {
-				var k int
-				k, err = r.Read(buf[n:])
-				n += k
-			}
+			n, err := fill.From(r, buf)
 			if n > 0 {
 				select {
 				case a.ch <- buf[:n]:
