@@ -75,11 +75,40 @@ func (e *engine) extractFull(ctx context.Context, l *Layer, targets []*target) {
 		}
 		err = e.extractStream(ctx, l, targets)
 	}
-	for _, t := range targets {
+	e.finishUnwritten(targets, err, func(t *target) error {
+		return fmt.Errorf("%s not found in the layer", t.source.Name)
+	})
+}
+
+// writeAndFinish writes the targets of one tar entry and finishes them at
+// once (checked against their digest, renamed, closed), not when the read
+// ends: a read holds thousands of files, and several at once held more
+// descriptors than a process may open.
+func (e *engine) writeAndFinish(r io.Reader, ts []*target, buf []byte, compressed int64) error {
+	if err := e.writeEntry(r, ts, buf, compressed); err != nil {
+		return err
+	}
+	for _, t := range ts {
+		e.complete(t)
+	}
+	return nil
+}
+
+// finishUnwritten finishes the targets a read left unwritten: failed with
+// err when the read failed, else with what notFound says when they have
+// contents (an empty file is made).
+func (e *engine) finishUnwritten(ts []*target, err error, notFound func(t *target) error) {
+	for _, t := range ts {
+		t.mu.Lock()
+		done := t.done
+		t.mu.Unlock()
+		if done {
+			continue
+		}
 		if err != nil {
 			t.fail(err)
 		} else if t.file == nil && t.source.Size > 0 {
-			t.fail(fmt.Errorf("%s not found in the layer", t.source.Name))
+			t.fail(notFound(t))
 		}
 		e.complete(t)
 	}
@@ -161,7 +190,7 @@ func (e *engine) extractStream(ctx context.Context, l *Layer, targets []*target)
 		if err := checkHeader(h, off, ts[0].source); err != nil {
 			return err
 		}
-		if err := e.writeEntry(w.tr, ts, buf, 0); err != nil {
+		if err := e.writeAndFinish(w.tr, ts, buf, 0); err != nil {
 			return fmt.Errorf("extracting %s: %w", h.Name, err)
 		}
 		if off == last {
@@ -183,32 +212,20 @@ func checkHeader(h *tar.Header, off int64, e *toc.Entry) error {
 func (e *engine) writeEntry(r io.Reader, ts []*target, buf []byte, compressed int64) error {
 	hash := sha256.New()
 	ws := []io.Writer{hash}
-	var reused []*os.File // written before: cut to this write's length
 	for _, t := range ts {
-		t.mu.Lock()
-		had := t.file != nil
-		t.mu.Unlock()
+		// Each target is written once, into a temp file made here, which
+		// then holds exactly what was written.
 		f, err := e.open(t)
 		if err != nil {
 			t.fail(err)
 		} else if f != nil {
 			ws = append(ws, io.NewOffsetWriter(f, 0))
-			if had {
-				reused = append(reused, f)
-			}
 		}
 	}
 	n, err := copyFilled(io.MultiWriter(ws...), r, buf)
 	e.bytesDone.Add(n)
 	if err != nil {
 		return err
-	}
-	// A temp file made here holds exactly what was written; one an earlier
-	// attempt wrote may hold more.
-	for _, f := range reused {
-		if err := f.Truncate(n); err != nil {
-			return err
-		}
 	}
 	dgst := "sha256:" + hex.EncodeToString(hash.Sum(nil))
 	for _, t := range ts {
@@ -255,20 +272,9 @@ func (e *engine) extractSeek(ctx context.Context, l *Layer, targets []*target) {
 			if errors.Is(err, ErrIndexMismatch) {
 				distrust.Do(func() { l.Plain.Distrust(err) })
 			}
-			for _, t := range r.targets {
-				t.mu.Lock()
-				done := t.done
-				t.mu.Unlock()
-				if done {
-					continue // written and finished in the run
-				}
-				if err != nil {
-					t.fail(err)
-				} else if t.file == nil && t.source.Size > 0 {
-					t.fail(fmt.Errorf("%w: %s not found at byte %d", ErrIndexMismatch, t.source.Name, t.source.TarOffset))
-				}
-				e.complete(t)
-			}
+			e.finishUnwritten(r.targets, err, func(t *target) error {
+				return fmt.Errorf("%w: %s not found at byte %d", ErrIndexMismatch, t.source.Name, t.source.TarOffset)
+			})
 		})
 	}
 	p.Wait()
@@ -306,14 +312,8 @@ func (e *engine) readRun(ctx context.Context, l *Layer, r *seekRun) error {
 		// The run's compressed bytes are shared out by the tar bytes
 		// each entry takes, so that they add up to what was read.
 		share := (end - off) * (w.ahead - (hoff - r.from)) / max(r.to-r.from, 1)
-		if err := e.writeEntry(w.tr, ts, buf, share); err != nil {
+		if err := e.writeAndFinish(w.tr, ts, buf, share); err != nil {
 			return fmt.Errorf("extracting %s: %w", h.Name, err)
-		}
-		// Finished now (checked against its digest, renamed, closed), not
-		// when the run ends: a run holds thousands of files, and several
-		// runs at once held more descriptors than a process may open.
-		for _, t := range ts {
-			e.complete(t)
 		}
 		left--
 	}
@@ -442,8 +442,8 @@ func RunStream(ctx context.Context, root *os.Root, l *Layer, maxEntries int64, s
 		return nil
 	}()
 	e.filesTotal = len(regs)
-	// A few at a time: each is a reopen, a mode, a time and a rename, and a
-	// whole layer has tens of thousands.
+	// A few at a time: each is a rename (park set the mode and times), and
+	// a whole layer has tens of thousands.
 	fin := pool.New().WithMaxGoroutines(finishers)
 	for _, t := range regs {
 		fin.Go(func() {
