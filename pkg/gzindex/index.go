@@ -320,15 +320,23 @@ func startPacker() *packer {
 		defer close(pk.done)
 		fw, _ := flate.NewWriter(&pk.wins, flate.BestSpeed)
 		for j := range jobs {
-			at := int64(pk.wins.Len())
-			fw.Reset(&pk.wins)
-			fw.Write(j.window) // a bytes.Buffer does not fail
-			fw.Close()
-			sum := sha256.Sum256(j.window)
-			pk.packed = append(pk.packed, packedWindow{idx: j.idx, at: at, z: int64(pk.wins.Len()) - at, n: len(j.window), sum: hex.EncodeToString(sum[:])})
+			w := deflateWindow(fw, &pk.wins, j.window)
+			w.idx = j.idx
+			pk.packed = append(pk.packed, w)
 		}
 	}()
 	return pk
+}
+
+// deflateWindow appends window, deflated, to wins and says where it is
+// and its digest (idx is left for the caller).
+func deflateWindow(fw *flate.Writer, wins *bytes.Buffer, window []byte) packedWindow {
+	at := int64(wins.Len())
+	fw.Reset(wins)
+	fw.Write(window) // a bytes.Buffer does not fail
+	fw.Close()
+	sum := sha256.Sum256(window)
+	return packedWindow{at: at, z: int64(wins.Len()) - at, n: len(window), sum: hex.EncodeToString(sum[:])}
 }
 
 // add packs a copy of window as that of checkpoint idx; an empty window
@@ -339,14 +347,13 @@ func (pk *packer) add(idx int, window []byte) {
 	}
 }
 
-// stop waits for the packer and returns the windows section.
-func (pk *packer) stop() []byte {
+// stop waits for the packer; wins is then the windows section.
+func (pk *packer) stop() {
 	if !pk.stopped {
 		pk.stopped = true
 		close(pk.jobs)
 		<-pk.done
 	}
-	return pk.wins.Bytes()
 }
 
 // inflateBuffers and inflateBufferSize bound how far inflating runs ahead
@@ -534,16 +541,8 @@ func (ix *Index) Marshal() ([]byte, error) {
 		switch w := c.Window; {
 		case w != nil:
 			// Raw, as set by hand: deflated here.
-			sum := sha256.Sum256(w)
-			c.WindowAt, c.WindowLen, c.WindowSum = int64(wins.Len()), len(w), hex.EncodeToString(sum[:])
-			fw.Reset(&wins)
-			if _, err := fw.Write(w); err != nil {
-				return nil, err
-			}
-			if err := fw.Close(); err != nil {
-				return nil, err
-			}
-			c.WindowZ = int64(wins.Len()) - c.WindowAt
+			d := deflateWindow(fw, &wins, w)
+			c.WindowAt, c.WindowZ, c.WindowLen, c.WindowSum = d.at, d.z, d.n, d.sum
 		case c.WindowZ > 0:
 			// Already deflated (built or loaded): copied as it is; its
 			// digest is checked when a read inflates it.
