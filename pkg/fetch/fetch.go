@@ -13,6 +13,7 @@ import (
 	"github.com/sourcegraph/conc"
 	"github.com/sourcegraph/conc/pool"
 
+	"github.com/stargz-get/stargz-get/internal/libdeflate"
 	"github.com/stargz-get/stargz-get/pkg/cache"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 	"github.com/stargz-get/stargz-get/pkg/wire"
@@ -476,6 +477,9 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 				}
 			}()
 		}
+	}
+	if err := libdeflate.Load(); err != nil && total > 0 {
+		e.logf("small gzip members stream through klauspost/compress: %v", err)
 	}
 	maxReq := requestCap(total, e.opts.Jobs, e.opts.MaxRequestBytes, minRequestBytes)
 	reqs := plan(targets, e.opts.MaxGap, maxReq, e.opts.MaxRequestBytes, e.opts.Jobs, e.opts.MaxRanges, cachedOffs)

@@ -21,6 +21,7 @@ import (
 	"testing"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/stargz-get/stargz-get/internal/libdeflate"
 	"github.com/stargz-get/stargz-get/internal/testenv"
 	"github.com/stargz-get/stargz-get/pkg/fetch"
 	"github.com/stargz-get/stargz-get/pkg/toc"
@@ -134,7 +135,38 @@ func noTemp(t *testing.T, dir string) {
 	})
 }
 
-func TestWholeLayerMatchesTar(t *testing.T) {
+// bothDecoders runs f with small gzip members decoded whole by libdeflate
+// and again with every member streamed through klauspost/compress. Where
+// libdeflate cannot be loaded the first is skipped, except in CI, which
+// installs it so that both paths are always tested there.
+func bothDecoders(t *testing.T, f func(t *testing.T)) {
+	t.Run("libdeflate", func(t *testing.T) {
+		if err := libdeflate.Load(); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("CI must test libdeflate: %v", err)
+			}
+			t.Skip(err)
+		}
+		defer fetch.SetWholeMembers(true)()
+		before := fetch.WholeMembers()
+		f(t)
+		if fetch.WholeMembers() == before {
+			t.Error("no gzip member was decoded whole")
+		}
+	})
+	t.Run("klauspost", func(t *testing.T) {
+		defer fetch.SetWholeMembers(false)()
+		before := fetch.WholeMembers()
+		f(t)
+		if n := fetch.WholeMembers() - before; n != 0 {
+			t.Errorf("%d gzip members decoded whole with libdeflate off", n)
+		}
+	})
+}
+
+func TestWholeLayerMatchesTar(t *testing.T) { bothDecoders(t, testWholeLayerMatchesTar) }
+
+func testWholeLayerMatchesTar(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		layer *testenv.Layer
@@ -242,7 +274,9 @@ func TestMergesNeighbouringChunks(t *testing.T) {
 	}
 }
 
-func TestCorruptChunkNeverLands(t *testing.T) {
+func TestCorruptChunkNeverLands(t *testing.T) { bothDecoders(t, testCorruptChunkNeverLands) }
+
+func testCorruptChunkNeverLands(t *testing.T) {
 	const name = "usr/local/go/src/net/net.go"
 	for _, tc := range []struct {
 		desc    string
@@ -293,7 +327,17 @@ func TestCorruptChunkNeverLands(t *testing.T) {
 	}
 }
 
-func TestShortBodyIsRetried(t *testing.T) {
+func TestShortBodyIsRetried(t *testing.T) { bothDecoders(t, testShortBodyIsRetried) }
+
+func testShortBodyIsRetried(t *testing.T) {
+	// Large members (pkg) and small ones (src/encoding/json), which
+	// libdeflate decodes whole from the read buffer.
+	for _, prefix := range []string{"usr/local/go/pkg", "usr/local/go/src/encoding/json"} {
+		t.Run(prefix, func(t *testing.T) { shortBodyIsRetried(t, prefix) })
+	}
+}
+
+func shortBodyIsRetried(t *testing.T, prefix string) {
 	layer := fixtures.GoTree.Layers[0]
 	b := open(t, layer)
 	l := readTOC(t, b)
@@ -307,13 +351,13 @@ func TestShortBodyIsRetried(t *testing.T) {
 		return body, nil
 	}
 	dir := t.TempDir()
-	out := run(t, context.Background(), dir, wantAll(l, "usr/local/go/pkg"), fetch.Options{Jobs: 3})
+	out := run(t, context.Background(), dir, wantAll(l, prefix), fetch.Options{Jobs: 3})
 	for p, o := range out {
 		if o.Status != wire.StatusFetched {
 			t.Errorf("%s: %s: %v", p, o.Status, o.Err)
 		}
 	}
-	if err := testenv.CheckTree(dir, testenv.Want(layer.Files, "usr/local/go/pkg"), nil); err != nil {
+	if err := testenv.CheckTree(dir, testenv.Want(layer.Files, prefix), nil); err != nil {
 		t.Error(err)
 	}
 	noTemp(t, dir)
@@ -524,7 +568,9 @@ func sha(b []byte) string {
 
 // Two chunks of one file may point at the same compressed bytes (a
 // deduplicating builder could write that): each lands at its own offset.
-func TestChunksSharingAMember(t *testing.T) {
+func TestChunksSharingAMember(t *testing.T) { bothDecoders(t, testChunksSharingAMember) }
+
+func testChunksSharingAMember(t *testing.T) {
 	part := []byte("the same four KiB, twice over; ")
 	whole := append(bytes.Clone(part), part...)
 	data := handmadeBlob(t, [][]byte{gzipMember(t, []byte("padding")), gzipMember(t, part)}, func(off []int64) []*estargz.TOCEntry {

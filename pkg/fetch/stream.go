@@ -18,6 +18,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/stargz-get/stargz-get/internal/fill"
+	"github.com/stargz-get/stargz-get/internal/libdeflate"
 	"github.com/stargz-get/stargz-get/pkg/cache"
 	"github.com/stargz-get/stargz-get/pkg/registry"
 	"github.com/stargz-get/stargz-get/pkg/toc"
@@ -31,10 +32,15 @@ func (e *engine) do(ctx context.Context, r *request) []*request {
 		return e.fromCache(ctx, r)
 	}
 	next := 0
-	buf := make([]byte, 128<<10)
-	var zr gzip.Reader
+	d := &decoders{buf: make([]byte, 128<<10)}
+	if useLibdeflate() {
+		if z, err := libdeflate.NewDecompressor(); err == nil {
+			d.whole = z
+			defer z.Free()
+		}
+	}
 	for attempt := 1; ; attempt++ {
-		err := e.stream(ctx, r, &next, buf, &zr)
+		err := e.stream(ctx, r, &next, d)
 		if err == nil {
 			return nil
 		}
@@ -119,8 +125,17 @@ type multiRanger interface {
 	ReadSpans(ctx context.Context, spans []registry.Span) (*registry.SpanReader, error)
 }
 
+// decoders are a worker's buffer and decompressors, kept across its
+// requests' members.
+type decoders struct {
+	buf   []byte
+	zr    gzip.Reader
+	whole *libdeflate.Decompressor // nil: every gzip member streams
+	out   []byte                   // wholeOut bytes, once a member is decoded whole
+}
+
 // stream reads members r.members[*next:] in one request.
-func (e *engine) stream(ctx context.Context, r *request, next *int, buf []byte, zr *gzip.Reader) error {
+func (e *engine) stream(ctx context.Context, r *request, next *int, d *decoders) error {
 	// The runs left, the first starting at the first member not finished.
 	i := sort.Search(len(r.runs), func(i int) bool { return r.runs[i].last > *next })
 	runs := slices.Clone(r.runs[i:])
@@ -172,7 +187,7 @@ func (e *engine) stream(ctx context.Context, r *request, next *int, buf []byte, 
 		if err != nil {
 			return err
 		}
-		if err := e.streamRun(r, x, body, br, next, buf, zr); err != nil {
+		if err := e.streamRun(r, x, body, br, next, d); err != nil {
 			return err
 		}
 	}
@@ -181,7 +196,7 @@ func (e *engine) stream(ctx context.Context, r *request, next *int, buf []byte, 
 
 // streamRun reads the members of run x up to its last from body, which
 // starts at x.start.
-func (e *engine) streamRun(r *request, x run, body io.Reader, br *bufio.Reader, next *int, buf []byte, zr *gzip.Reader) error {
+func (e *engine) streamRun(r *request, x run, body io.Reader, br *bufio.Reader, next *int, d *decoders) error {
 	cr := &countingReader{r: body, e: e}
 	br.Reset(cr)
 	// pos is the blob offset of the next byte br hands out.
@@ -192,18 +207,25 @@ func (e *engine) streamRun(r *request, x run, body io.Reader, br *bufio.Reader, 
 			return fmt.Errorf("skipping to member at %d: %w", m.offset, err)
 		}
 		if m.codec == toc.CodecZstd {
-			if err := e.zstdMember(m, br, buf); err != nil {
+			if err := e.zstdMember(m, br, d.buf); err != nil {
 				return err
 			}
 			continue
 		}
-		// The gzip reader reads the bufio.Reader itself (its fast path)
-		// and stops at the member's end; where that is, is checked after.
-		if err := e.member(m, br, buf, zr); err != nil {
-			return err
+		done := false
+		if d.whole != nil {
+			var err error
+			if done, err = e.wholeMember(m, br, d); err != nil {
+				return err
+			}
 		}
-		if _, err := io.CopyBuffer(io.Discard, zr, buf); err != nil {
-			return fmt.Errorf("member at %d: decompressing: %w", m.offset, err)
+		if !done {
+			// The gzip reader reads the bufio.Reader itself (its fast
+			// path) and stops at the member's end; where that is, is
+			// checked after.
+			if err := e.member(m, br, d); err != nil {
+				return err
+			}
 		}
 		switch p := pos(); {
 		case p > m.end:
@@ -217,13 +239,21 @@ func (e *engine) streamRun(r *request, x run, body io.Reader, br *bufio.Reader, 
 	return nil
 }
 
-// member decodes one gzip member and writes its wanted segments.
-func (e *engine) member(m *member, br *bufio.Reader, buf []byte, zr *gzip.Reader) error {
-	if err := zr.Reset(br); err != nil {
+// member streams one gzip member from r through klauspost/compress,
+// writes its wanted segments and reads it to its end, where its CRC-32
+// and length are checked.
+func (e *engine) member(m *member, r io.Reader, d *decoders) error {
+	if err := d.zr.Reset(r); err != nil {
 		return fmt.Errorf("member at %d: %w", m.offset, err)
 	}
-	zr.Multistream(false)
-	return e.segments(m, zr, buf)
+	d.zr.Multistream(false)
+	if err := e.segments(m, &d.zr, d.buf); err != nil {
+		return err
+	}
+	if _, err := io.CopyBuffer(io.Discard, &d.zr, d.buf); err != nil {
+		return fmt.Errorf("member at %d: decompressing: %w", m.offset, err)
+	}
+	return nil
 }
 
 // segments reads member m's decompressed stream from zr, writing and

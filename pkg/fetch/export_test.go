@@ -1,0 +1,14 @@
+package fetch
+
+import "github.com/stargz-get/stargz-get/internal/libdeflate"
+
+// SetWholeMembers turns decoding small gzip members whole with
+// libdeflate on or off, and returns the setting to restore.
+func SetWholeMembers(on bool) (restore func()) {
+	was := useLibdeflate
+	useLibdeflate = func() bool { return on && libdeflate.Load() == nil }
+	return func() { useLibdeflate = was }
+}
+
+// WholeMembers returns how many gzip members were decoded whole so far.
+func WholeMembers() int64 { return wholeMembers.Load() }
