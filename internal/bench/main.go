@@ -43,6 +43,12 @@ func main() {
 				os.Exit(1)
 			}
 			return
+		case "rangefloor":
+			if err = rangeFloor(ctx, os.Args[2:]); err != nil {
+				fmt.Fprintf(os.Stderr, "bench rangefloor: error: %v\n", err)
+				os.Exit(1)
+			}
+			return
 		case "oras-pull":
 			if err = orasPull(ctx, os.Args[2:]); err != nil {
 				fmt.Fprintf(os.Stderr, "bench oras-pull: error: %v\n", err)

@@ -104,6 +104,8 @@ type mode struct {
 	args bool
 	// noCache runs sg-fetch --no-cache (W3 only, see w_cache.go).
 	noCache bool
+	// floor downloads the layer's bytes only (W3 only, see floor.go).
+	floor bool
 }
 
 // modeArgs names the args mode.
@@ -303,7 +305,7 @@ func run(ctx context.Context, args []string) error {
 	for _, j := range cfg.extraJobs {
 		modes = append(modes, mode{name: fmt.Sprintf("sg-fetch -j %d", j), jobs: j})
 	}
-	modes = append(modes, mode{name: modeNoCache, noCache: true}, mode{name: modeArgs, args: true}, mode{name: "baseline", baseline: true})
+	modes = append(modes, mode{name: modeNoCache, noCache: true}, mode{name: modeArgs, args: true}, mode{name: modeFloor, floor: true}, mode{name: "baseline", baseline: true})
 
 	t = time.Now()
 	b.load = append(b.load, loadAvg())
@@ -312,7 +314,7 @@ func run(ctx context.Context, args []string) error {
 		for _, w := range workloads {
 			var rs []*row
 			for _, m := range modes {
-				if m.args && w.name != wSmallFiles || m.noCache && w.name != wWhole {
+				if m.args && w.name != wSmallFiles || (m.noCache || m.floor) && w.name != wWhole {
 					continue
 				}
 				rs = append(rs, &row{w: w, rtt: rtt, m: m})
@@ -629,6 +631,9 @@ func (b *bench) runOnce(ctx context.Context, r *row) (sample, error) {
 	args := []string{"measure", result}
 	var stdin io.Reader
 	switch {
+	case r.m.floor:
+		url := "http://" + b.proxy.Host + "/v2/" + r.w.layer.repo() + "/blobs/" + r.w.layer.Digest
+		args = append(args, b.self, "rangefloor", url, fmt.Sprint(r.w.layer.Size), fmt.Sprint(floorJobs))
 	case r.m.baseline && r.w.layers != nil:
 		args = append(args, b.self, "baseline", "-image", b.proxyImageRef(r.w.repo), out)
 	case r.m.baseline:
@@ -684,6 +689,9 @@ func (b *bench) runOnce(ctx context.Context, r *row) (sample, error) {
 		return s, err
 	}
 	s.wall, s.rss, s.cpu = time.Duration(m.WallNs), m.MaxRSS, time.Duration(m.CPUNs)
+	if r.m.floor {
+		return s, nil // nothing written to check
+	}
 	if !r.m.baseline {
 		if err := checkResults(stdout.Bytes(), r.w.nEntries); err != nil {
 			return s, err
