@@ -239,7 +239,7 @@ func Run(ctx context.Context, root *os.Root, wants []*Want, opts Options, emit f
 		dirs      []*Want
 		specials  []*Want // fifos and devices
 		links     []*Want // symlinks and hardlinks to fetched files, made last
-		targetFor = map[layerPath]*target{}
+		targetFor = make(map[layerPath]*target, len(wants))
 	)
 	for i, w := range wants {
 		if lastFor[w.Entry.Name] != i {
@@ -433,7 +433,7 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 		digest string
 		size   int64
 	}
-	first := map[contents]*target{}
+	first := make(map[contents]*target, len(targets))
 	unique := targets[:0:0]
 	for _, t := range targets {
 		if t.source.Digest != "" && t.source.Size > 0 {

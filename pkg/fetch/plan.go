@@ -1,6 +1,8 @@
 package fetch
 
 import (
+	"cmp"
+	"slices"
 	"sort"
 
 	"github.com/stargz-get/stargz-get/pkg/toc"
@@ -83,7 +85,22 @@ func plan(targets []*target, maxGap, maxReq, hardCap int64, jobs, maxRuns int, c
 	segs := make(map[segKey]*segment, len(targets))
 	byLayer := map[*Layer][]*member{}
 	var layers []*Layer
+	// Chunks mostly come in blob order: one past the highest offset seen
+	// in its layer is of a member not seen yet, and needs no look-up.
+	highest := map[*Layer]int64{}
+	var lastLayer *Layer
+	var lastHighest int64
 	for _, t := range targets {
+		if t.layer != lastLayer {
+			if lastLayer != nil {
+				highest[lastLayer] = lastHighest
+			}
+			lastLayer = t.layer
+			var seen bool
+			if lastHighest, seen = highest[t.layer]; !seen {
+				lastHighest = -1
+			}
+		}
 		for i, c := range t.source.Chunks {
 			if c.Zeros {
 				continue // a hole: nothing to download (see commit)
@@ -92,8 +109,14 @@ func plan(targets []*target, maxGap, maxReq, hardCap int64, jobs, maxRuns int, c
 				continue // read from the cache
 			}
 			k := key{t.layer, c.Offset}
-			m, ok := members[k]
-			if !ok {
+			var m *member
+			fresh := c.Offset > lastHighest
+			if fresh {
+				lastHighest = c.Offset
+			} else {
+				m = members[k]
+			}
+			if m == nil {
 				m = &member{offset: c.Offset, end: c.End, codec: c.Codec}
 				members[k] = m
 				if len(byLayer[t.layer]) == 0 {
@@ -102,8 +125,11 @@ func plan(targets []*target, maxGap, maxReq, hardCap int64, jobs, maxRuns int, c
 				byLayer[t.layer] = append(byLayer[t.layer], m)
 			}
 			sk := segKey{k, c.InnerOffset, c.Size}
-			s, ok := segs[sk]
-			if !ok {
+			var s *segment
+			if !fresh {
+				s = segs[sk]
+			}
+			if s == nil {
 				s = &segment{chunk: c}
 				segs[sk] = s
 				m.segments = append(m.segments, s)
@@ -126,12 +152,14 @@ func plan(targets []*target, maxGap, maxReq, hardCap int64, jobs, maxRuns int, c
 	bucket := make(map[*request]int64)
 	for _, l := range layers {
 		ms := byLayer[l]
-		sort.Slice(ms, func(i, j int) bool { return ms[i].offset < ms[j].offset })
+		slices.SortFunc(ms, func(a, b *member) int { return cmp.Compare(a.offset, b.offset) })
 		// Runs first: members joined across small gaps.
 		var runs []*request
 		var cur *request
 		for _, m := range ms {
-			sort.Slice(m.segments, func(i, j int) bool { return m.segments[i].chunk.InnerOffset < m.segments[j].chunk.InnerOffset })
+			if len(m.segments) > 1 {
+				slices.SortFunc(m.segments, func(a, b *segment) int { return cmp.Compare(a.chunk.InnerOffset, b.chunk.InnerOffset) })
+			}
 			share := (at + (m.end-m.offset)/2) / maxReq
 			at += m.end - m.offset
 			// Members in the tail read with the TOC are served from memory,

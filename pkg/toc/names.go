@@ -48,6 +48,9 @@ func unsafeName(raw string) string {
 	case strings.HasPrefix(raw, "/"):
 		return fmt.Sprintf("%q is absolute", raw)
 	}
+	if !strings.Contains(raw, "..") {
+		return ""
+	}
 	for rest := raw; rest != ""; {
 		var part string
 		part, rest, _ = strings.Cut(rest, "/")
@@ -62,15 +65,30 @@ func unsafeName(raw string) string {
 // layer itself makes a symlink, if any. Writing an entry whose parent is a
 // symlink would write through the link, so such entries are refused.
 func (t *TOC) SymlinkParent(name string) (string, bool) {
+	// It is asked for every entry fetched: most layers have no symlinks
+	// or a few, which are cheaper to compare than name's parents to look
+	// up.
+	if len(t.links) <= fewLinks {
+		var nearest string
+		for link := range t.links {
+			if len(link) > len(nearest) && len(name) > len(link) && name[len(link)] == '/' && strings.HasPrefix(name, link) {
+				nearest = link
+			}
+		}
+		return nearest, nearest != ""
+	}
 	// Names are clean (see CleanName): parents are the prefixes up to
 	// each "/".
 	for i := strings.LastIndexByte(name, '/'); i > 0; i = strings.LastIndexByte(name[:i], '/') {
-		if e, ok := t.byName[name[:i]]; ok && e.Type == "symlink" {
+		if _, ok := t.links[name[:i]]; ok {
 			return name[:i], true
 		}
 	}
 	return "", false
 }
+
+// fewLinks is up to how many symlinks SymlinkParent compares each one.
+const fewLinks = 16
 
 // Under reports whether name is prefix or lies below it; every name is
 // under "" (the root).

@@ -1,6 +1,7 @@
 package toc
 
 import (
+	"fmt"
 	"io/fs"
 	"path"
 	"path/filepath"
@@ -109,6 +110,48 @@ func TestCleanNameMatchesPathClean(t *testing.T) {
 	for _, n := range names {
 		if got, want := CleanName(n), reference(n); got != want {
 			t.Errorf("CleanName(%q) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// TestSymlinkParent: the nearest parent that is a symlink, whether the
+// layer has a few symlinks (compared one by one) or many (looked up by
+// parent), and a replaced entry no longer counts.
+func TestSymlinkParent(t *testing.T) {
+	for _, extra := range []int{0, 2 * fewLinks} {
+		b := NewBuilder("gzip", 0)
+		add := func(typ, name, link string) {
+			t.Helper()
+			if _, err := b.Add(&estargz.TOCEntry{Name: name, Type: typ, LinkName: link}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		add("dir", "usr", "")
+		add("symlink", "usr/lib", "lib64")
+		add("symlink", "usr/lib/x/y", "z")
+		add("symlink", "opt", "usr")
+		add("symlink", "gone", "usr")
+		add("dir", "gone", "") // replaces the symlink
+		for i := range extra {
+			add("symlink", fmt.Sprintf("links/l%d", i), "usr")
+		}
+		toc := b.TOC()
+		for _, tc := range []struct {
+			name, want string
+		}{
+			{"usr/bin/ls", ""},
+			{"usr/lib", ""}, // the link itself
+			{"usr/lib/libc.so", "usr/lib"},
+			{"usr/lib/x/y/f", "usr/lib/x/y"}, // the nearest
+			{"usr/libexec/f", ""},            // a longer name, not a parent
+			{"opt/f", "opt"},
+			{"optx/f", ""},
+			{"gone/f", ""},
+		} {
+			got, ok := toc.SymlinkParent(tc.name)
+			if got != tc.want || ok != (tc.want != "") {
+				t.Errorf("%d symlinks more: SymlinkParent(%q) = %q, %v; want %q", extra, tc.name, got, ok, tc.want)
+			}
 		}
 	}
 }

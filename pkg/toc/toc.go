@@ -100,6 +100,22 @@ type TOC struct {
 	TailStart int64
 
 	byName map[string]*Entry
+	links  map[string]struct{} // names of the symlinks in byName
+}
+
+// index records e under its name, in place of an earlier entry of the
+// same name.
+func (t *TOC) index(e *Entry) {
+	if old, ok := t.byName[e.Name]; ok && old.Type == "symlink" {
+		delete(t.links, e.Name)
+	}
+	t.byName[e.Name] = e
+	if e.Type == "symlink" {
+		if t.links == nil {
+			t.links = map[string]struct{}{}
+		}
+		t.links[e.Name] = struct{}{}
+	}
 }
 
 // Entry is one file, directory or link, with its chunks.
@@ -530,7 +546,7 @@ func (t *TOC) build(j *estargz.JTOC) error {
 			continue // the root directory itself
 		}
 		t.Entries = append(t.Entries, ent)
-		t.byName[ent.Name] = ent
+		t.index(ent)
 	}
 	for _, e := range t.Entries {
 		if e.Type != "reg" {
@@ -571,7 +587,7 @@ func (t *TOC) put(e *Entry) {
 		}
 	}
 	t.Entries = append(t.Entries, e)
-	t.byName[e.Name] = e
+	t.index(e)
 }
 
 func (e *Entry) addChunk(c *estargz.TOCEntry, size, end int64) error {
