@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -507,9 +507,12 @@ func (t *TOC) build(j *estargz.JTOC) error {
 			starts = append(starts, e.Offset)
 		}
 	}
-	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
+	slices.Sort(starts) // in TOC order, mostly sorted already
 	endOf := func(off int64) int64 {
-		i := sort.Search(len(starts), func(i int) bool { return starts[i] > off })
+		i, found := slices.BinarySearch(starts, off)
+		for found && i < len(starts) && starts[i] == off {
+			i++ // the first start past off
+		}
 		if i == len(starts) {
 			return t.Offset
 		}
