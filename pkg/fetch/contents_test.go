@@ -53,7 +53,9 @@ func sum(b []byte) string {
 	return "sha256:" + hex.EncodeToString(s[:])
 }
 
-func TestContentsInOrderBounded(t *testing.T) {
+func TestContentsInOrderBounded(t *testing.T) { bothDecoders(t, testContentsInOrderBounded) }
+
+func testContentsInOrderBounded(t *testing.T) {
 	l := readTOC(t, open(t, fixtures.GoTree.Layers[0]))
 	e, ok := l.TOC.Lookup("usr/local/go/pkg/tool/compile")
 	if !ok || len(e.Chunks) < 3 {
@@ -109,31 +111,50 @@ func (m *multi) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func TestContentsCorruptChunk(t *testing.T) {
-	b := open(t, fixtures.GoTree.Layers[0])
-	l := readTOC(t, b)
-	l.TOC.Tail = nil // every chunk from the (corrupting) server
-	e, _ := l.TOC.Lookup("usr/local/go/pkg/tool/compile")
-	last := e.Chunks[len(e.Chunks)-1]
-	// A byte of the last chunk's member flipped, in every answer: the
-	// chunks before it are written, then the stream stops.
-	b.fault = func(_ int64, off, n int64, body []byte) ([]byte, error) {
-		if at := last.Offset + 20; at >= off && at < off+n {
-			body = bytes.Clone(body)
-			body[at-off] ^= 0xff
-		}
-		return body, nil
-	}
-	var out bytes.Buffer
-	err := fetch.Contents(context.Background(), []fetch.File{{Layer: l, Entry: e}}, fetch.Options{Jobs: 4, Tries: 2}, func(int) error { return nil }, &out)
-	if err == nil {
-		t.Fatal("corrupt chunk: no error")
-	}
-	if !errors.Is(err, fetch.ErrDigest) && !bytes.Contains([]byte(err.Error()), []byte("decompressing")) {
-		t.Errorf("error %v: want a digest or decompression error", err)
-	}
-	if int64(out.Len()) > last.FileOffset {
-		t.Errorf("%d bytes written, past the corrupt chunk at %d", out.Len(), last.FileOffset)
+func TestContentsCorruptChunk(t *testing.T) { bothDecoders(t, testContentsCorruptChunk) }
+
+func testContentsCorruptChunk(t *testing.T) {
+	// A byte of the last file's last chunk's member flipped, in every
+	// answer: the files and chunks before it are written, then the stream
+	// stops. The first file is small (its member is decoded whole where
+	// libdeflate is at hand); the corrupt one large (streamed) or small.
+	for _, tc := range []struct{ desc, first, corrupt string }{
+		{"large member", "usr/local/go/src/net/net.go", "usr/local/go/pkg/tool/compile"},
+		{"small member", "usr/local/go/src/net/net.go", "usr/local/go/src/encoding/json/encode.go"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			b := open(t, fixtures.GoTree.Layers[0])
+			l := readTOC(t, b)
+			l.TOC.Tail = nil // every chunk from the (corrupting) server
+			first, ok1 := l.TOC.Lookup(tc.first)
+			e, ok2 := l.TOC.Lookup(tc.corrupt)
+			if !ok1 || !ok2 {
+				t.Fatalf("fixture: %s or %s missing", tc.first, tc.corrupt)
+			}
+			last := e.Chunks[len(e.Chunks)-1]
+			b.fault = func(_ int64, off, n int64, body []byte) ([]byte, error) {
+				if at := last.Offset + 20; at >= off && at < off+n {
+					body = bytes.Clone(body)
+					body[at-off] ^= 0xff
+				}
+				return body, nil
+			}
+			var out bytes.Buffer
+			files := []fetch.File{{Layer: l, Entry: first}, {Layer: l, Entry: e}}
+			err := fetch.Contents(context.Background(), files, fetch.Options{Jobs: 4, Tries: 2}, func(int) error { return nil }, &out)
+			if err == nil {
+				t.Fatal("corrupt chunk: no error")
+			}
+			if !errors.Is(err, fetch.ErrDigest) && !bytes.Contains([]byte(err.Error()), []byte("decompressing")) {
+				t.Errorf("error %v: want a digest or decompression error", err)
+			}
+			if int64(out.Len()) > first.Size+last.FileOffset {
+				t.Errorf("%d bytes written, past the corrupt chunk at %d of the second file", out.Len(), last.FileOffset)
+			}
+			if int64(out.Len()) < first.Size {
+				t.Errorf("%d bytes written, less than the %d of the first file", out.Len(), first.Size)
+			}
+		})
 	}
 }
 
