@@ -75,7 +75,10 @@ func Contents(ctx context.Context, files []File, opts Options, begin func(i int)
 				defer func() { <-jobs }()
 				t.bufs = make([][]byte, len(t.chunks))
 				for i, c := range t.chunks {
-					t.bufs[i] = getBuf(c.Size)
+					// Not pooled: a pool kept 30-40 MB more for W3 as
+					// a tar stream (peak RSS 165-190 MB, against
+					// 134-146) and saved no time on W1's 4 MiB chunks.
+					t.bufs[i] = make([]byte, c.Size)
 				}
 				t.err = src.ReadChunks(ctx, t.layer, t.chunks, t.bufs)
 				close(t.done)
@@ -107,7 +110,6 @@ func Contents(ctx context.Context, files []File, opts Options, begin func(i int)
 				return err
 			}
 			h.Write(b)
-			putBuf(b)
 			t.bufs[ci] = nil
 			if ci++; ci == len(t.chunks) {
 				budget.give(t.bytes)
@@ -195,34 +197,5 @@ func (b *budget) give(n int64) {
 	select {
 	case b.wake <- struct{}{}:
 	default:
-	}
-}
-
-// chunkBufs recycles chunk buffers: a large file is mostly chunks of one
-// size, and reusing them spares the collector a 4 MiB allocation per
-// chunk.
-var chunkBufs sync.Pool
-
-func getBuf(n int64) []byte {
-	// Only a buffer near n's size is taken: the window counts n, and a
-	// 4 MiB buffer under each of thousands of small chunks in flight
-	// held 108 MB for W3 as a tar stream.
-	if n >= minPooled {
-		if v, ok := chunkBufs.Get().(*[]byte); ok {
-			if c := int64(cap(*v)); c >= n && c <= 2*n {
-				return (*v)[:n]
-			}
-			chunkBufs.Put(v)
-		}
-	}
-	return make([]byte, n)
-}
-
-// minPooled is the smallest buffer worth recycling.
-const minPooled = 64 << 10
-
-func putBuf(b []byte) {
-	if cap(b) >= minPooled { // small ones are cheap to allocate
-		chunkBufs.Put(&b)
 	}
 }
