@@ -1,4 +1,4 @@
-// Package fill reads a buffer full.
+// Package fill reads a buffer full, and names a stream cut short.
 //
 // io.ReadFull turns a short read before io.EOF into io.ErrUnexpectedEOF,
 // which is also what a decompressor or tar reader returns for a cut
@@ -7,7 +7,10 @@
 // source's own error, io.EOF included, with whatever it read before it.
 package fill
 
-import "io"
+import (
+	"errors"
+	"io"
+)
 
 // From reads from r into buf until buf is full or r returns an error,
 // and returns the bytes read and that error (nil when buf was filled).
@@ -20,4 +23,13 @@ func From(r io.Reader, buf []byte) (int, error) {
 		n += k
 	}
 	return n, err
+}
+
+// Cut turns io.EOF, from a source that ended where bytes were still due,
+// into io.ErrUnexpectedEOF; other errors pass unchanged.
+func Cut(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }

@@ -1,6 +1,8 @@
 package fill
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -19,5 +21,20 @@ func TestFrom(t *testing.T) {
 	cut := io.MultiReader(strings.NewReader("abc"), iotest.ErrReader(io.ErrUnexpectedEOF))
 	if n, err := From(cut, buf); n != 3 || err != io.ErrUnexpectedEOF {
 		t.Fatalf("From of a cut stream = %d, %v; want 3, io.ErrUnexpectedEOF", n, err)
+	}
+}
+
+func TestCut(t *testing.T) {
+	wrapped := fmt.Errorf("reading: %w", io.EOF)
+	other := errors.New("connection reset")
+	for _, tc := range []struct{ in, want error }{
+		{io.EOF, io.ErrUnexpectedEOF},
+		{wrapped, io.ErrUnexpectedEOF},
+		{other, other},
+		{nil, nil},
+	} {
+		if got := Cut(tc.in); got != tc.want {
+			t.Errorf("Cut(%v) = %v, want %v", tc.in, got, tc.want)
+		}
 	}
 }

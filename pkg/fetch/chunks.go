@@ -14,6 +14,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/stargz-get/stargz-get/internal/fill"
 	"github.com/stargz-get/stargz-get/internal/libdeflate"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 )
@@ -250,7 +251,7 @@ func chunkWhole(wd *libdeflate.Decompressor, br *bufio.Reader, c toc.Chunk, out 
 	}
 	src, err := br.Peek(int(n))
 	if err != nil {
-		return false, fmt.Errorf("reading member at %d: %w", c.Offset, noEOF(err))
+		return false, fmt.Errorf("reading member at %d: %w", c.Offset, fill.Cut(err))
 	}
 	if *scratch == nil {
 		*scratch = make([]byte, wholeOut)

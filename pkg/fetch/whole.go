@@ -5,9 +5,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"sync/atomic"
 
+	"github.com/stargz-get/stargz-get/internal/fill"
 	"github.com/stargz-get/stargz-get/internal/libdeflate"
 )
 
@@ -45,7 +45,7 @@ func (e *engine) wholeMember(m *member, br *bufio.Reader, d *decoders) (bool, er
 	}
 	src, err := br.Peek(int(n))
 	if err != nil {
-		return true, fmt.Errorf("reading member at %d: %w", m.offset, noEOF(err))
+		return true, fmt.Errorf("reading member at %d: %w", m.offset, fill.Cut(err))
 	}
 	// The span may hold more than the member (the next entries' headers
 	// in members of their own), so the trailer at its end only hints at
@@ -73,12 +73,4 @@ func (e *engine) wholeMember(m *member, br *bufio.Reader, d *decoders) (bool, er
 		wholeMembers.Add(1)
 		return true, e.segments(m, bytes.NewReader(d.out[:k]), d.buf)
 	}
-}
-
-// noEOF turns a clean end where bytes were still due into a cut stream.
-func noEOF(err error) error {
-	if err == io.EOF {
-		return io.ErrUnexpectedEOF
-	}
-	return err
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/segmentio/encoding/json"
 
+	"github.com/stargz-get/stargz-get/internal/fill"
 	"github.com/stargz-get/stargz-get/pkg/blob"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 )
@@ -637,7 +638,7 @@ func Load(b []byte, layer string, size int64, each func(*Entry) error) (*Index, 
 	br := bufio.NewReaderSize(zr, 64<<10)
 	line, err := readLine(br)
 	if err != nil {
-		return nil, fmt.Errorf("reading seek index line 1: %w", noEOF(err))
+		return nil, fmt.Errorf("reading seek index line 1: %w", fill.Cut(err))
 	}
 	var ix Index
 	if err := json.Unmarshal(line, &ix); err != nil {

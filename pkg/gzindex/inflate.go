@@ -3,11 +3,12 @@ package gzindex
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 
 	"github.com/klauspost/compress/flate"
+
+	"github.com/stargz-get/stargz-get/internal/fill"
 )
 
 // gzip header flags (RFC 1952).
@@ -73,7 +74,7 @@ func (z *inflater) startMember() error {
 		return fmt.Errorf("reading gzip header at byte %d: %w", start, err)
 	}
 	if _, err := io.ReadFull(z.br, h[1:]); err != nil {
-		return fmt.Errorf("reading gzip header at byte %d: %w", start, noEOF(err))
+		return fmt.Errorf("reading gzip header at byte %d: %w", start, fill.Cut(err))
 	}
 	if h[0] != 0x1f || h[1] != 0x8b || h[2] != 8 {
 		return fmt.Errorf("no gzip header at byte %d: not a gzip stream", start)
@@ -82,10 +83,10 @@ func (z *inflater) startMember() error {
 	if flg&flagExtra != 0 {
 		var l [2]byte
 		if _, err := io.ReadFull(z.br, l[:]); err != nil {
-			return fmt.Errorf("reading gzip header at byte %d: %w", start, noEOF(err))
+			return fmt.Errorf("reading gzip header at byte %d: %w", start, fill.Cut(err))
 		}
 		if _, err := z.br.Discard(int(binary.LittleEndian.Uint16(l[:]))); err != nil {
-			return fmt.Errorf("reading gzip header at byte %d: %w", start, noEOF(err))
+			return fmt.Errorf("reading gzip header at byte %d: %w", start, fill.Cut(err))
 		}
 	}
 	for _, f := range []byte{flagName, flagComment} {
@@ -95,7 +96,7 @@ func (z *inflater) startMember() error {
 		for n := 0; ; n++ {
 			c, err := z.br.ReadByte()
 			if err != nil {
-				return fmt.Errorf("reading gzip header at byte %d: %w", start, noEOF(err))
+				return fmt.Errorf("reading gzip header at byte %d: %w", start, fill.Cut(err))
 			}
 			if c == 0 {
 				break
@@ -107,7 +108,7 @@ func (z *inflater) startMember() error {
 	}
 	if flg&flagHCRC != 0 {
 		if _, err := z.br.Discard(2); err != nil {
-			return fmt.Errorf("reading gzip header at byte %d: %w", start, noEOF(err))
+			return fmt.Errorf("reading gzip header at byte %d: %w", start, fill.Cut(err))
 		}
 	}
 	if z.onMember != nil {
@@ -161,7 +162,7 @@ func (z *inflater) Read(p []byte) (int, error) {
 				z.onEnd(z.pos(), z.out)
 			}
 			if _, derr := z.br.Discard(8); derr != nil {
-				z.err = fmt.Errorf("reading gzip trailer: %w", noEOF(derr))
+				z.err = fmt.Errorf("reading gzip trailer: %w", fill.Cut(derr))
 			}
 			z.fr = nil
 			err = nil
@@ -172,11 +173,4 @@ func (z *inflater) Read(p []byte) (int, error) {
 			return n, nil
 		}
 	}
-}
-
-func noEOF(err error) error {
-	if errors.Is(err, io.EOF) {
-		return io.ErrUnexpectedEOF
-	}
-	return err
 }

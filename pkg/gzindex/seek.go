@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+
+	"github.com/stargz-get/stargz-get/internal/fill"
 )
 
 // OpenFunc opens the blob's bytes [off, end).
@@ -36,7 +38,7 @@ func (ix *Index) Open(ctx context.Context, open OpenFunc, from, to int64) (io.Re
 	z.resume(cp, window)
 	if _, err := io.CopyN(io.Discard, z, from-cp.Out); err != nil {
 		rc.Close()
-		return nil, fmt.Errorf("inflating from the checkpoint at byte %d: %w", cp.In, noEOF(err))
+		return nil, fmt.Errorf("inflating from the checkpoint at byte %d: %w", cp.In, fill.Cut(err))
 	}
 	return struct {
 		io.Reader
