@@ -14,7 +14,6 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/stargz-get/stargz-get/internal/fill"
 	"github.com/stargz-get/stargz-get/internal/libdeflate"
 	"github.com/stargz-get/stargz-get/pkg/toc"
 )
@@ -237,39 +236,22 @@ func checkChunk(c toc.Chunk, b []byte) error {
 }
 
 // chunkWhole decodes chunk c, at the start of the gzip member at br's
-// next byte, into out with wd, if the member lies whole in br's buffer
-// and holds at most wholeOut bytes (decoded into scratch, for the bytes
-// that follow the chunk in its member: the next entries' tar headers);
-// it reports whether it did, having read nothing from br when it did not
-// (the member is then streamed). Larger members always stream here:
-// reading one whole would hold it in memory besides its chunk's buffer,
-// and on W1's 4 MiB chunks that cost 7 MiB for no gain in time.
+// next byte, into out with wd (through scratch: the member goes on with
+// the next entries' tar headers), if peekWhole can; it reports whether it
+// did, having read nothing from br when it did not (the member is then
+// streamed). Larger members always stream here: reading one whole would
+// hold it in memory besides its chunk's buffer, and on W1's 4 MiB chunks
+// that cost 7 MiB for no gain in time.
 func chunkWhole(wd *libdeflate.Decompressor, br *bufio.Reader, c toc.Chunk, out []byte, scratch *[]byte) (bool, error) {
-	n := c.End - c.Offset
-	if n <= 0 || n > int64(br.Size()) || c.Size > wholeOut {
-		return false, nil
+	b, err := peekWhole(wd, br, c.Offset, c.End-c.Offset, c.Size, scratch)
+	if b == nil || err != nil {
+		return false, err
 	}
-	src, err := br.Peek(int(n))
-	if err != nil {
-		return false, fmt.Errorf("reading member at %d: %w", c.Offset, fill.Cut(err))
+	if len(b) < len(out) {
+		return false, fmt.Errorf("member at %d: decompressing: %w", c.Offset, io.ErrUnexpectedEOF)
 	}
-	if *scratch == nil {
-		*scratch = make([]byte, wholeOut)
-	}
-	for size := max(libdeflate.ISize(src), c.Size) + 4<<10; size <= wholeOut; size *= 4 {
-		k, used, err := wd.Gunzip((*scratch)[:size], src)
-		if errors.Is(err, libdeflate.ErrInsufficientSpace) {
-			continue
-		}
-		if err != nil || k < len(out) {
-			return false, nil // bad, or short: streamed, it fails there
-		}
-		copy(out, *scratch)
-		br.Discard(used)
-		wholeMembers.Add(1)
-		return true, nil
-	}
-	return false, nil
+	copy(out, b)
+	return true, nil
 }
 
 // posReader counts the bytes read through it.

@@ -39,38 +39,50 @@ var wholeMembers atomic.Int64
 // returns false, having read nothing from br, when m is to be streamed
 // instead.
 func (e *engine) wholeMember(m *member, br *bufio.Reader, d *decoders) (bool, error) {
-	n := m.end - m.offset
-	if n <= 0 || n > int64(br.Size()) {
-		return false, nil
-	}
-	src, err := br.Peek(int(n))
-	if err != nil {
-		return true, fmt.Errorf("reading member at %d: %w", m.offset, fill.Cut(err))
-	}
-	// The span may hold more than the member (the next entries' headers
-	// in members of their own), so the trailer at its end only hints at
-	// the size, and what the wanted chunks need is a floor; a guess that
-	// proves short is raised.
 	var need int64
 	for _, s := range m.segments {
 		need = max(need, s.chunk.InnerOffset+s.chunk.Size)
 	}
-	if d.out == nil {
-		d.out = make([]byte, wholeOut)
+	b, err := peekWhole(d.whole, br, m.offset, m.end-m.offset, need, &d.out)
+	if b == nil || err != nil {
+		return err != nil, err
 	}
-	for size := max(libdeflate.ISize(src), need) + 4<<10; ; size *= 4 {
-		if size > wholeOut {
-			return false, nil // still in br: stream it
-		}
-		k, used, err := d.whole.Gunzip(d.out[:size], src)
+	return true, e.segments(m, bytes.NewReader(b), d.buf)
+}
+
+// peekWhole decodes with z the gzip member at br's next byte, the first
+// of a span of n bytes that starts at blob offset off, into *buf
+// (wholeOut bytes, made on first use), if the span lies whole in br's
+// buffer and the member holds at most wholeOut bytes. It returns what the
+// member holds, having taken the member from br, or nil, having read
+// nothing, when the member is to be streamed instead.
+//
+// The span may hold more than the member (the next entries' headers in
+// members of their own), so the trailer at its end only hints at the
+// member's size, and need, what the caller wants of it, is a floor; a
+// guess that proves short is raised.
+func peekWhole(z *libdeflate.Decompressor, br *bufio.Reader, off, n, need int64, buf *[]byte) ([]byte, error) {
+	if n <= 0 || n > int64(br.Size()) || need > wholeOut {
+		return nil, nil
+	}
+	src, err := br.Peek(int(n))
+	if err != nil {
+		return nil, fmt.Errorf("reading member at %d: %w", off, fill.Cut(err))
+	}
+	if *buf == nil {
+		*buf = make([]byte, wholeOut)
+	}
+	for size := max(libdeflate.ISize(src), need) + 4<<10; size <= wholeOut; size *= 4 {
+		k, used, err := z.Gunzip((*buf)[:size], src)
 		switch {
 		case errors.Is(err, libdeflate.ErrInsufficientSpace):
 			continue
 		case err != nil:
-			return true, fmt.Errorf("member at %d: decompressing: %w", m.offset, err)
+			return nil, fmt.Errorf("member at %d: decompressing: %w", off, err)
 		}
 		br.Discard(used) // the rest of the span, if any, is skipped after
 		wholeMembers.Add(1)
-		return true, e.segments(m, bytes.NewReader(d.out[:k]), d.buf)
+		return (*buf)[:k], nil
 	}
+	return nil, nil // still in br: stream it
 }
