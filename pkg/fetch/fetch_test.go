@@ -215,6 +215,39 @@ func testWholeLayerMatchesTar(t *testing.T) {
 	}
 }
 
+// TestWholeLayerInReverseOrder: entries asked for against blob order
+// (plan looks members up only then), where small files share members,
+// make the same tree, each member downloaded once.
+func TestWholeLayerInReverseOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		layer *testenv.Layer
+	}{
+		{"gotree", fixtures.GoTree.Layers[0]},
+		{"minchunk", fixtures.MinChunk.Layers[0]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := open(t, tc.layer)
+			l := readTOC(t, b)
+			l.TOC.Tail = nil // every member from the blob, counted
+			ws := wantAll(l, "")
+			slices.Reverse(ws)
+			dir := t.TempDir()
+			for p, o := range run(t, context.Background(), dir, ws, fetch.Options{Jobs: 4}) {
+				if o.Status != wire.StatusFetched {
+					t.Errorf("%s: %s: %v", p, o.Status, o.Err)
+				}
+			}
+			if err := testenv.CheckTree(dir, tc.layer.Files, nil); err != nil {
+				t.Error(err)
+			}
+			if got, max := b.bytes.Load(), l.TOC.Offset; got > max {
+				t.Errorf("downloaded %d bytes, more than the %d bytes of data before the TOC", got, max)
+			}
+		})
+	}
+}
+
 // TestWholeLayerSpreadEvenly: a whole layer is read as no more ranges
 // than jobs, of about equal size, so that all start at once and end
 // together (none left to start when the others are done).

@@ -88,19 +88,7 @@ func plan(targets []*target, maxGap, maxReq, hardCap int64, jobs, maxRuns int, c
 	// Chunks mostly come in blob order: one past the highest offset seen
 	// in its layer is of a member not seen yet, and needs no look-up.
 	highest := map[*Layer]int64{}
-	var lastLayer *Layer
-	var lastHighest int64
 	for _, t := range targets {
-		if t.layer != lastLayer {
-			if lastLayer != nil {
-				highest[lastLayer] = lastHighest
-			}
-			lastLayer = t.layer
-			var seen bool
-			if lastHighest, seen = highest[t.layer]; !seen {
-				lastHighest = -1
-			}
-		}
 		for i, c := range t.source.Chunks {
 			if c.Zeros {
 				continue // a hole: nothing to download (see commit)
@@ -110,9 +98,10 @@ func plan(targets []*target, maxGap, maxReq, hardCap int64, jobs, maxRuns int, c
 			}
 			k := key{t.layer, c.Offset}
 			var m *member
-			fresh := c.Offset > lastHighest
+			h, seen := highest[t.layer]
+			fresh := !seen || c.Offset > h
 			if fresh {
-				lastHighest = c.Offset
+				highest[t.layer] = c.Offset
 			} else {
 				m = members[k]
 			}

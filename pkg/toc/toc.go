@@ -509,10 +509,7 @@ func (t *TOC) build(j *estargz.JTOC) error {
 	}
 	slices.Sort(starts) // in TOC order, mostly sorted already
 	endOf := func(off int64) int64 {
-		i, found := slices.BinarySearch(starts, off)
-		for found && i < len(starts) && starts[i] == off {
-			i++ // the first start past off
-		}
+		i, _ := slices.BinarySearch(starts, off+1) // the first start past off
 		if i == len(starts) {
 			return t.Offset
 		}
