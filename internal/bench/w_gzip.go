@@ -27,11 +27,13 @@ import (
 // docker writes layers) of GOROOT four times over, with a small file
 // first. Each copy's regular files end with a line naming the copy, so no
 // file of the layer has the contents of another: a whole fetch downloads
-// and inflates every byte, as of a layer of 66,813 distinct files. It measures one file early in the layer (early stop) against
-// downloading the layer whole; the same file from the cached seek index;
+// and inflates every byte, as of a layer of 66,813 distinct files. It
+// measures one file early in the layer (early stop) against downloading
+// the layer whole; the same file from the cached seek index;
 // the whole layer streamed in parallel segments (sg-ls, which also
-// builds the index) against a single-stream download; and the whole layer
-// fetched from the cached index (sg-fetch IMAGE BLOB /).
+// builds the index) against a single-stream download; the whole layer
+// fetched from the cached index (sg-fetch IMAGE BLOB /); and the blob
+// inflated alone, the floor of any read that streams it.
 const wGzip = "WG"
 
 // wGzipVersion is part of the layer's cache key.
