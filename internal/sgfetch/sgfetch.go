@@ -265,7 +265,18 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case len(pos) > 0:
 		items, job, err = fromFlattened(ctx, src, pos[0], pos[1:])
 	default:
-		items, err = fromStdin(ctx, src, limits.Decoder(wire.NewDecoder(stdin, "stdin")))
+		var ahead *fetch.Options // reading ahead is for fetches into a directory
+		if !*tarMode && out != "-" {
+			opts.Jobs = jobs
+			ahead = &opts
+		}
+		var aheads []*fetch.Ahead
+		items, aheads, err = fromStdin(ctx, src, limits.Decoder(wire.NewDecoder(stdin, "stdin")), ahead)
+		defer func() {
+			for _, a := range aheads {
+				a.Close()
+			}
+		}()
 	}
 	if err != nil {
 		return err
@@ -453,10 +464,15 @@ const stdinBatch = 256
 // Lines are decoded in batches on all cores, and each layer is opened
 // (several at a time) as soon as its first entry is decoded, while the
 // rest of the input is still coming.
-func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*item, error) {
+//
+// With ahead set, fetching into a directory with those options, the
+// layers of which the entries want a large share start being read once
+// the input is in, before their TOCs are (see fetch.ReadAhead); the
+// caller closes the returned Aheads after the fetch.
+func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder, ahead *fetch.Options) ([]*item, []*fetch.Ahead, error) {
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx) // a bad line stops the opening
 	defer cancel()
-	type layerKey struct{ ref, manifest, layer string }
 	var (
 		mu     sync.Mutex
 		seen   = map[layerKey]bool{}
@@ -487,6 +503,7 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 		readErr  error
 		batch    [][]byte
 		nums     []int
+		extents  []extent
 	)
 	s := stream.New().WithMaxGoroutines(runtime.GOMAXPROCS(0))
 	flush := func() {
@@ -505,6 +522,7 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 				return s
 			}
 			var got []*item
+			var ext []extent
 			var err error
 			for i, line := range lines {
 				var e wire.Entry
@@ -518,10 +536,18 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 				}
 				open(&e)
 				got = append(got, &item{in: slim})
+				if ahead != nil && e.Type == wire.TypeReg && e.CompressedSize > 0 {
+					x := extent{layer: layerKey{slim.Ref, slim.Manifest, slim.Layer}, layerSize: e.LayerSize, span: registry.Span{Off: e.Offset, N: e.CompressedSize}}
+					if e.Chunks == 1 {
+						x.digest = e.Digest
+					}
+					ext = append(ext, x)
+				}
 			}
 			return func() {
 				if firstErr == nil {
 					items, firstErr = append(items, got...), err
+					extents = append(extents, ext...)
 				}
 			}
 		})
@@ -548,12 +574,26 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 	if firstErr != nil || readErr != nil {
 		cancel()
 	}
+	var aheadOf map[layerKey]*fetch.Ahead
+	if firstErr == nil && readErr == nil && ahead != nil {
+		aheadOf = readAhead(parent, src, extents, *ahead)
+	}
 	p.Wait()
 	if firstErr == nil {
 		firstErr = readErr // a bad line before it is reported first
 	}
+	var aheads []*fetch.Ahead
+	for k, a := range aheadOf {
+		aheads = append(aheads, a)
+		if l := opened[k]; errs[k] == nil && l != nil && !l.TOC.Full && l.Ahead == nil {
+			l.Ahead = a
+		}
+	}
 	if firstErr != nil {
-		return nil, cli.WithHint(firstErr, "sg-fetch reads the file entries sg-ls prints, one JSON object per line")
+		for _, a := range aheads {
+			a.Close()
+		}
+		return nil, nil, cli.WithHint(firstErr, "sg-fetch reads the file entries sg-ls prints, one JSON object per line")
 	}
 	for _, it := range items {
 		if it.skip != "" {
@@ -571,7 +611,64 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder) ([]*i
 		}
 		it.tocEntry = e
 	}
-	return items, nil
+	return items, aheads, nil
+}
+
+// layerKey names a layer as file entries do.
+type layerKey struct{ ref, manifest, layer string }
+
+// extent is where the contents of a wanted file lie in its layer's blob,
+// from its entry; digest is set for files of one chunk, whose chunk the
+// cache holds under it.
+type extent struct {
+	layer     layerKey
+	layerSize int64
+	span      registry.Span
+	digest    string
+}
+
+// readAhead starts reading the layers whose wanted files' contents are a
+// large share of them (fetch.AheadSpans), one Ahead per layer blob. Files
+// the chunk cache holds are left out: their bytes are not downloaded.
+func readAhead(ctx context.Context, src *source.Source, extents []extent, opts fetch.Options) map[layerKey]*fetch.Ahead {
+	if len(extents) == 0 {
+		return nil
+	}
+	cached := fetch.HasChunk(opts.Cache)
+	byLayer := map[layerKey][]registry.Span{}
+	var keys []layerKey
+	for _, x := range extents {
+		if cached != nil && x.digest != "" && cached(x.digest) {
+			continue
+		}
+		if _, ok := byLayer[x.layer]; !ok {
+			keys = append(keys, x.layer)
+		}
+		byLayer[x.layer] = append(byLayer[x.layer], x.span)
+	}
+	sizes := map[layerKey]int64{}
+	for _, x := range extents {
+		sizes[x.layer] = x.layerSize
+	}
+	aheads := map[layerKey]*fetch.Ahead{}
+	blobs := map[string]bool{} // one Ahead per blob, whatever the refs naming it
+	for _, k := range keys {
+		spans := fetch.AheadSpans(byLayer[k], opts)
+		if len(spans) == 0 || sizes[k] <= 0 || blobs[k.layer] {
+			continue
+		}
+		r, err := src.Client.ParseReference(k.ref)
+		if err != nil {
+			continue // said when the layer is opened
+		}
+		blob, err := src.Blob(ctx, r.Context(), k.layer, sizes[k])
+		if err != nil {
+			continue
+		}
+		blobs[k.layer] = true
+		aheads[k] = fetch.ReadAhead(ctx, blob, spans)
+	}
+	return aheads
 }
 
 // removedItem is a record of sg-ls --diff for a path the newer image

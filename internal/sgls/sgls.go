@@ -263,31 +263,34 @@ func (l *lister) print(rec wire.Layer, t *toc.TOC) error {
 // EntryRecord describes entry e of the TOC t of the layer rec as a wire
 // record.
 func EntryRecord(rec wire.Layer, t *toc.TOC, e *toc.Entry) wire.Entry {
-	var tocOffset int64
+	var tocOffset, offset, end int64
 	if !t.Full {
 		tocOffset = t.Offset
+		offset, end = e.CompressedSpan()
 	}
 	return wire.Entry{
-		Ref:       rec.Ref,
-		Manifest:  rec.Manifest,
-		Layer:     rec.Digest,
-		LayerSize: rec.Size,
-		TOCOffset: tocOffset,
-		Name:      e.Name,
-		Type:      e.Type,
-		Size:      e.Size,
-		Mode:      e.Mode,
-		UID:       e.UID,
-		GID:       e.GID,
-		UserName:  e.Uname,
-		GroupName: e.Gname,
-		ModTime:   e.ModTime3339,
-		LinkName:  e.LinkName,
-		Digest:    e.Digest,
-		Chunks:    len(e.Chunks),
-		DevMajor:  e.DevMajor,
-		DevMinor:  e.DevMinor,
-		Xattrs:    e.Xattrs,
+		Ref:            rec.Ref,
+		Manifest:       rec.Manifest,
+		Layer:          rec.Digest,
+		LayerSize:      rec.Size,
+		TOCOffset:      tocOffset,
+		Name:           e.Name,
+		Type:           e.Type,
+		Size:           e.Size,
+		Mode:           e.Mode,
+		UID:            e.UID,
+		GID:            e.GID,
+		UserName:       e.Uname,
+		GroupName:      e.Gname,
+		ModTime:        e.ModTime3339,
+		LinkName:       e.LinkName,
+		Digest:         e.Digest,
+		Chunks:         len(e.Chunks),
+		Offset:         offset,
+		CompressedSize: end - offset,
+		DevMajor:       e.DevMajor,
+		DevMinor:       e.DevMinor,
+		Xattrs:         e.Xattrs,
 	}
 }
 

@@ -390,6 +390,12 @@ func (s *Source) ReadEarly(ctx context.Context, repo name.Repository, dgst strin
 	return blob, t, err
 }
 
+// Blob opens the blob dgst of size bytes in repo, for reads of its own
+// (see fetch.ReadAhead).
+func (s *Source) Blob(ctx context.Context, repo name.Repository, dgst string, size int64) (*registry.Blob, error) {
+	return s.blob(ctx, repo, dgst, size, "layer "+dgst)
+}
+
 // blob opens the blob dgst of size bytes in repo; what names it in errors.
 func (s *Source) blob(ctx context.Context, repo name.Repository, dgst string, size int64, what string) (*registry.Blob, error) {
 	h, err := v1.NewHash(dgst)

@@ -53,6 +53,16 @@ func cachedChunkIndex(c *cache.Cache) map[string]cache.Loc {
 	return idx
 }
 
+// HasChunk returns a test of whether c holds the chunk of a digest,
+// listing c's chunks once; nil when c holds none.
+func HasChunk(c *cache.Cache) func(digest string) bool {
+	have := cachedChunkIndex(c)
+	if len(have) == 0 {
+		return nil
+	}
+	return func(d string) bool { _, ok := have[d]; return ok }
+}
+
 // loadChunk reads a chunk from where the index says it is, checked
 // against its digest.
 func loadChunk(c *cache.Cache, key string, loc cache.Loc) ([]byte, error) {

@@ -12,3 +12,13 @@ func SetWholeMembers(on bool) (restore func()) {
 
 // WholeMembers returns how many gzip members were decoded whole so far.
 func WholeMembers() int64 { return wholeMembers.Load() }
+
+// Claimed returns how many of a's spans a run took over.
+func (a *Ahead) Claimed() (n int) {
+	for _, s := range a.spans {
+		if s.claimed.Load() && !s.dropped.Load() {
+			n++
+		}
+	}
+	return n
+}

@@ -61,6 +61,9 @@ type Layer struct {
 	// Pinned says the TOC's digest matched the manifest's TOC digest
 	// annotation, chaining every chunk digest to the manifest.
 	Pinned bool
+	// Ahead, when set, holds spans of the blob read before the TOC was at
+	// hand (see ReadAhead); Run's downloaders take them over.
+	Ahead *Ahead
 	// Plain reads a layer that is not eStargz (TOC.Full is set): files are
 	// extracted from its stream, stopping after the last one wanted, or,
 	// when it has a seek index, read lazily from the nearest checkpoints.
@@ -483,8 +486,13 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 	}
 	maxReq := requestCap(total, e.opts.Jobs, e.opts.MaxRequestBytes, minRequestBytes)
 	reqs := plan(targets, e.opts.MaxGap, maxReq, e.opts.MaxRequestBytes, e.opts.Jobs, e.opts.MaxRanges, cachedOffs)
+	aheadDone := map[*Ahead]bool{}
 	for _, r := range reqs {
 		e.bytesTotal += r.bytes()
+		if a := r.layer.Ahead; a != nil && !aheadDone[a] {
+			aheadDone[a] = true
+			a.keep(reqs)
+		}
 	}
 	// The downloads first, so that they start at once; the downloaders
 	// free first read the cached chunks meanwhile.

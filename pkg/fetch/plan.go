@@ -151,11 +151,18 @@ func plan(targets []*target, maxGap, maxReq, hardCap int64, jobs, maxRuns int, c
 			}
 			share := (at + (m.end-m.offset)/2) / maxReq
 			at += m.end - m.offset
+			// A member in a span read ahead belongs to the span's request,
+			// which its first run takes over (see Ahead); the span's bytes
+			// come whatever lies between its members.
+			k, ahead := l.Ahead.spanOf(m.offset)
+			if ahead {
+				share = -1 - int64(k)
+			}
 			// Members in the tail read with the TOC are served from memory,
 			// in runs of their own.
 			local := l.TOC.Tail != nil && m.offset >= l.TOC.TailStart
-			if cur != nil && m.offset-cur.runs[0].end <= maxGap && share == bucket[cur] && m.end-cur.runs[0].start <= hardCap && local == cur.local &&
-				!holdsCached(cached[l], cur.runs[0].end, m.offset) {
+			if cur != nil && share == bucket[cur] && local == cur.local &&
+				(ahead || m.offset-cur.runs[0].end <= maxGap && m.end-cur.runs[0].start <= hardCap && !holdsCached(cached[l], cur.runs[0].end, m.offset)) {
 				cur.members = append(cur.members, m)
 				cur.runs[0].end = m.end
 				cur.runs[0].last++
@@ -178,7 +185,12 @@ func plan(targets []*target, maxGap, maxReq, hardCap int64, jobs, maxRuns int, c
 	for _, l := range layers {
 		var req *request
 		for _, x := range runsOf[l] {
-			if req != nil && !x.local && !req.local && len(req.runs) < runsPerReq && (bucket[x] == bucket[req] || req.bytes()+x.bytes() <= maxReq) && req.bytes()+x.bytes() <= hardCap {
+			_, ahead := l.Ahead.spanOf(x.runs[0].start)
+			if req != nil {
+				_, reqAhead := l.Ahead.spanOf(req.runs[0].start)
+				ahead = ahead || reqAhead
+			}
+			if req != nil && !ahead && !x.local && !req.local && len(req.runs) < runsPerReq && (bucket[x] == bucket[req] || req.bytes()+x.bytes() <= maxReq) && req.bytes()+x.bytes() <= hardCap {
 				x.runs[0].last += len(req.members)
 				req.runs = append(req.runs, x.runs[0])
 				req.members = append(req.members, x.members...)

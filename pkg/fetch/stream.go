@@ -176,6 +176,12 @@ func (e *engine) stream(ctx context.Context, r *request, next *int, d *decoders)
 			if body != nil {
 				body.Close()
 			}
+			if a := r.layer.Ahead; a != nil {
+				if rc, ok := a.claim(ctx, x.start, x.end); ok {
+					body = rc
+					return body, nil
+				}
+			}
 			var err error
 			body, err = r.layer.Blob.ReadRange(ctx, x.start, x.end-x.start)
 			return body, err

@@ -202,6 +202,26 @@ func (e *Entry) ModTime() time.Time {
 	return t
 }
 
+// CompressedSpan returns where the members holding e's chunks start and
+// end in the layer blob; 0, 0 when e has none (holes of a sparse file
+// take no bytes).
+func (e *Entry) CompressedSpan() (offset, end int64) {
+	first := true
+	for _, c := range e.Chunks {
+		if c.Zeros {
+			continue
+		}
+		if first || c.Offset < offset {
+			offset = c.Offset
+		}
+		if first || c.End > end {
+			end = c.End
+		}
+		first = false
+	}
+	return offset, end
+}
+
 // footer is what a footer says.
 type footer struct {
 	format            string

@@ -159,6 +159,15 @@ type Entry struct {
 	// Chunks is the number of chunks a regular file's contents are stored
 	// in (each a separately fetchable gzip member or part of one).
 	Chunks int `json:"chunks,omitempty"`
+	// Offset and CompressedSize place a regular file's contents in the
+	// layer blob: the compressed bytes [Offset, Offset+CompressedSize) of
+	// the members (gzip members or zstd frames) holding its chunks. With
+	// them, sg-fetch starts reading a large share of a layer before its
+	// TOC arrives; the TOC still decides what is read and checks every
+	// byte (wrong values only cost bytes read in vain). Both are omitted
+	// for layers read whole, and for entries without contents.
+	Offset         int64 `json:"offset,omitempty"`
+	CompressedSize int64 `json:"compressedSize,omitempty"`
 	// DevMajor and DevMinor are the device numbers of char and block
 	// devices.
 	DevMajor int `json:"devMajor,omitempty"`

@@ -1,0 +1,200 @@
+package fetch_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/stargz-get/stargz-get/internal/testenv"
+	"github.com/stargz-get/stargz-get/pkg/fetch"
+	"github.com/stargz-get/stargz-get/pkg/registry"
+	"github.com/stargz-get/stargz-get/pkg/wire"
+)
+
+// extents returns where the contents of the layer's regular files lie, as
+// sg-ls records say (offset, compressedSize).
+func extents(l *fetch.Layer) []registry.Span {
+	var spans []registry.Span
+	for _, e := range l.TOC.Entries {
+		if e.Type != wire.TypeReg {
+			continue
+		}
+		if off, end := e.CompressedSpan(); end > off {
+			spans = append(spans, registry.Span{Off: off, N: end - off})
+		}
+	}
+	return spans
+}
+
+// fetchAhead fetches the whole layer with spans read ahead from
+// aheadBlob, and checks the tree.
+func fetchAhead(t *testing.T, fl *testenv.Layer, b *blobFile, l *fetch.Layer, aheadBlob *blobFile, spans []registry.Span, opts fetch.Options) *fetch.Ahead {
+	t.Helper()
+	a := fetch.ReadAhead(context.Background(), aheadBlob, spans)
+	l.Ahead = a
+	dir := t.TempDir()
+	out := run(t, context.Background(), dir, wantAll(l, ""), opts)
+	a.Close()
+	for p, o := range out {
+		if o.Status != wire.StatusFetched {
+			t.Errorf("%s: %s: %v", p, o.Status, o.Err)
+		}
+	}
+	if err := testenv.CheckTree(dir, fl.Files, nil); err != nil {
+		t.Error(err)
+	}
+	noTemp(t, dir)
+	return a
+}
+
+// TestReadAheadWholeLayer: spans picked from the files' extents, read
+// before the plan is made, are taken over by the runs: the layer comes
+// whole, each byte once, with no request beyond the spans'.
+func TestReadAheadWholeLayer(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		layer *testenv.Layer
+		jobs  int
+	}{
+		{"gotree -j 4", fixtures.GoTree.Layers[0], 4},
+		{"gotree -j 16", fixtures.GoTree.Layers[0], 16},
+		{"minchunk -j 3", fixtures.MinChunk.Layers[0], 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := open(t, tc.layer)
+			l := readTOC(t, b)
+			l.TOC.Tail = nil // every member from the blob, counted
+			opts := fetch.Options{Jobs: tc.jobs}
+			spans := fetch.AheadSpans(extents(l), opts)
+			if len(spans) < 2 || len(spans) > tc.jobs {
+				t.Fatalf("%d spans for %d jobs, want 2 to %d", len(spans), tc.jobs, tc.jobs)
+			}
+			a := fetchAhead(t, tc.layer, b, l, b, spans, opts)
+			if got := a.Claimed(); got != len(spans) {
+				t.Errorf("runs took %d of %d spans", got, len(spans))
+			}
+			if got, max := b.bytes.Load(), l.TOC.Offset; got > max {
+				t.Errorf("downloaded %d bytes, more than the %d bytes of data before the TOC", got, max)
+			}
+		})
+	}
+}
+
+// TestReadAheadMisaligned: spans that do not start where members do (the
+// records lied, or were edited) still give the right files: a run skips
+// to its first member, and reads past its span's end with a request of
+// its own.
+func TestReadAheadMisaligned(t *testing.T) {
+	fl := fixtures.GoTree.Layers[0]
+	b := open(t, fl)
+	l := readTOC(t, b)
+	l.TOC.Tail = nil
+	opts := fetch.Options{Jobs: 4}
+	spans := fetch.AheadSpans(extents(l), opts)
+	for i := range spans {
+		spans[i].Off += 1000
+	}
+	a := fetchAhead(t, fl, b, l, b, spans, opts)
+	if a.Claimed() == 0 {
+		t.Error("no run took a span")
+	}
+}
+
+// TestReadAheadBadBytes: bytes read ahead that are not the layer's (or a
+// span whose request fails) never land: the runs fail their checks and
+// read their bytes again with requests of their own.
+func TestReadAheadBadBytes(t *testing.T) {
+	fl := fixtures.GoTree.Layers[0]
+	for _, tc := range []struct {
+		name  string
+		fault func(call, off, n int64, body []byte) ([]byte, error)
+	}{
+		{"corrupt", func(call, off, n int64, body []byte) ([]byte, error) {
+			bad := make([]byte, len(body))
+			for i := range bad {
+				bad[i] = body[i] ^ 0x5a
+			}
+			return bad, nil
+		}},
+		{"refused", func(call, off, n int64, body []byte) ([]byte, error) {
+			return nil, errors.New("503 Service Unavailable")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := open(t, fl)
+			l := readTOC(t, b)
+			l.TOC.Tail = nil
+			bad := &blobFile{data: b.data, fault: tc.fault}
+			opts := fetch.Options{Jobs: 4}
+			spans := fetch.AheadSpans(extents(l), opts)
+			fetchAhead(t, fl, b, l, bad, spans, opts)
+			if bad.requests.Load() == 0 {
+				t.Error("nothing was read ahead")
+			}
+			var spanned int64
+			for _, s := range spans {
+				spanned += s.N
+			}
+			if got := b.bytes.Load(); got < spanned {
+				t.Errorf("%d bytes from the layer itself, want the %d of the spans again", got, spanned)
+			}
+		})
+	}
+}
+
+// TestAheadSpansOnlyForLargeShares: scattered small files are left to
+// the plan; spans hold only wanted bytes (and gaps plan would download
+// anyway); a whole layer is cut at files' starts into at most one span
+// per job, none over the request cap.
+func TestAheadSpansOnlyForLargeShares(t *testing.T) {
+	b := open(t, fixtures.GoTree.Layers[0])
+	l := readTOC(t, b)
+	all := extents(l)
+	var small, every []registry.Span
+	for i, x := range all {
+		if i%50 == 0 {
+			every = append(every, x)
+			if x.N < 64<<10 {
+				small = append(small, x)
+			}
+		}
+	}
+	opts := fetch.Options{Jobs: 8}
+	if spans := fetch.AheadSpans(small, opts); len(spans) != 0 {
+		t.Errorf("%d spans for %d scattered small files, want none", len(spans), len(small))
+	}
+	for _, s := range fetch.AheadSpans(every, opts) {
+		for off := s.Off; off < s.Off+s.N; {
+			next := int64(-1)
+			for _, x := range every {
+				if x.Off <= off+fetch.DefaultMaxGap && off < x.Off+x.N {
+					next = max(next, x.Off+x.N)
+				}
+			}
+			if next < 0 {
+				t.Fatalf("span %d+%d holds byte %d, of no wanted file", s.Off, s.N, off)
+			}
+			off = next
+		}
+	}
+	starts := map[int64]bool{}
+	for _, x := range all {
+		starts[x.Off] = true
+	}
+	opts.MaxRequestBytes = 1 << 20
+	spans := fetch.AheadSpans(all, opts)
+	if len(spans) == 0 || len(spans) > 8 {
+		t.Fatalf("%d spans of a whole layer for 8 jobs", len(spans))
+	}
+	for i, s := range spans {
+		if !starts[s.Off] {
+			t.Errorf("span %d starts at %d, where no file does", i, s.Off)
+		}
+		if s.N > opts.MaxRequestBytes {
+			t.Errorf("span %d is %d bytes, over the %d cap", i, s.N, opts.MaxRequestBytes)
+		}
+		if i > 0 && s.Off < spans[i-1].Off+spans[i-1].N {
+			t.Errorf("span %d overlaps the one before", i)
+		}
+	}
+}
