@@ -322,7 +322,15 @@ func AheadSpans(wanted []registry.Span, opts Options) []registry.Span {
 		}
 		cuts = append(cuts, st.end)
 		for i := range len(cuts) - 1 {
-			spans = append(spans, registry.Span{Off: cuts[i], N: min(cuts[i+1]-cuts[i], opts.MaxRequestBytes)})
+			// A span much longer than its share (a large file lies across
+			// the share's end) is cut short there: the plan gives the
+			// bytes after it to other requests, at member boundaries,
+			// which the large file's chunks have and records do not give.
+			n := cuts[i+1] - cuts[i]
+			if n > size*5/4 {
+				n = size
+			}
+			spans = append(spans, registry.Span{Off: cuts[i], N: min(n, opts.MaxRequestBytes)})
 		}
 	}
 	return spans
