@@ -683,8 +683,10 @@ func (w *world) image(ts *testscript.TestScript, name string) *testenv.Image {
 		return w.fx.Gzip
 	case "craneappend":
 		return w.fx.CraneAppend
+	case "gotree":
+		return w.fx.GoTree
 	}
-	ts.Fatalf("unknown plain gzip fixture %q", name)
+	ts.Fatalf("unknown fixture %q", name)
 	return nil
 }
 

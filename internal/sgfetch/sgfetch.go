@@ -503,8 +503,11 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder, ahead
 		readErr  error
 		batch    [][]byte
 		nums     []int
-		extents  []extent
+		reader   *aheadStarter
 	)
+	if ahead != nil {
+		reader = newAheadStarter(parent, src, *ahead)
+	}
 	s := stream.New().WithMaxGoroutines(runtime.GOMAXPROCS(0))
 	flush := func() {
 		lines, ns := batch, nums
@@ -537,17 +540,20 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder, ahead
 				open(&e)
 				got = append(got, &item{in: slim})
 				if ahead != nil && e.Type == wire.TypeReg && e.CompressedSize > 0 {
-					x := extent{layer: layerKey{slim.Ref, slim.Manifest, slim.Layer}, layerSize: e.LayerSize, span: registry.Span{Off: e.Offset, N: e.CompressedSize}}
+					x := extent{layer: layerKey{slim.Ref, slim.Manifest, slim.Layer}, tocOffset: e.TOCOffset, span: registry.Span{Off: e.Offset, N: e.CompressedSize}, layerSize: e.LayerSize}
 					if e.Chunks == 1 {
 						x.digest = e.Digest
 					}
+					x.chunks = e.ChunkOffsets
 					ext = append(ext, x)
 				}
 			}
 			return func() {
 				if firstErr == nil {
 					items, firstErr = append(items, got...), err
-					extents = append(extents, ext...)
+					for _, x := range ext {
+						reader.add(x)
+					}
 				}
 			}
 		})
@@ -574,21 +580,19 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder, ahead
 	if firstErr != nil || readErr != nil {
 		cancel()
 	}
-	var aheadOf map[layerKey]*fetch.Ahead
-	if firstErr == nil && readErr == nil && ahead != nil {
-		aheadOf = readAhead(parent, src, extents, *ahead)
+	if firstErr == nil && readErr == nil {
+		reader.flush()
 	}
 	p.Wait()
 	if firstErr == nil {
 		firstErr = readErr // a bad line before it is reported first
 	}
-	var aheads []*fetch.Ahead
-	for k, a := range aheadOf {
-		aheads = append(aheads, a)
-		if l := opened[k]; errs[k] == nil && l != nil && !l.TOC.Full && l.Ahead == nil {
-			l.Ahead = a
+	aheads := reader.attach(func(k layerKey) *fetch.Layer {
+		if errs[k] != nil {
+			return nil
 		}
-	}
+		return opened[k]
+	})
 	if firstErr != nil {
 		for _, a := range aheads {
 			a.Close()
@@ -621,52 +625,119 @@ type layerKey struct{ ref, manifest, layer string }
 // from its entry; digest is set for files of one chunk, whose chunk the
 // cache holds under it.
 type extent struct {
-	layer     layerKey
-	layerSize int64
-	span      registry.Span
-	digest    string
+	layer                layerKey
+	layerSize, tocOffset int64
+	span                 registry.Span
+	chunks               []int64 // where its chunks after the first start
+	digest               string
 }
 
-// readAhead starts reading the layers whose wanted files' contents are a
-// large share of them (fetch.AheadSpans), one Ahead per layer blob. Files
-// the chunk cache holds are left out: their bytes are not downloaded.
-func readAhead(ctx context.Context, src *source.Source, extents []extent, opts fetch.Options) map[layerKey]*fetch.Ahead {
-	if len(extents) == 0 {
+// aheadStarter starts reading the layers of which the entries want a
+// large share ahead, as the entries come (fetch.AheadCutter), one fetch.Ahead per
+// layer blob, at most one span per job in all. Files the chunk cache
+// holds are left out: their bytes are not downloaded. Its methods are
+// called in the input's order, from one goroutine at a time; a nil
+// aheadStarter does nothing.
+type aheadStarter struct {
+	ctx    context.Context
+	src    *source.Source
+	opts   fetch.Options
+	left   int // spans still to start
+	cached func(digest string) bool
+	looked bool                   // cached is set
+	layers map[string]*aheadLayer // by layer digest
+	order  []string
+}
+
+type aheadLayer struct {
+	key   layerKey // of the first entry naming the layer
+	cut   *fetch.AheadCutter
+	ahead *fetch.Ahead // once a span is started
+	spans int
+	bytes int64
+}
+
+func newAheadStarter(ctx context.Context, src *source.Source, opts fetch.Options) *aheadStarter {
+	return &aheadStarter{ctx: ctx, src: src, opts: opts, left: opts.Jobs, layers: map[string]*aheadLayer{}}
+}
+
+func (r *aheadStarter) add(x extent) {
+	if r == nil || r.left <= 0 || x.tocOffset <= 0 || x.layerSize <= 0 {
+		return
+	}
+	if !r.looked {
+		r.looked = true
+		r.cached = fetch.HasChunk(r.opts.Cache)
+	}
+	if r.cached != nil && x.digest != "" && r.cached(x.digest) {
+		return
+	}
+	// The tail read with the TOC may hold data too: it is not read twice.
+	if end := r.src.TOC.ReadStart(x.layerSize, x.tocOffset); x.span.Off+x.span.N > end {
+		if x.span.N = end - x.span.Off; x.span.N <= 0 {
+			return
+		}
+	}
+	l, ok := r.layers[x.layer.layer]
+	if !ok {
+		l = &aheadLayer{key: x.layer}
+		// The data before the TOC stands for the fetch's size: right for
+		// a whole layer, and larger spans (fewer) for a share of it.
+		l.cut = fetch.NewAheadCutter(x.tocOffset, r.opts, &r.left, func(sp registry.Span) { r.start(l, x.layerSize, sp) })
+		r.layers[x.layer.layer] = l
+		r.order = append(r.order, x.layer.layer)
+	}
+	l.cut.Add(x.span, x.chunks...)
+}
+
+// start starts reading span sp of layer l, opening its blob first.
+func (r *aheadStarter) start(l *aheadLayer, size int64, sp registry.Span) {
+	if l.ahead == nil {
+		ref, err := r.src.Client.ParseReference(l.key.ref)
+		if err != nil {
+			return // said when the layer is opened
+		}
+		blob, err := r.src.Blob(r.ctx, ref.Context(), l.key.layer, size)
+		if err != nil {
+			return
+		}
+		l.ahead = fetch.NewAhead(r.ctx, blob)
+	}
+	l.ahead.Start(sp)
+	l.spans++
+	l.bytes += sp.N
+}
+
+// flush gives the last spans, once the input is in.
+func (r *aheadStarter) flush() {
+	if r == nil {
+		return
+	}
+	for _, d := range r.order {
+		r.layers[d].cut.Flush()
+	}
+}
+
+// attach attaches each layer's Ahead to the layer opened for it (layer
+// returns nil for one that failed), and returns them all, for the caller
+// to close after the fetch.
+func (r *aheadStarter) attach(layer func(layerKey) *fetch.Layer) []*fetch.Ahead {
+	if r == nil {
 		return nil
 	}
-	cached := fetch.HasChunk(opts.Cache)
-	byLayer := map[layerKey][]registry.Span{}
-	var keys []layerKey
-	for _, x := range extents {
-		if cached != nil && x.digest != "" && cached(x.digest) {
+	var aheads []*fetch.Ahead
+	for _, d := range r.order {
+		al := r.layers[d]
+		if al.ahead == nil {
 			continue
 		}
-		if _, ok := byLayer[x.layer]; !ok {
-			keys = append(keys, x.layer)
+		aheads = append(aheads, al.ahead)
+		if l := layer(al.key); l != nil && !l.TOC.Full && l.Ahead == nil {
+			l.Ahead = al.ahead
+			if r.src.Logf != nil {
+				r.src.Logf("layer %s: %d bytes read ahead of its TOC, in %d ranges", al.key.layer, al.bytes, al.spans)
+			}
 		}
-		byLayer[x.layer] = append(byLayer[x.layer], x.span)
-	}
-	sizes := map[layerKey]int64{}
-	for _, x := range extents {
-		sizes[x.layer] = x.layerSize
-	}
-	aheads := map[layerKey]*fetch.Ahead{}
-	blobs := map[string]bool{} // one Ahead per blob, whatever the refs naming it
-	for _, k := range keys {
-		spans := fetch.AheadSpans(byLayer[k], opts)
-		if len(spans) == 0 || sizes[k] <= 0 || blobs[k.layer] {
-			continue
-		}
-		r, err := src.Client.ParseReference(k.ref)
-		if err != nil {
-			continue // said when the layer is opened
-		}
-		blob, err := src.Blob(ctx, r.Context(), k.layer, sizes[k])
-		if err != nil {
-			continue
-		}
-		blobs[k.layer] = true
-		aheads[k] = fetch.ReadAhead(ctx, blob, spans)
 	}
 	return aheads
 }

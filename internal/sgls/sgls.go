@@ -264,9 +264,11 @@ func (l *lister) print(rec wire.Layer, t *toc.TOC) error {
 // record.
 func EntryRecord(rec wire.Layer, t *toc.TOC, e *toc.Entry) wire.Entry {
 	var tocOffset, offset, end int64
+	var chunks []int64
 	if !t.Full {
 		tocOffset = t.Offset
 		offset, end = e.CompressedSpan()
+		chunks = e.ChunkStarts()
 	}
 	return wire.Entry{
 		Ref:            rec.Ref,
@@ -288,6 +290,7 @@ func EntryRecord(rec wire.Layer, t *toc.TOC, e *toc.Entry) wire.Entry {
 		Chunks:         len(e.Chunks),
 		Offset:         offset,
 		CompressedSize: end - offset,
+		ChunkOffsets:   chunks,
 		DevMajor:       e.DevMajor,
 		DevMinor:       e.DevMinor,
 		Xattrs:         e.Xattrs,

@@ -155,7 +155,7 @@ func StartScriptRegistries(ctx context.Context, fx *Fixtures, anon string) (_ *S
 	flip.Add(Rule{Match: MatchAll(MatchBlobs, fromStart), Fault: Fault{Flip: 5}})
 	add("FLIPREG", flip.Host)
 	s.Counters = map[string]*FaultProxy{}
-	for _, n := range []string{"COUNTA", "COUNTB", "COUNTC", "COUNTD", "COUNTE", "COUNTF"} {
+	for _, n := range []string{"COUNTA", "COUNTB", "COUNTC", "COUNTD", "COUNTE", "COUNTF", "COUNTG"} {
 		p, err := StartFaultProxy(anon)
 		if err != nil {
 			return nil, err

@@ -29,6 +29,7 @@ import (
 // line up with the TOC's members fails those checks and is read again
 // with a request of its own, as a failed request is.
 type Ahead struct {
+	ctx    context.Context
 	blob   toc.RangeReader
 	spans  []*aheadSpan // by start, not overlapping
 	cancel context.CancelFunc
@@ -54,18 +55,30 @@ type aheadSpan struct {
 const aheadBuffer = 1 << 20
 
 // ReadAhead starts reading spans of blob, each with a range request of
-// its own; ctx bounds them all. The caller attaches the result to the
-// layer (Layer.Ahead) before Run and closes it after.
+// its own (see NewAhead).
 func ReadAhead(ctx context.Context, blob toc.RangeReader, spans []registry.Span) *Ahead {
-	ctx, cancel := context.WithCancel(ctx)
-	a := &Ahead{blob: blob, cancel: cancel}
+	a := NewAhead(ctx, blob)
 	for _, sp := range spans {
-		s := &aheadSpan{start: sp.Off, end: sp.Off + sp.N, done: make(chan struct{})}
-		a.spans = append(a.spans, s)
-		go s.read(ctx, blob)
+		a.Start(sp)
 	}
-	slices.SortFunc(a.spans, func(x, y *aheadSpan) int { return cmp.Compare(x.start, y.start) })
 	return a
+}
+
+// NewAhead returns an Ahead of blob without spans; ctx bounds the
+// requests Start sends. The caller attaches it to the layer (Layer.Ahead)
+// before Run and closes it after.
+func NewAhead(ctx context.Context, blob toc.RangeReader) *Ahead {
+	ctx, cancel := context.WithCancel(ctx)
+	return &Ahead{ctx: ctx, blob: blob, cancel: cancel}
+}
+
+// Start starts reading span sp, which overlaps none started before. It
+// is not for concurrent use, nor after Run has begun.
+func (a *Ahead) Start(sp registry.Span) {
+	s := &aheadSpan{start: sp.Off, end: sp.Off + sp.N, done: make(chan struct{})}
+	i, _ := slices.BinarySearchFunc(a.spans, s.start, func(x *aheadSpan, off int64) int { return cmp.Compare(x.start, off) })
+	a.spans = slices.Insert(a.spans, i, s)
+	go s.read(a.ctx, a.blob)
 }
 
 // read opens the span's request and buffers its first bytes until it is
@@ -129,6 +142,23 @@ func (a *Ahead) spanOf(off int64) (int, bool) {
 	return i, true
 }
 
+// takes says whether request r will take over one of a's spans (see
+// claim).
+func (a *Ahead) takes(r *request) bool {
+	if a == nil || r.layer.Ahead != a || r.local || len(r.runs) != 1 {
+		return false
+	}
+	i, ok := a.spanOf(r.runs[0].start)
+	return ok && r.runs[0].start-a.spans[i].start <= aheadBuffer
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // keep closes the spans in which no request's first run starts: no run
 // will take them, and each would go on moving bytes for nothing.
 func (a *Ahead) keep(reqs []*request) {
@@ -137,10 +167,8 @@ func (a *Ahead) keep(reqs []*request) {
 	}
 	used := make([]bool, len(a.spans))
 	for _, r := range reqs {
-		if r.layer.Ahead != a || r.local || len(r.runs) != 1 {
-			continue
-		}
-		if i, ok := a.spanOf(r.runs[0].start); ok && r.runs[0].start-a.spans[i].start <= aheadBuffer {
+		if a.takes(r) {
+			i, _ := a.spanOf(r.runs[0].start)
 			used[i] = true
 		}
 	}
@@ -258,80 +286,128 @@ func (t *tailReader) Read(p []byte) (int, error) {
 	return res.body.Read(p)
 }
 
-// AheadSpans picks the spans of a layer blob worth reading ahead, given
-// where the contents of the wanted files lie (Entry.Offset and
-// CompressedSize of their records; files the chunk cache holds left out).
+// An AheadCutter cuts the spans worth reading ahead out of the extents of
+// wanted files, given in blob order as they come (as sg-ls prints them),
+// so that the first spans can be read while the rest of the input is.
+//
 // Only stretches at least one request long and mostly of wanted bytes
-// count (a whole layer, a large file, or a large share of a layer):
-// scattered files are left to the plan. Such a stretch is cut into spans of about the size plan gives
-// its requests, at most one span per job, each cut at the file start
-// nearest to an even share (files start where members start, so that
-// plan's runs start and end where the spans do).
-func AheadSpans(wanted []registry.Span, opts Options) []registry.Span {
+// count (a whole layer, a large file, or a large share of a layer), with
+// files joined across gaps the plan would download too: scattered files
+// are left to the plan. A stretch is cut into spans of about the size
+// the plan gives its requests, each where a file or a chunk of one starts
+// nearest the end of its share (those are members' starts, so that plan's
+// runs start and end where the spans do). A span much longer than its share, because a
+// large file lies across the share's end, ends at its share: the plan
+// gives the bytes after it to requests of their own at the large file's
+// member boundaries, which the TOC has and the records do not.
+type AheadCutter struct {
+	size, maxGap, maxSpan int64
+	left                  *int // spans still to give, shared by the cutters of a run
+	give                  func(registry.Span)
+
+	open       bool  // a stretch is being cut
+	cut        int64 // where the next span starts
+	end        int64 // where the stretch's files end so far
+	wanted     int64 // bytes of files from cut to end
+	prev       int64 // the last place a span may end before the share's end, or -1
+	prevWanted int64 // bytes of files from cut to prev
+	lastStart  int64
+	given      int  // spans given in this stretch
+	outOfOrder bool // an extent came before the last: no more spans
+}
+
+// NewAheadCutter returns a cutter for a fetch of about total compressed
+// bytes of one layer with opts, giving each span to give. left, when set,
+// is how many spans may be given yet, shared with other cutters; nil
+// allows one span per job.
+func NewAheadCutter(total int64, opts Options, left *int, give func(registry.Span)) *AheadCutter {
 	opts = opts.withDefaults()
-	ws := slices.Clone(wanted)
-	slices.SortFunc(ws, func(x, y registry.Span) int { return cmp.Compare(x.Off, y.Off) })
-	// Stretches: files joined across gaps plan would download too.
-	type stretch struct {
-		start, end int64
-		files      []int64 // starts of the files in it, ascending
-		wanted     int64   // bytes of files in it, gaps not counted
+	if left == nil {
+		n := opts.Jobs
+		left = &n
 	}
-	var stretches []stretch
-	var total int64
-	for _, w := range ws {
-		if w.N <= 0 {
-			continue
-		}
-		if n := len(stretches); n > 0 && w.Off-stretches[n-1].end <= max(opts.MaxGap, 0) {
-			st := &stretches[n-1]
-			st.wanted += max(w.Off+w.N-max(w.Off, st.end), 0)
-			st.end = max(st.end, w.Off+w.N)
-			if w.Off > st.files[len(st.files)-1] {
-				st.files = append(st.files, w.Off)
-			}
-			continue
-		}
-		stretches = append(stretches, stretch{start: w.Off, end: w.Off + w.N, files: []int64{w.Off}, wanted: w.N})
+	return &AheadCutter{
+		size:    requestCap(total, opts.Jobs, opts.MaxRequestBytes, minRequestBytes),
+		maxGap:  max(opts.MaxGap, 0),
+		maxSpan: opts.MaxRequestBytes,
+		left:    left,
+		give:    give,
 	}
-	for _, st := range stretches {
-		total += st.end - st.start
+}
+
+// Add takes the extent of the next wanted file, and where its chunks
+// after the first start (Entry.ChunkOffsets), at which a span may end
+// too. An extent out of blob order stops the cutting; the spans given
+// stay.
+func (c *AheadCutter) Add(w registry.Span, chunks ...int64) {
+	if c.outOfOrder || w.N <= 0 {
+		return
 	}
-	size := requestCap(total, opts.Jobs, opts.MaxRequestBytes, minRequestBytes)
-	var spans []registry.Span
-	for _, st := range stretches {
-		length := st.end - st.start
-		n := min(int64(opts.Jobs-len(spans)), (length+size/2)/size)
-		if length < size || n < 1 || st.wanted*2 < length {
-			continue
-		}
-		cuts := []int64{st.start}
-		for i := int64(1); i < n; i++ {
-			ideal := st.start + i*length/n
-			j, _ := slices.BinarySearch(st.files, ideal)
-			cut := st.end
-			if j < len(st.files) {
-				cut = st.files[j]
-			}
-			if j > 0 && ideal-st.files[j-1] < cut-ideal {
-				cut = st.files[j-1]
-			}
-			if cut > cuts[len(cuts)-1] && cut < st.end {
-				cuts = append(cuts, cut)
-			}
-		}
-		cuts = append(cuts, st.end)
-		for i := range len(cuts) - 1 {
-			// A span much longer than its share (a large file lies across
-			// the share's end) is cut short there: the plan gives the
-			// bytes after it to other requests, at member boundaries,
-			// which the large file's chunks have and records do not give.
-			n := cuts[i+1] - cuts[i]
-			if n > size*5/4 {
-				n = size
-			}
-			spans = append(spans, registry.Span{Off: cuts[i], N: min(n, opts.MaxRequestBytes)})
+	if c.open && w.Off < c.lastStart {
+		c.outOfOrder = true
+		return
+	}
+	if c.open && w.Off-c.end > c.maxGap {
+		c.Flush()
+	}
+	if !c.open {
+		c.open, c.cut, c.end, c.wanted, c.given, c.prev = true, w.Off, w.Off, 0, 0, -1
+	}
+	c.candidate(w.Off, c.wanted)
+	c.wanted += max(w.Off+w.N-max(w.Off, c.end), 0)
+	c.end = max(c.end, w.Off+w.N)
+	c.lastStart = w.Off
+	for _, p := range chunks {
+		if p > c.cut && p < c.end {
+			c.candidate(p, c.wanted-(c.end-p)) // the file's bytes from p on come after
 		}
 	}
-	return spans
+}
+
+// candidate takes p, where a span may end, with wanted of the bytes from
+// c.cut to p wanted. Past the share's end, the span ends at p or at the
+// candidate before it, whichever is nearer the share's end.
+func (c *AheadCutter) candidate(p, wanted int64) {
+	for p > c.cut {
+		target := c.cut + c.size
+		if p < target {
+			c.prev, c.prevWanted = p, wanted
+			return
+		}
+		if c.prev > c.cut && target-c.prev < p-target {
+			c.span(c.prev, c.prevWanted)
+			c.cut, c.wanted, wanted = c.prev, c.wanted-c.prevWanted, wanted-c.prevWanted
+			c.prev = -1
+			continue // p may be past the next share's end too
+		}
+		c.span(p, wanted)
+		c.cut, c.wanted, c.prev = p, c.wanted-wanted, -1
+		return
+	}
+}
+
+// Flush ends the stretch being cut, giving its last span.
+func (c *AheadCutter) Flush() {
+	if !c.open {
+		return
+	}
+	c.open = false
+	if c.given > 0 || c.end-c.cut >= c.size {
+		c.span(c.end, c.wanted)
+	}
+}
+
+// span gives the span from c.cut to next, if it is mostly wanted (of
+// which wanted bytes are).
+func (c *AheadCutter) span(next, wanted int64) {
+	n := next - c.cut
+	if *c.left <= 0 || n <= 0 || wanted*2 < n {
+		return
+	}
+	if n > c.size*5/4 {
+		n = c.size
+	}
+	*c.left--
+	c.given++
+	c.give(registry.Span{Off: c.cut, N: min(n, c.maxSpan)})
 }

@@ -11,18 +11,36 @@ import (
 	"github.com/stargz-get/stargz-get/pkg/wire"
 )
 
-// extents returns where the contents of the layer's regular files lie, as
-// sg-ls records say (offset, compressedSize).
-func extents(l *fetch.Layer) []registry.Span {
-	var spans []registry.Span
+// extent is where a regular file's contents lie, as sg-ls records say
+// (offset, compressedSize, chunkOffsets).
+type extent struct {
+	span   registry.Span
+	chunks []int64
+}
+
+// extents returns the extents of the layer's regular files, in TOC order.
+func extents(l *fetch.Layer) []extent {
+	var xs []extent
 	for _, e := range l.TOC.Entries {
 		if e.Type != wire.TypeReg {
 			continue
 		}
 		if off, end := e.CompressedSpan(); end > off {
-			spans = append(spans, registry.Span{Off: off, N: end - off})
+			xs = append(xs, extent{registry.Span{Off: off, N: end - off}, e.ChunkStarts()})
 		}
 	}
+	return xs
+}
+
+// cut returns the spans to read ahead for the files xs, as sg-fetch cuts
+// them from its input.
+func cut(xs []extent, total int64, opts fetch.Options) []registry.Span {
+	var spans []registry.Span
+	c := fetch.NewAheadCutter(total, opts, nil, func(sp registry.Span) { spans = append(spans, sp) })
+	for _, x := range xs {
+		c.Add(x.span, x.chunks...)
+	}
+	c.Flush()
 	return spans
 }
 
@@ -57,7 +75,7 @@ func TestReadAheadWholeLayer(t *testing.T) {
 		jobs  int
 	}{
 		{"gotree -j 4", fixtures.GoTree.Layers[0], 4},
-		{"gotree -j 16", fixtures.GoTree.Layers[0], 16},
+		{"gotree -j 8", fixtures.GoTree.Layers[0], 8},
 		{"minchunk -j 3", fixtures.MinChunk.Layers[0], 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -65,9 +83,9 @@ func TestReadAheadWholeLayer(t *testing.T) {
 			l := readTOC(t, b)
 			l.TOC.Tail = nil // every member from the blob, counted
 			opts := fetch.Options{Jobs: tc.jobs}
-			spans := fetch.AheadSpans(extents(l), opts)
-			if len(spans) < 2 || len(spans) > tc.jobs {
-				t.Fatalf("%d spans for %d jobs, want 2 to %d", len(spans), tc.jobs, tc.jobs)
+			spans := cut(extents(l), l.TOC.Offset, opts)
+			if len(spans) != tc.jobs {
+				t.Fatalf("%d spans for %d jobs, want one per job", len(spans), tc.jobs)
 			}
 			a := fetchAhead(t, tc.layer, b, l, b, spans, opts)
 			if got := a.Claimed(); got != len(spans) {
@@ -90,7 +108,7 @@ func TestReadAheadMisaligned(t *testing.T) {
 	l := readTOC(t, b)
 	l.TOC.Tail = nil
 	opts := fetch.Options{Jobs: 4}
-	spans := fetch.AheadSpans(extents(l), opts)
+	spans := cut(extents(l), l.TOC.Offset, opts)
 	for i := range spans {
 		spans[i].Off += 1000
 	}
@@ -126,7 +144,7 @@ func TestReadAheadBadBytes(t *testing.T) {
 			l.TOC.Tail = nil
 			bad := &blobFile{data: b.data, fault: tc.fault}
 			opts := fetch.Options{Jobs: 4}
-			spans := fetch.AheadSpans(extents(l), opts)
+			spans := cut(extents(l), l.TOC.Offset, opts)
 			fetchAhead(t, fl, b, l, bad, spans, opts)
 			if bad.requests.Load() == 0 {
 				t.Error("nothing was read ahead")
@@ -142,33 +160,36 @@ func TestReadAheadBadBytes(t *testing.T) {
 	}
 }
 
-// TestAheadSpansOnlyForLargeShares: scattered small files are left to
+// TestAheadCutterOnlyForLargeShares: scattered small files are left to
 // the plan; spans hold only wanted bytes (and gaps plan would download
-// anyway); a whole layer is cut at files' starts into at most one span
-// per job, none over the request cap.
-func TestAheadSpansOnlyForLargeShares(t *testing.T) {
+// anyway); a whole layer is cut where files or their chunks start into
+// at most one span per job, none over the request cap.
+func TestAheadCutterOnlyForLargeShares(t *testing.T) {
 	b := open(t, fixtures.GoTree.Layers[0])
 	l := readTOC(t, b)
 	all := extents(l)
-	var small, every []registry.Span
+	var small, every []extent
+	var smallBytes, everyBytes int64
 	for i, x := range all {
 		if i%50 == 0 {
 			every = append(every, x)
-			if x.N < 64<<10 {
+			everyBytes += x.span.N
+			if x.span.N < 64<<10 {
 				small = append(small, x)
+				smallBytes += x.span.N
 			}
 		}
 	}
 	opts := fetch.Options{Jobs: 8}
-	if spans := fetch.AheadSpans(small, opts); len(spans) != 0 {
+	if spans := cut(small, smallBytes, opts); len(spans) != 0 {
 		t.Errorf("%d spans for %d scattered small files, want none", len(spans), len(small))
 	}
-	for _, s := range fetch.AheadSpans(every, opts) {
+	for _, s := range cut(every, everyBytes, opts) {
 		for off := s.Off; off < s.Off+s.N; {
 			next := int64(-1)
 			for _, x := range every {
-				if x.Off <= off+fetch.DefaultMaxGap && off < x.Off+x.N {
-					next = max(next, x.Off+x.N)
+				if x.span.Off <= off+fetch.DefaultMaxGap && off < x.span.Off+x.span.N {
+					next = max(next, x.span.Off+x.span.N)
 				}
 			}
 			if next < 0 {
@@ -179,16 +200,19 @@ func TestAheadSpansOnlyForLargeShares(t *testing.T) {
 	}
 	starts := map[int64]bool{}
 	for _, x := range all {
-		starts[x.Off] = true
+		starts[x.span.Off] = true
+		for _, c := range x.chunks {
+			starts[c] = true
+		}
 	}
 	opts.MaxRequestBytes = 1 << 20
-	spans := fetch.AheadSpans(all, opts)
-	if len(spans) == 0 || len(spans) > 8 {
-		t.Fatalf("%d spans of a whole layer for 8 jobs", len(spans))
+	spans := cut(all, l.TOC.Offset, opts)
+	if len(spans) != 8 {
+		t.Fatalf("%d spans of a whole layer for 8 jobs, want 8", len(spans))
 	}
 	for i, s := range spans {
 		if !starts[s.Off] {
-			t.Errorf("span %d starts at %d, where no file does", i, s.Off)
+			t.Errorf("span %d starts at %d, where no file or chunk does", i, s.Off)
 		}
 		if s.N > opts.MaxRequestBytes {
 			t.Errorf("span %d is %d bytes, over the %d cap", i, s.N, opts.MaxRequestBytes)
@@ -196,5 +220,36 @@ func TestAheadSpansOnlyForLargeShares(t *testing.T) {
 		if i > 0 && s.Off < spans[i-1].Off+spans[i-1].N {
 			t.Errorf("span %d overlaps the one before", i)
 		}
+	}
+}
+
+// TestAheadCutterInBlobOrderOnly: extents that come out of blob order
+// (entries sorted by name, say) stop the cutting, and cutters sharing a
+// budget of spans give no more than it between them.
+func TestAheadCutterInBlobOrderOnly(t *testing.T) {
+	b := open(t, fixtures.GoTree.Layers[0])
+	l := readTOC(t, b)
+	all := extents(l)
+	opts := fetch.Options{Jobs: 8}
+	var got []registry.Span
+	give := func(sp registry.Span) { got = append(got, sp) }
+	c := fetch.NewAheadCutter(l.TOC.Offset, opts, nil, give)
+	for i := len(all) - 1; i >= 0; i-- {
+		c.Add(all[i].span, all[i].chunks...)
+	}
+	c.Flush()
+	if len(got) != 0 {
+		t.Errorf("%d spans from extents in reverse order, want none", len(got))
+	}
+	left := 5
+	for range 2 {
+		c := fetch.NewAheadCutter(l.TOC.Offset, opts, &left, give)
+		for _, x := range all {
+			c.Add(x.span, x.chunks...)
+		}
+		c.Flush()
+	}
+	if len(got) != 5 || left != 0 {
+		t.Errorf("two cutters sharing 5 spans gave %d, %d left", len(got), left)
 	}
 }

@@ -1,11 +1,13 @@
 package fetch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -494,6 +496,12 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 			a.keep(reqs)
 		}
 	}
+	// The requests that take over spans read ahead first: their bytes
+	// are flowing already, and a span left waiting behind other requests
+	// fills its buffer, stops, and ends the fetch late.
+	slices.SortStableFunc(reqs, func(x, y *request) int {
+		return cmp.Compare(b2i(!x.layer.Ahead.takes(x)), b2i(!y.layer.Ahead.takes(y)))
+	})
 	// The downloads first, so that they start at once; the downloaders
 	// free first read the cached chunks meanwhile.
 	reqs = append(reqs, hits...)

@@ -628,3 +628,40 @@ func testChunksSharingAMember(t *testing.T) {
 		t.Errorf("f holds %q, want %q", got, whole)
 	}
 }
+
+// TestMemberAcrossTheTOCTail: of a member that starts before the tail
+// read with the TOC and runs into it, only the bytes before the tail are
+// downloaded (here, with the file's chunks before it).
+func TestMemberAcrossTheTOCTail(t *testing.T) {
+	b := open(t, fixtures.GoTree.Layers[0])
+	l := readTOC(t, b)
+	var ws []*fetch.Want
+	var from int64 = -1
+	for _, e := range l.TOC.Entries {
+		if e.Type != wire.TypeReg {
+			continue
+		}
+		for _, c := range e.Chunks {
+			if c.Offset < l.TOC.TailStart && c.End > l.TOC.TailStart {
+				ws = append(ws, &fetch.Want{Layer: l, Entry: e})
+				from, _ = e.CompressedSpan() // its chunks lie one after another
+				break
+			}
+		}
+	}
+	if len(ws) != 1 {
+		t.Fatalf("fixture changed: %d members across the TOC tail's start, want 1", len(ws))
+	}
+	dir := t.TempDir()
+	for p, o := range run(t, context.Background(), dir, ws, fetch.Options{}) {
+		if o.Status != wire.StatusFetched {
+			t.Errorf("%s: %s: %v", p, o.Status, o.Err)
+		}
+	}
+	if err := testenv.CheckTree(dir, fixtures.GoTree.Layers[0].Files, []string{ws[0].Entry.Name}); err != nil {
+		t.Error(err)
+	}
+	if got, want := b.bytes.Load(), l.TOC.TailStart-from; got > want {
+		t.Errorf("downloaded %d bytes, want only the %d before the tail", got, want)
+	}
+}

@@ -175,16 +175,30 @@ func (e *engine) stream(ctx context.Context, r *request, next *int, d *decoders)
 		open = func(x run) (io.Reader, error) {
 			if body != nil {
 				body.Close()
+				body = nil
 			}
+			// The bytes of a member that runs into the tail read with the
+			// TOC are not downloaded again.
+			var fromTail []byte
+			if t := r.layer.TOC; t.Tail != nil && x.start < t.TailStart && x.end > t.TailStart {
+				fromTail = t.Tail[:x.end-t.TailStart]
+				x.end = t.TailStart
+			}
+			var err error
 			if a := r.layer.Ahead; a != nil {
 				if rc, ok := a.claim(ctx, x.start, x.end); ok {
 					body = rc
-					return body, nil
 				}
 			}
-			var err error
-			body, err = r.layer.Blob.ReadRange(ctx, x.start, x.end-x.start)
-			return body, err
+			if body == nil {
+				if body, err = r.layer.Blob.ReadRange(ctx, x.start, x.end-x.start); err != nil {
+					return nil, err
+				}
+			}
+			if fromTail != nil {
+				return io.MultiReader(body, bytes.NewReader(fromTail)), nil
+			}
+			return body, nil
 		}
 	}
 	br := bufio.NewReaderSize(nil, 64<<10)

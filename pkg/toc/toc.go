@@ -202,6 +202,20 @@ func (e *Entry) ModTime() time.Time {
 	return t
 }
 
+// ChunkStarts returns where the members holding e's chunks after the
+// first start in the layer blob, ascending (nil for a file of one chunk).
+func (e *Entry) ChunkStarts() []int64 {
+	var starts []int64
+	first, _ := e.CompressedSpan()
+	for _, c := range e.Chunks {
+		if !c.Zeros && c.Offset > first {
+			starts = append(starts, c.Offset)
+		}
+	}
+	slices.Sort(starts)
+	return slices.Compact(starts)
+}
+
 // CompressedSpan returns where the members holding e's chunks start and
 // end in the layer blob; 0, 0 when e has none (holes of a sparse file
 // take no bytes).
@@ -275,6 +289,26 @@ func parseFooter(tail []byte, size int64) (footer, error) {
 	return footer{}, ErrNotStargz
 }
 
+// hinted says whether Read reads a TOC from the offset h a listing gave:
+// when the TOC is too big for the tail read anyway, and within the limit
+// and maxHintedRead (a wrong offset costs at most that much reading).
+func hinted(size, h, tailBytes, maxTOC int64) bool {
+	return h > 0 && size-h > tailBytes && size-h <= min(maxTOC+int64(estargz.FooterSize), maxHintedRead)
+}
+
+// ReadStart returns where the bytes Read reads of an eStargz blob of size
+// bytes begin, given the TOC offset an earlier listing found (Read's
+// opts.TOCOffset): the TOC's own start, or the tail read's. What lies
+// from there on comes with the TOC, so that a reader of the blob's data
+// at the same time (see fetch.Ahead) stops before it.
+func (o Options) ReadStart(size, tocOffset int64) int64 {
+	tailBytes := min(cmpOr(o.TailBytes, DefaultTailBytes), size)
+	if hinted(size, tocOffset, tailBytes, cmpOr(o.MaxTOCBytes, DefaultMaxTOCBytes)) {
+		return tocOffset
+	}
+	return min(tocOffset, size-tailBytes)
+}
+
 // Read reads and parses the TOC of the blob r.
 func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 	tailBytes := cmpOr(opts.TailBytes, DefaultTailBytes)
@@ -313,10 +347,7 @@ func Read(ctx context.Context, r RangeReader, opts Options) (*TOC, error) {
 		}
 		return t, nil
 	}
-	// A TOC offset known from an earlier listing is only used when the
-	// TOC is too big for the tail read anyway, and within the limit and
-	// maxHintedRead: a wrong offset costs at most that much reading.
-	if h := opts.TOCOffset; h > 0 && size-h > tailBytes && size-h <= min(maxTOC+int64(estargz.FooterSize), maxHintedRead) {
+	if h := opts.TOCOffset; hinted(size, h, tailBytes, maxTOC) {
 		p := readPieces(ctx, r, h, size-h)
 		defer p.Close()
 		last, err := p.last(estargz.FooterSize)

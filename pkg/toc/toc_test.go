@@ -282,3 +282,21 @@ func TestReadIgnoresFarOffset(t *testing.T) {
 		t.Errorf("read %d bytes for a TOC offset of 1, want no more than the tail and the TOC", got.BytesRead)
 	}
 }
+
+// TestReadStart: what Read reads with a TOC offset from a listing begins
+// at the TOC when it is larger than the tail read, else at the tail.
+func TestReadStart(t *testing.T) {
+	const size = 100 << 20
+	var o toc.Options
+	for _, tc := range []struct {
+		tocOffset, want int64
+	}{
+		{size - 100<<10, size - toc.DefaultTailBytes}, // a small TOC comes with the tail
+		{size - 2<<20, size - 2<<20},                  // a big one is read from its start
+		{size - 64<<20, size - 64<<20},                // past the hinted limit: the tail, then the rest
+	} {
+		if got := o.ReadStart(size, tc.tocOffset); got != tc.want {
+			t.Errorf("ReadStart(%d, %d) = %d, want %d", size, tc.tocOffset, got, tc.want)
+		}
+	}
+}

@@ -168,6 +168,10 @@ type Entry struct {
 	// for layers read whole, and for entries without contents.
 	Offset         int64 `json:"offset,omitempty"`
 	CompressedSize int64 `json:"compressedSize,omitempty"`
+	// ChunkOffsets are where the members holding a file's chunks after
+	// the first start, when it has more than one: places where sg-fetch
+	// may cut its reading ahead inside a large file.
+	ChunkOffsets []int64 `json:"chunkOffsets,omitempty"`
 	// DevMajor and DevMinor are the device numbers of char and block
 	// devices.
 	DevMajor int `json:"devMajor,omitempty"`
