@@ -306,6 +306,8 @@ type AheadCutter struct {
 	give                  func(registry.Span)
 
 	open       bool  // a stretch is being cut
+	start      int64 // where the stretch starts
+	cuts       int   // shares of the stretch cut so far
 	cut        int64 // where the next span starts
 	end        int64 // where the stretch's files end so far
 	wanted     int64 // bytes of files from cut to end
@@ -351,7 +353,7 @@ func (c *AheadCutter) Add(w registry.Span, chunks ...int64) {
 		c.Flush()
 	}
 	if !c.open {
-		c.open, c.cut, c.end, c.wanted, c.given, c.prev = true, w.Off, w.Off, 0, 0, -1
+		c.open, c.start, c.cut, c.end, c.wanted, c.given, c.cuts, c.prev = true, w.Off, w.Off, w.Off, 0, 0, 0, -1
 	}
 	c.candidate(w.Off, c.wanted)
 	c.wanted += max(w.Off+w.N-max(w.Off, c.end), 0)
@@ -369,11 +371,21 @@ func (c *AheadCutter) Add(w registry.Span, chunks ...int64) {
 // candidate before it, whichever is nearer the share's end.
 func (c *AheadCutter) candidate(p, wanted int64) {
 	for p > c.cut {
-		target := c.cut + c.size
+		// Shares are laid from the stretch's start, so that a cut past
+		// one's end makes the next shorter, not all after it later.
+		target := c.start + int64(c.cuts+1)*c.size
+		if *c.left == 1 {
+			// The last span takes the rest of the stretch (up to twice
+			// the share, see span): cut short, it would leave bytes for
+			// a request that starts only when a downloader is free, and
+			// ends the fetch late.
+			target += c.size
+		}
 		if p < target {
 			c.prev, c.prevWanted = p, wanted
 			return
 		}
+		c.cuts++
 		if c.prev > c.cut && target-c.prev < p-target {
 			c.span(c.prev, c.prevWanted)
 			c.cut, c.wanted, wanted = c.prev, c.wanted-c.prevWanted, wanted-c.prevWanted
@@ -404,7 +416,10 @@ func (c *AheadCutter) span(next, wanted int64) {
 	if *c.left <= 0 || n <= 0 || wanted*2 < n {
 		return
 	}
-	if n > c.size*5/4 {
+	switch {
+	case *c.left == 1 && n <= 2*c.size:
+		// The last span takes the rest (see candidate).
+	case n > c.size*5/4:
 		n = c.size
 	}
 	*c.left--
