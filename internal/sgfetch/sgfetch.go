@@ -633,7 +633,8 @@ type extent struct {
 }
 
 // aheadStarter starts reading the layers of which the entries want a
-// large share ahead, as the entries come (fetch.AheadCutter), one fetch.Ahead per
+// large share ahead (fetch.AheadCutter), as the entries come when they
+// want at least half a layer, else once the input is in, one fetch.Ahead per
 // layer blob, at most one span per job in all. Files the chunk cache
 // holds are left out: their bytes are not downloaded. Its methods are
 // called in the input's order, from one goroutine at a time; a nil
@@ -650,11 +651,15 @@ type aheadStarter struct {
 }
 
 type aheadLayer struct {
-	key   layerKey // of the first entry naming the layer
-	cut   *fetch.AheadCutter
-	ahead *fetch.Ahead // once a span is started
-	spans int
-	bytes int64
+	key       layerKey // of the first entry naming the layer
+	layerSize int64
+	tocOffset int64
+	cut       *fetch.AheadCutter // once the fetch's size is known, see add
+	pending   []extent           // until then
+	seen      int64              // bytes of the extents pending
+	ahead     *fetch.Ahead       // once a span is started
+	spans     int
+	bytes     int64
 }
 
 func newAheadStarter(ctx context.Context, src *source.Source, opts fetch.Options) *aheadStarter {
@@ -680,14 +685,31 @@ func (r *aheadStarter) add(x extent) {
 	}
 	l, ok := r.layers[x.layer.layer]
 	if !ok {
-		l = &aheadLayer{key: x.layer}
-		// The data before the TOC stands for the fetch's size: right for
-		// a whole layer, and larger spans (fewer) for a share of it.
-		l.cut = fetch.NewAheadCutter(x.tocOffset, r.opts, &r.left, func(sp registry.Span) { r.start(l, x.layerSize, sp) })
+		l = &aheadLayer{key: x.layer, layerSize: x.layerSize, tocOffset: x.tocOffset}
 		r.layers[x.layer.layer] = l
 		r.order = append(r.order, x.layer.layer)
 	}
-	l.cut.Add(x.span, x.chunks...)
+	if l.cut != nil {
+		l.cut.Add(x.span, x.chunks...)
+		return
+	}
+	// The spans' size follows the fetch's, known only at the end of the
+	// input; but once the entries want half the layer, the data before
+	// its TOC stands for it (right for a whole layer, a little coarse for
+	// a share of it), and the spans go out while the rest is read.
+	l.pending = append(l.pending, x)
+	if l.seen += x.span.N; 2*l.seen >= l.tocOffset {
+		r.cutter(l, l.tocOffset)
+	}
+}
+
+// cutter starts cutting l's spans for a fetch of total bytes.
+func (r *aheadStarter) cutter(l *aheadLayer, total int64) {
+	l.cut = fetch.NewAheadCutter(total, r.opts, &r.left, func(sp registry.Span) { r.start(l, l.layerSize, sp) })
+	for _, x := range l.pending {
+		l.cut.Add(x.span, x.chunks...)
+	}
+	l.pending = nil
 }
 
 // start starts reading span sp of layer l, opening its blob first.
@@ -714,7 +736,11 @@ func (r *aheadStarter) flush() {
 		return
 	}
 	for _, d := range r.order {
-		r.layers[d].cut.Flush()
+		l := r.layers[d]
+		if l.cut == nil {
+			r.cutter(l, l.seen)
+		}
+		l.cut.Flush()
 	}
 }
 
