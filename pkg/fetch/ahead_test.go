@@ -69,6 +69,9 @@ func fetchAhead(t *testing.T, fl *testenv.Layer, b *blobFile, l *fetch.Layer, ah
 // before the plan is made, are taken over by the runs: the layer comes
 // whole, each byte once, with no request beyond the spans'.
 func TestReadAheadWholeLayer(t *testing.T) {
+	// What the plan downloads, each byte once: a steal reads up to a
+	// buffer past its split (see TestStealFromASlowRequest).
+	defer fetch.NoSteal()()
 	for _, tc := range []struct {
 		name  string
 		layer *testenv.Layer
