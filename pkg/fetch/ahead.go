@@ -41,6 +41,7 @@ type aheadSpan struct {
 	done       chan struct{} // closed when the reader has returned
 	claimed    atomic.Bool   // taken by a run, or closed
 	dropped    atomic.Bool   // closed without a run taking it
+	released   chan struct{} // closed once a dropped span's request is
 
 	// Set by the reader, read after done.
 	body io.ReadCloser
@@ -112,19 +113,30 @@ func (a *Ahead) Close() {
 		s.drop()
 	}
 	a.cancel()
+	for _, s := range a.spans {
+		if s.released != nil {
+			<-s.released
+		}
+	}
 }
 
-// drop closes the span unless a run took it.
+// drop closes the span unless a run took it, without waiting for its
+// request to be answered (the plan is made by then, and the downloads are
+// to start). Only the goroutine that calls Start, keep and Close calls it.
 func (s *aheadSpan) drop() {
 	if !s.claimed.CompareAndSwap(false, true) {
 		return
 	}
 	s.dropped.Store(true)
 	s.stop.Store(true)
-	<-s.done
-	if s.body != nil {
-		s.body.Close()
-	}
+	s.released = make(chan struct{})
+	go func() {
+		defer close(s.released)
+		<-s.done
+		if s.body != nil {
+			s.body.Close()
+		}
+	}()
 }
 
 // spanOf returns the index of the span holding blob offset off.
@@ -152,6 +164,7 @@ func (a *Ahead) takes(r *request) bool {
 	return ok && r.runs[0].start-a.spans[i].start <= aheadBuffer
 }
 
+// b2i orders false before true.
 func b2i(b bool) int {
 	if b {
 		return 1
@@ -240,7 +253,7 @@ func (a *Ahead) claim(ctx context.Context, start, end int64) (rc io.ReadCloser, 
 // its end, if any.
 type aheadReader struct {
 	r    io.Reader
-	body io.ReadCloser // the span's request; nil when it was read whole
+	body io.ReadCloser // the span's request
 
 	tail    chan tailResult // the request past the span's end, if any
 	tailGot *tailResult
