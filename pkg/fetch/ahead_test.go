@@ -50,10 +50,17 @@ func fetchAhead(t *testing.T, fl *testenv.Layer, b *blobFile, l *fetch.Layer, ah
 	t.Helper()
 	a := fetch.ReadAhead(context.Background(), aheadBlob, spans)
 	l.Ahead = a
-	dir := t.TempDir()
-	out := run(t, context.Background(), dir, wantAll(l, ""), opts)
+	fetchWhole(t, fl, l, opts)
 	a.Close()
-	for p, o := range out {
+	return a
+}
+
+// fetchWhole fetches the whole layer l (of fixture layer fl) and checks
+// that every entry was fetched, the tree, and that no temp file is left.
+func fetchWhole(t *testing.T, fl *testenv.Layer, l *fetch.Layer, opts fetch.Options) {
+	t.Helper()
+	dir := t.TempDir()
+	for p, o := range run(t, context.Background(), dir, wantAll(l, ""), opts) {
 		if o.Status != wire.StatusFetched {
 			t.Errorf("%s: %s: %v", p, o.Status, o.Err)
 		}
@@ -62,7 +69,6 @@ func fetchAhead(t *testing.T, fl *testenv.Layer, b *blobFile, l *fetch.Layer, ah
 		t.Error(err)
 	}
 	noTemp(t, dir)
-	return a
 }
 
 // TestReadAheadWholeLayer: spans picked from the files' extents, read

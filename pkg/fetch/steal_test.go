@@ -8,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stargz-get/stargz-get/internal/testenv"
 	"github.com/stargz-get/stargz-get/pkg/fetch"
-	"github.com/stargz-get/stargz-get/pkg/wire"
 )
 
 // slowBlob serves a blob from memory, the body of its first request
@@ -75,17 +73,7 @@ func TestStealFromASlowRequest(t *testing.T) {
 			l.TOC.Tail = nil
 			b := &slowBlob{blobFile: bf, cutAt: tc.cutAt}
 			l.Blob = b
-			dir := t.TempDir()
-			out := run(t, context.Background(), dir, wantAll(l, ""), fetch.Options{Jobs: 2, MaxRequestBytes: 8 << 20})
-			for p, o := range out {
-				if o.Status != wire.StatusFetched {
-					t.Errorf("%s: %s: %v", p, o.Status, o.Err)
-				}
-			}
-			if err := testenv.CheckTree(dir, fl.Files, nil); err != nil {
-				t.Error(err)
-			}
-			noTemp(t, dir)
+			fetchWhole(t, fl, l, fetch.Options{Jobs: 2, MaxRequestBytes: 8 << 20})
 			b.mu.Lock()
 			defer b.mu.Unlock()
 			slow := b.ranges[0]
