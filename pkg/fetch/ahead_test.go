@@ -75,9 +75,6 @@ func fetchWhole(t *testing.T, fl *testenv.Layer, l *fetch.Layer, opts fetch.Opti
 // before the plan is made, are taken over by the runs: the layer comes
 // whole, each byte once, with no request beyond the spans'.
 func TestReadAheadWholeLayer(t *testing.T) {
-	// What the plan downloads, each byte once: a steal reads up to a
-	// buffer past its split (see TestStealFromASlowRequest).
-	defer fetch.NoSteal()()
 	for _, tc := range []struct {
 		name  string
 		layer *testenv.Layer

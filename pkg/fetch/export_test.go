@@ -22,11 +22,3 @@ func (a *Ahead) Claimed() (n int) {
 	}
 	return n
 }
-
-// NoSteal turns stealing off, for tests of what the plan downloads, and
-// returns the setting to restore.
-func NoSteal() (restore func()) {
-	was := stealMin
-	stealMin = 1 << 62
-	return func() { stealMin = was }
-}

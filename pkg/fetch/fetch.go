@@ -526,7 +526,7 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 			}
 		})
 	}
-	q := newQueue(reqs, e.countRequest)
+	q := newQueue(reqs)
 	var downloaders conc.WaitGroup
 	for range e.opts.Jobs {
 		downloaders.Go(func() {
@@ -535,7 +535,7 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 					var more []*request
 					// Done even when do panics, so that the other
 					// downloaders finish and the panic reaches Wait.
-					defer func() { q.done(r, more...) }()
+					defer func() { q.done(more...) }()
 					more = e.do(ctx, r)
 				}()
 			}

@@ -41,8 +41,7 @@ func TestMain(m *testing.M) {
 }
 
 // blobFile serves byte ranges of a real fixture blob from memory, the way
-// a registry would, counting requests and the bytes read, with optional
-// faults.
+// a registry would, counting requests and bytes, with optional faults.
 type blobFile struct {
 	data     []byte
 	requests atomic.Int64
@@ -65,20 +64,8 @@ func (b *blobFile) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, 
 			return nil, err
 		}
 	}
-	return io.NopCloser(&countedReader{r: bytes.NewReader(body), n: &b.bytes}), nil
-}
-
-// countedReader counts the bytes read through it: a response closed early
-// (its request stolen, see steal.go) moves only what was read.
-type countedReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c *countedReader) Read(p []byte) (int, error) {
-	k, err := c.r.Read(p)
-	c.n.Add(int64(k))
-	return k, err
+	b.bytes.Add(int64(len(body)))
+	return io.NopCloser(bytes.NewReader(body)), nil
 }
 
 func open(t *testing.T, l *testenv.Layer) *blobFile {
@@ -180,9 +167,6 @@ func bothDecoders(t *testing.T, f func(t *testing.T)) {
 func TestWholeLayerMatchesTar(t *testing.T) { bothDecoders(t, testWholeLayerMatchesTar) }
 
 func testWholeLayerMatchesTar(t *testing.T) {
-	// What the plan downloads, each byte once: a steal reads up to a
-	// buffer past its split (see TestStealFromASlowRequest).
-	defer fetch.NoSteal()()
 	for _, tc := range []struct {
 		name  string
 		layer *testenv.Layer
@@ -235,9 +219,6 @@ func testWholeLayerMatchesTar(t *testing.T) {
 // (plan looks members up only then), where small files share members,
 // make the same tree, each member downloaded once.
 func TestWholeLayerInReverseOrder(t *testing.T) {
-	// What the plan downloads, each byte once: a steal reads up to a
-	// buffer past its split (see TestStealFromASlowRequest).
-	defer fetch.NoSteal()()
 	for _, tc := range []struct {
 		name  string
 		layer *testenv.Layer
@@ -271,7 +252,6 @@ func TestWholeLayerInReverseOrder(t *testing.T) {
 // than jobs, of about equal size, so that all start at once and end
 // together (none left to start when the others are done).
 func TestWholeLayerSpreadEvenly(t *testing.T) {
-	defer fetch.NoSteal()() // the plan's ranges alone
 	for _, jobs := range []int{3, 4, 7} {
 		t.Run(fmt.Sprint(jobs), func(t *testing.T) {
 			b := open(t, fixtures.GoTree.Layers[0])

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"slices"
 	"sort"
-	"sync"
 
 	"github.com/stargz-get/stargz-get/pkg/toc"
 )
@@ -43,11 +42,6 @@ type request struct {
 	// hits, when set, are chunks read from the cache (see fromCache);
 	// such a request has no members.
 	hits []*cacheHit
-
-	// Stealing (see steal.go): at is the member being read, stolen the
-	// first member that another request took over (0: none).
-	stealMu    sync.Mutex
-	at, stolen int
 }
 
 // run is a stretch of a layer blob downloaded in one piece: the members

@@ -51,7 +51,7 @@ func (e *engine) do(ctx context.Context, r *request) []*request {
 			if ctx.Err() != nil {
 				err = ctx.Err()
 			}
-			for _, m := range r.members[next:r.stopAt()] {
+			for _, m := range r.members[next:] {
 				for _, s := range m.segments {
 					if !s.done {
 						for _, w := range s.writes {
@@ -100,28 +100,23 @@ func (e *engine) split(r *request, next int) []*request {
 		nr := &request{layer: r.layer, members: ms, runs: []run{{start: start, end: x.end, last: len(ms)}}}
 		reqs = append(reqs, nr)
 		first = x.last
-		e.countRequest(nr)
-	}
-	e.logf("%s: reading %d ranges as parallel requests", r.layer.Blob, len(reqs))
-	return reqs
-}
-
-// countRequest counts nr, split off another request, as a request of its
-// own for the files it carries.
-func (e *engine) countRequest(nr *request) {
-	for _, m := range nr.members {
-		for _, s := range m.segments {
-			for _, w := range s.writes {
-				t := w.t
-				t.mu.Lock()
-				if t.lastReq != nr {
-					t.lastReq = nr
-					t.requests++
+		// Each part is a request of its own for the files it carries.
+		for _, m := range ms {
+			for _, s := range m.segments {
+				for _, w := range s.writes {
+					t := w.t
+					t.mu.Lock()
+					if t.lastReq != nr {
+						t.lastReq = nr
+						t.requests++
+					}
+					t.mu.Unlock()
 				}
-				t.mu.Unlock()
 			}
 		}
 	}
+	e.logf("%s: reading %d ranges as parallel requests", r.layer.Blob, len(reqs))
+	return reqs
 }
 
 // multiRanger is a blob that reads several ranges in one request
@@ -142,16 +137,9 @@ type decoders struct {
 // stream reads members r.members[*next:] in one request.
 func (e *engine) stream(ctx context.Context, r *request, next *int, d *decoders) error {
 	// The runs left, the first starting at the first member not finished.
-	if !r.reading(*next) {
-		return nil // stolen from here on
-	}
 	i := sort.Search(len(r.runs), func(i int) bool { return r.runs[i].last > *next })
 	runs := slices.Clone(r.runs[i:])
 	runs[0].start = r.members[*next].offset
-	if end := r.stopAt(); end < len(r.members) { // a retry after a steal
-		runs = runs[:1]
-		runs[0].end, runs[0].last = r.members[end-1].end, end
-	}
 	var open func(x run) (io.Reader, error)
 	switch mr, ok := r.layer.Blob.(multiRanger); {
 	case r.local:
@@ -234,9 +222,6 @@ func (e *engine) streamRun(r *request, x run, body io.Reader, br *bufio.Reader, 
 	// pos is the blob offset of the next byte br hands out.
 	pos := func() int64 { return x.start + cr.n - int64(br.Buffered()) }
 	for ; *next < x.last; *next++ {
-		if !r.reading(*next) {
-			return nil // stolen from here on
-		}
 		m := r.members[*next]
 		if _, err := br.Discard(int(m.offset - pos())); err != nil {
 			return fmt.Errorf("skipping to member at %d: %w", m.offset, err)
