@@ -22,3 +22,6 @@ func (a *Ahead) Claimed() (n int) {
 	}
 	return n
 }
+
+// LargeMembers returns how many large gzip members were decoded whole.
+func LargeMembers() int64 { return largeMembers.Load() }

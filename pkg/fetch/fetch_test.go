@@ -665,3 +665,65 @@ func TestMemberAcrossTheTOCTail(t *testing.T) {
 		t.Errorf("downloaded %d bytes, want only the %d before the tail", got, want)
 	}
 }
+
+// bigFile returns the fixture's file of most compressed bytes, of several
+// chunks.
+func bigFile(t *testing.T, l *fetch.Layer) *toc.Entry {
+	t.Helper()
+	var big *toc.Entry
+	var most int64
+	for _, e := range l.TOC.Entries {
+		if off, end := e.CompressedSpan(); e.Type == wire.TypeReg && end-off > most {
+			big, most = e, end-off
+		}
+	}
+	if big == nil || len(big.Chunks) < 3 {
+		t.Fatal("fixture changed: no file of several chunks")
+	}
+	return big
+}
+
+// TestLargeMembers: the members of a large file's chunks come out right
+// whichever way they are decoded, and with libdeflate, whole.
+func TestLargeMembers(t *testing.T) { bothDecoders(t, testLargeMembers) }
+
+func testLargeMembers(t *testing.T) {
+	b := open(t, fixtures.GoTree.Layers[0])
+	l := readTOC(t, b)
+	e := bigFile(t, l)
+	before := fetch.LargeMembers()
+	dir := t.TempDir()
+	// One downloader: the shared output buffer is always free (with
+	// more, a member that finds it taken streams instead).
+	for p, o := range run(t, context.Background(), dir, []*fetch.Want{{Layer: l, Entry: e}}, fetch.Options{Jobs: 1}) {
+		if o.Status != wire.StatusFetched {
+			t.Errorf("%s: %s: %v", p, o.Status, o.Err)
+		}
+	}
+	if err := testenv.CheckTree(dir, fixtures.GoTree.Layers[0].Files, []string{e.Name}); err != nil {
+		t.Error(err)
+	}
+	n := fetch.LargeMembers() - before
+	if t.Name() == "TestLargeMembers/libdeflate" && n < int64(len(e.Chunks))-1 {
+		t.Errorf("%d of the %d chunks' members decoded whole", n, len(e.Chunks))
+	}
+	// A member of it corrupt: the file fails after the retries, and
+	// nothing lands under its name.
+	c := e.Chunks[1]
+	b.fault = func(call, off, n int64, body []byte) ([]byte, error) {
+		if off <= c.Offset && c.End <= off+n {
+			body = bytes.Clone(body)
+			body[c.Offset-off+100] ^= 0x55
+		}
+		return body, nil
+	}
+	dir = t.TempDir()
+	o := run(t, context.Background(), dir, []*fetch.Want{{Layer: l, Entry: e}}, fetch.Options{Jobs: 4, Tries: 2})[e.Name]
+	if o.Status != wire.StatusFailed || o.Err == nil {
+		t.Fatalf("corrupt member: status %s, err %v; want failed", o.Status, o.Err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, e.Name)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a file with a corrupt member landed under its name (stat: %v)", err)
+	}
+	noTemp(t, dir)
+}

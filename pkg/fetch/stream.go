@@ -37,6 +37,7 @@ func (e *engine) do(ctx context.Context, r *request) []*request {
 		if z, err := libdeflate.NewDecompressor(); err == nil {
 			d.whole = z
 			defer z.Free()
+			defer d.release()
 		}
 	}
 	for attempt := 1; ; attempt++ {
@@ -132,6 +133,7 @@ type decoders struct {
 	zr    gzip.Reader
 	whole *libdeflate.Decompressor // nil: every gzip member streams
 	out   []byte                   // wholeOut bytes, once a member is decoded whole
+	in    []byte                   // a large member's compressed bytes (see largeMember)
 }
 
 // stream reads members r.members[*next:] in one request.
@@ -237,6 +239,11 @@ func (e *engine) streamRun(r *request, x run, body io.Reader, br *bufio.Reader, 
 			var err error
 			if done, err = e.wholeMember(m, br, d); err != nil {
 				return err
+			}
+			if !done {
+				if done, err = e.largeMember(m, br, d); err != nil {
+					return err
+				}
 			}
 		}
 		if !done {
