@@ -12,12 +12,26 @@ import (
 // 100 MiB memory budget, and above the working set of a 20k-entry layer.
 const DefaultFloor = 64 << 20
 
+// RunFloor is the floor once a tool's working set is built (sg-fetch's
+// TOCs and entries, before the downloads): the collection a lower floor
+// costs there is one or two, and the memory it frees is the buffers'
+// room (W3's peak RSS, see BENCHMARKS.md).
+const RunFloor = 32 << 20
+
 // Set keeps the heap goal at floor bytes or more, for the life of the
 // process, unless GOGC is set in the environment. Above the floor the GC
-// percentage in force when Set is called applies (a tool may lower it
-// from GOGC's 100 to keep its peak memory down). Call it once, early.
+// percentage in force when Set is first called applies (a tool may lower
+// it from GOGC's 100 to keep its peak memory down). Call it early; a
+// later call changes the floor.
 func Set(floor uint64) {
 	if _, ok := os.LookupEnv("GOGC"); ok || floor == 0 {
+		return
+	}
+	if active.Load() != 0 {
+		// Set before: base is the percentage then, not the one this
+		// package has put in force since.
+		active.Store(floor)
+		apply(floor)
 		return
 	}
 	pct := debug.SetGCPercent(100)

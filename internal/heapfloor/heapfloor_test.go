@@ -76,3 +76,30 @@ func TestSetRaisesTheGoal(t *testing.T) {
 	}
 	t.Logf("collections for 56 MiB of garbage: %d without the floor, %d with it", without, with)
 }
+
+// TestSetAgainChangesTheFloor: a later Set lowers the floor, and the
+// percentage above it stays the one in force at the first Set, not the
+// one the floor had put in force since.
+func TestSetAgainChangesTheFloor(t *testing.T) {
+	if _, ok := os.LookupEnv("GOGC"); ok {
+		t.Skip("GOGC is set, and Set leaves the user's setting alone")
+	}
+	active.Store(0)
+	runtime.GC()
+	old := debug.SetGCPercent(50)
+	defer func() {
+		active.Store(0)
+		debug.SetGCPercent(old)
+	}()
+	runtime.GC()
+	Set(DefaultFloor)
+	high := churn(56 << 20)
+	Set(4 << 20)
+	if got := base.Load(); got != 50 {
+		t.Errorf("percentage above the floor %d after a second Set, want the first's 50", got)
+	}
+	low := churn(56 << 20)
+	if low <= high {
+		t.Errorf("56 MiB of garbage ran %d collections under a 4 MiB floor, %d under 64 MiB; want more", low, high)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/sourcegraph/conc/stream"
 
 	"github.com/stargz-get/stargz-get/internal/cli"
+	"github.com/stargz-get/stargz-get/internal/heapfloor"
 	"github.com/stargz-get/stargz-get/internal/source"
 	"github.com/stargz-get/stargz-get/pkg/fetch"
 	"github.com/stargz-get/stargz-get/pkg/registry"
@@ -363,6 +364,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if job != nil {
 		jobErr = job.run(ctx, root, limits.MaxTOCEntries, *requireVerified, opts, emit, stderr)
 	} else {
+		// The TOCs and entries are in: the heap floor that kept the
+		// collector from running while they were built would now only
+		// hold garbage (see package heapfloor).
+		heapfloor.Set(heapfloor.RunFloor)
 		fetch.Run(ctx, root, wants, opts, emit)
 	}
 	bar.finish()

@@ -1,7 +1,6 @@
 package fetch
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -92,7 +91,7 @@ func (s *aheadSpan) read(ctx context.Context, blob toc.RangeReader) {
 		return
 	}
 	s.body = body
-	s.buf = make([]byte, 0, min(aheadBuffer, s.end-s.start))
+	s.buf = offHeap(int(min(aheadBuffer, s.end-s.start)))[:0]
 	for len(s.buf) < cap(s.buf) && !s.stop.Load() {
 		// Small reads, so that a claim waits for little.
 		n, err := body.Read(s.buf[len(s.buf):min(len(s.buf)+32<<10, cap(s.buf))])
@@ -133,6 +132,8 @@ func (s *aheadSpan) drop() {
 	go func() {
 		defer close(s.released)
 		<-s.done
+		freeOffHeap(s.buf)
+		s.buf = nil
 		if s.body != nil {
 			s.body.Close()
 		}
@@ -220,11 +221,18 @@ func (a *Ahead) claim(ctx context.Context, start, end int64) (rc io.ReadCloser, 
 	r := &aheadReader{body: s.body}
 	var parts []io.Reader
 	if skip < int64(len(s.buf)) {
-		parts = append(parts, bytes.NewReader(s.buf[skip:]))
+		r.buf = s.buf
+		parts = append(parts, &bufReader{r: r, b: s.buf[skip:]})
 		skip = 0
 	} else {
 		skip -= int64(len(s.buf))
 	}
+	// The reader holds the buffer now, and unmaps it once it is read:
+	// the spans are kept until Close (16 MiB for W3, all the run).
+	if r.buf == nil {
+		freeOffHeap(s.buf)
+	}
+	s.buf = nil
 	if s.err == nil { // more bytes to come from the span's request
 		if skip > 0 {
 			if _, err := io.CopyN(io.Discard, s.body, skip); err != nil {
@@ -254,6 +262,7 @@ func (a *Ahead) claim(ctx context.Context, start, end int64) (rc io.ReadCloser, 
 type aheadReader struct {
 	r    io.Reader
 	body io.ReadCloser // the span's request
+	buf  []byte        // what the span read ahead (see offHeap), until read
 
 	tail    chan tailResult // the request past the span's end, if any
 	tailGot *tailResult
@@ -268,6 +277,7 @@ func (r *aheadReader) Read(p []byte) (int, error) { return r.r.Read(p) }
 
 // Close closes both requests, waiting for the second to be answered.
 func (r *aheadReader) Close() error {
+	r.free()
 	if r.body != nil {
 		r.body.Close()
 	}
@@ -286,6 +296,28 @@ func (r *aheadReader) tailResult() *tailResult {
 		r.tailGot = &t
 	}
 	return r.tailGot
+}
+
+// free unmaps what the span read ahead.
+func (r *aheadReader) free() {
+	freeOffHeap(r.buf)
+	r.buf = nil
+}
+
+// bufReader reads b, a part of r.buf, and frees r.buf at its end.
+type bufReader struct {
+	r *aheadReader
+	b []byte
+}
+
+func (b *bufReader) Read(p []byte) (int, error) {
+	if len(b.b) == 0 {
+		b.r.free()
+		return 0, io.EOF
+	}
+	n := copy(p, b.b)
+	b.b = b.b[n:]
+	return n, nil
 }
 
 // tailReader reads the request past a span's end once it is answered.

@@ -98,15 +98,16 @@ func peekWhole(z *libdeflate.Decompressor, br *bufio.Reader, off, n, need int64,
 //
 // The compressed member is read into a buffer the worker keeps, mapped
 // outside the Go heap (their sizes are charged to largeInBudget, and a
-// worker that finds it spent streams instead), then decoded into a shared
-// output buffer, held only while the member is decoded and written (a
-// worker that finds none free streams the member from memory). W3's peak
-// RSS goes from 77 to about 90 MB.
+// worker that finds it spent streams instead), then decoded into one of
+// two shared output buffers, held only while the member is decoded and
+// written (a worker that finds none free streams the member from memory).
+// W3's peak RSS goes from 77 to 83-85 MB (the buffers spans are read
+// ahead into are outside the Go heap too, and let go once read).
 const (
 	largeIn       = 2 << 20        // most compressed bytes of a member decoded whole
 	largeInBudget = 12 << 20       // input buffers of all workers together
 	largeOut      = 4<<20 + 64<<10 // eStargz's default chunk, and room for the next header
-	largeOutSlots = 1              // output buffers, shared
+	largeOutSlots = 2              // output buffers, shared
 	largeInStep   = 256 << 10      // input buffers grow by this much
 )
 
