@@ -391,7 +391,7 @@ func (s *Source) ReadEarly(ctx context.Context, repo name.Repository, dgst strin
 }
 
 // Blob opens the blob dgst of size bytes in repo, for reads of its own
-// (see fetch.ReadAhead).
+// (see fetch.NewAhead).
 func (s *Source) Blob(ctx context.Context, repo name.Repository, dgst string, size int64) (*registry.Blob, error) {
 	return s.blob(ctx, repo, dgst, size, "layer "+dgst)
 }

@@ -54,16 +54,6 @@ type aheadSpan struct {
 // (its connection's window holds the rest).
 const aheadBuffer = 1 << 20
 
-// ReadAhead starts reading spans of blob, each with a range request of
-// its own (see NewAhead).
-func ReadAhead(ctx context.Context, blob toc.RangeReader, spans []registry.Span) *Ahead {
-	a := NewAhead(ctx, blob)
-	for _, sp := range spans {
-		a.Start(sp)
-	}
-	return a
-}
-
 // NewAhead returns an Ahead of blob without spans; ctx bounds the
 // requests Start sends. The caller attaches it to the layer (Layer.Ahead)
 // before Run and closes it after.
@@ -126,18 +116,24 @@ func (s *aheadSpan) drop() {
 	if !s.claimed.CompareAndSwap(false, true) {
 		return
 	}
-	s.dropped.Store(true)
 	s.stop.Store(true)
 	s.released = make(chan struct{})
 	go func() {
 		defer close(s.released)
 		<-s.done
-		freeOffHeap(s.buf)
-		s.buf = nil
-		if s.body != nil {
-			s.body.Close()
-		}
+		s.release()
 	}()
+}
+
+// release lets go of what the span's reader left (its buffer and
+// request) when no run uses them; only after done.
+func (s *aheadSpan) release() {
+	s.dropped.Store(true)
+	freeOffHeap(s.buf)
+	s.buf = nil
+	if s.body != nil {
+		s.body.Close()
+	}
 }
 
 // spanOf returns the index of the span holding blob offset off.
@@ -163,14 +159,6 @@ func (a *Ahead) takes(r *request) bool {
 	}
 	i, ok := a.spanOf(r.runs[0].start)
 	return ok && r.runs[0].start-a.spans[i].start <= aheadBuffer
-}
-
-// b2i orders false before true.
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // keep closes the spans in which no request's first run starts: no run
@@ -212,10 +200,7 @@ func (a *Ahead) claim(ctx context.Context, start, end int64) (rc io.ReadCloser, 
 	s.stop.Store(true)
 	<-s.done
 	if s.err != nil && !errors.Is(s.err, io.EOF) {
-		s.dropped.Store(true)
-		if s.body != nil {
-			s.body.Close()
-		}
+		s.release()
 		return nil, false
 	}
 	r := &aheadReader{body: s.body}
@@ -340,11 +325,11 @@ func (t *tailReader) Read(p []byte) (int, error) {
 // files joined across gaps the plan would download too: scattered files
 // are left to the plan. A stretch is cut into spans of about the size
 // the plan gives its requests, each where a file or a chunk of one starts
-// nearest the end of its share (those are members' starts, so that plan's
-// runs start and end where the spans do). A span much longer than its share, because a
-// large file lies across the share's end, ends at its share: the plan
-// gives the bytes after it to requests of their own at the large file's
-// member boundaries, which the TOC has and the records do not.
+// nearest the end of its share (those are members' starts, so that
+// plan's runs start and end where the spans do). A span much longer than
+// its share, because a large file lies across the share's end with no
+// chunk start near it, ends at its share: the plan gives the bytes after
+// it to requests of their own, at member boundaries the TOC has.
 type AheadCutter struct {
 	size, maxGap, maxSpan int64
 	left                  *int // spans still to give, shared by the cutters of a run

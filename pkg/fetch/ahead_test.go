@@ -48,7 +48,10 @@ func cut(xs []extent, total int64, opts fetch.Options) []registry.Span {
 // aheadBlob, and checks the tree.
 func fetchAhead(t *testing.T, fl *testenv.Layer, b *blobFile, l *fetch.Layer, aheadBlob *blobFile, spans []registry.Span, opts fetch.Options) *fetch.Ahead {
 	t.Helper()
-	a := fetch.ReadAhead(context.Background(), aheadBlob, spans)
+	a := fetch.NewAhead(context.Background(), aheadBlob)
+	for _, sp := range spans {
+		a.Start(sp)
+	}
 	l.Ahead = a
 	fetchWhole(t, fl, l, opts)
 	a.Close()

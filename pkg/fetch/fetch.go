@@ -1,13 +1,11 @@
 package fetch
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,7 +62,7 @@ type Layer struct {
 	// annotation, chaining every chunk digest to the manifest.
 	Pinned bool
 	// Ahead, when set, holds spans of the blob read before the TOC was at
-	// hand (see ReadAhead); Run's downloaders take them over.
+	// hand (see NewAhead); Run's downloaders take them over.
 	Ahead *Ahead
 	// Plain reads a layer that is not eStargz (TOC.Full is set): files are
 	// extracted from its stream, stopping after the last one wanted, or,
@@ -499,9 +497,15 @@ func (e *engine) runTargets(ctx context.Context, all []*target, dirs []*Want) []
 	// The requests that take over spans read ahead first: their bytes
 	// are flowing already, and a span left waiting behind other requests
 	// fills its buffer, stops, and ends the fetch late.
-	slices.SortStableFunc(reqs, func(x, y *request) int {
-		return cmp.Compare(b2i(!x.layer.Ahead.takes(x)), b2i(!y.layer.Ahead.takes(y)))
-	})
+	taking, rest := reqs[:0:0], reqs[:0:0]
+	for _, r := range reqs {
+		if r.layer.Ahead.takes(r) {
+			taking = append(taking, r)
+		} else {
+			rest = append(rest, r)
+		}
+	}
+	reqs = append(taking, rest...)
 	// The downloads first, so that they start at once; the downloaders
 	// free first read the cached chunks meanwhile.
 	reqs = append(reqs, hits...)

@@ -185,12 +185,9 @@ func plan(targets []*target, maxGap, maxReq, hardCap int64, jobs, maxRuns int, c
 	for _, l := range layers {
 		var req *request
 		for _, x := range runsOf[l] {
-			_, ahead := l.Ahead.spanOf(x.runs[0].start)
-			if req != nil {
-				_, reqAhead := l.Ahead.spanOf(req.runs[0].start)
-				ahead = ahead || reqAhead
-			}
-			if req != nil && !ahead && !x.local && !req.local && len(req.runs) < runsPerReq && (bucket[x] == bucket[req] || req.bytes()+x.bytes() <= maxReq) && req.bytes()+x.bytes() <= hardCap {
+			// Runs in spans read ahead (negative shares) stay requests
+			// of their own, to take their spans over.
+			if req != nil && bucket[x] >= 0 && bucket[req] >= 0 && !x.local && !req.local && len(req.runs) < runsPerReq && (bucket[x] == bucket[req] || req.bytes()+x.bytes() <= maxReq) && req.bytes()+x.bytes() <= hardCap {
 				x.runs[0].last += len(req.members)
 				req.runs = append(req.runs, x.runs[0])
 				req.members = append(req.members, x.members...)
