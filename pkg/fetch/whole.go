@@ -39,11 +39,7 @@ var wholeMembers atomic.Int64
 // returns false, having read nothing from br, when m is to be streamed
 // instead.
 func (e *engine) wholeMember(m *member, br *bufio.Reader, d *decoders) (bool, error) {
-	var need int64
-	for _, s := range m.segments {
-		need = max(need, s.chunk.InnerOffset+s.chunk.Size)
-	}
-	b, err := peekWhole(d.whole, br, m.offset, m.end-m.offset, need, &d.out)
+	b, err := peekWhole(d.whole, br, m.offset, m.end-m.offset, m.need(), &d.out)
 	if b == nil || err != nil {
 		return err != nil, err
 	}
@@ -72,19 +68,48 @@ func peekWhole(z *libdeflate.Decompressor, br *bufio.Reader, off, n, need int64,
 	if *buf == nil {
 		*buf = make([]byte, wholeOut)
 	}
-	for size := max(libdeflate.ISize(src), need) + 4<<10; size <= wholeOut; size *= 4 {
-		k, used, err := z.Gunzip((*buf)[:size], src)
-		switch {
-		case errors.Is(err, libdeflate.ErrInsufficientSpace):
-			continue
-		case err != nil:
-			return nil, fmt.Errorf("member at %d: decompressing: %w", off, err)
+	b, used, err := gunzipFit(z, *buf, src, need)
+	if b == nil || err != nil {
+		if err != nil {
+			err = fmt.Errorf("member at %d: decompressing: %w", off, err)
 		}
-		br.Discard(used) // the rest of the span, if any, is skipped after
-		wholeMembers.Add(1)
-		return (*buf)[:k], nil
+		return nil, err // still in br: stream it
 	}
-	return nil, nil // still in br: stream it
+	br.Discard(used) // the rest of the span, if any, is skipped after
+	wholeMembers.Add(1)
+	return b, nil
+}
+
+// gunzipFit decodes with z the gzip member at the start of src into out,
+// first into room for what the trailer at the end of src says (src may
+// go on past the member, so it is only a hint) or for need if more, then
+// into four times that, up to all of out. It returns the bytes decoded
+// and how many of src the member took, or nil when the member holds more
+// than out.
+func gunzipFit(z *libdeflate.Decompressor, out, src []byte, need int64) ([]byte, int, error) {
+	size := min(max(libdeflate.ISize(src), need)+4<<10, int64(len(out)))
+	for {
+		k, used, err := z.Gunzip(out[:size], src)
+		switch {
+		case errors.Is(err, libdeflate.ErrInsufficientSpace) && size < int64(len(out)):
+			size = min(size*4, int64(len(out)))
+			continue
+		case errors.Is(err, libdeflate.ErrInsufficientSpace):
+			return nil, 0, nil
+		case err != nil:
+			return nil, 0, err
+		}
+		return out[:k], used, nil
+	}
+}
+
+// need returns how much of m's decoded stream its wanted segments take.
+func (m *member) need() int64 {
+	var need int64
+	for _, s := range m.segments {
+		need = max(need, s.chunk.InnerOffset+s.chunk.Size)
+	}
+	return need
 }
 
 // Large members (over the read buffer or wholeOut, such as the 4 MiB
@@ -122,11 +147,7 @@ var (
 // writes its wanted segments, if it fits the limits above. It returns
 // false, having read nothing from br, when m is to be streamed instead.
 func (e *engine) largeMember(m *member, br *bufio.Reader, d *decoders) (bool, error) {
-	n := m.end - m.offset
-	var need int64
-	for _, s := range m.segments {
-		need = max(need, s.chunk.InnerOffset+s.chunk.Size)
-	}
+	n, need := m.end-m.offset, m.need()
 	if n > largeIn || need > largeOut-4<<10 {
 		return false, nil
 	}
@@ -150,20 +171,17 @@ func (e *engine) largeMember(m *member, br *bufio.Reader, d *decoders) (bool, er
 		return true, e.member(m, bytes.NewReader(in), d)
 	}
 	defer func() { largeOuts <- out }()
-	for _, size := range []int64{min(max(libdeflate.ISize(in), need)+4<<10, largeOut), largeOut} {
-		k, _, err := d.whole.Gunzip(out[:size], in)
-		switch {
-		case errors.Is(err, libdeflate.ErrInsufficientSpace):
-			continue
-		case err != nil:
-			return true, fmt.Errorf("member at %d: decompressing: %w", m.offset, err)
-		}
-		wholeMembers.Add(1)
-		largeMembers.Add(1)
-		return true, e.segments(m, bytes.NewReader(out[:k]), d.buf)
+	b, _, err := gunzipFit(d.whole, out, in, need)
+	switch {
+	case err != nil:
+		return true, fmt.Errorf("member at %d: decompressing: %w", m.offset, err)
+	case b == nil:
+		// More than largeOut: stream it from memory after all.
+		return true, e.member(m, bytes.NewReader(in), d)
 	}
-	// More than largeOut: stream it from memory after all.
-	return true, e.member(m, bytes.NewReader(in), d)
+	wholeMembers.Add(1)
+	largeMembers.Add(1)
+	return true, e.segments(m, bytes.NewReader(b), d.buf)
 }
 
 // takeLargeOut returns a free shared output buffer, made while there are
