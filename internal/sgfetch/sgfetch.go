@@ -471,9 +471,9 @@ const stdinBatch = 256
 // rest of the input is still coming.
 //
 // With ahead set, fetching into a directory with those options, the
-// layers of which the entries want a large share start being read once
-// the input is in, before their TOCs are (see fetch.ReadAhead); the
-// caller closes the returned Aheads after the fetch.
+// layers of which the entries want a large share start being read before
+// their TOCs are (see aheadStarter); the caller closes the returned
+// Aheads after the fetch.
 func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder, ahead *fetch.Options) ([]*item, []*fetch.Ahead, error) {
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx) // a bad line stops the opening
@@ -508,10 +508,10 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder, ahead
 		readErr  error
 		batch    [][]byte
 		nums     []int
-		reader   *aheadStarter
+		starter  *aheadStarter
 	)
 	if ahead != nil {
-		reader = newAheadStarter(parent, src, *ahead)
+		starter = newAheadStarter(parent, src, *ahead)
 	}
 	s := stream.New().WithMaxGoroutines(runtime.GOMAXPROCS(0))
 	flush := func() {
@@ -557,7 +557,7 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder, ahead
 				if firstErr == nil {
 					items, firstErr = append(items, got...), err
 					for _, x := range ext {
-						reader.add(x)
+						starter.add(x)
 					}
 				}
 			}
@@ -586,13 +586,13 @@ func fromStdin(ctx context.Context, src *source.Source, dec *wire.Decoder, ahead
 		cancel()
 	}
 	if firstErr == nil && readErr == nil {
-		reader.flush()
+		starter.flush()
 	}
 	p.Wait()
 	if firstErr == nil {
 		firstErr = readErr // a bad line before it is reported first
 	}
-	aheads := reader.attach(func(k layerKey) *fetch.Layer {
+	aheads := starter.attach(func(k layerKey) *fetch.Layer {
 		if errs[k] != nil {
 			return nil
 		}
@@ -638,9 +638,9 @@ type extent struct {
 }
 
 // aheadStarter starts reading the layers of which the entries want a
-// large share ahead (fetch.AheadCutter), as the entries come when they
-// want at least half a layer, else once the input is in, one fetch.Ahead per
-// layer blob, at most one span per job in all. Files the chunk cache
+// large share ahead (fetch.AheadCutter): as the entries come when they
+// want at least half a layer, else once the input is in; one fetch.Ahead
+// per layer blob, at most one span per job in all. Files the chunk cache
 // holds are left out: their bytes are not downloaded. Its methods are
 // called in the input's order, from one goroutine at a time; a nil
 // aheadStarter does nothing.
@@ -710,7 +710,7 @@ func (r *aheadStarter) add(x extent) {
 
 // cutter starts cutting l's spans for a fetch of total bytes.
 func (r *aheadStarter) cutter(l *aheadLayer, total int64) {
-	l.cut = fetch.NewAheadCutter(total, r.opts, &r.left, func(sp registry.Span) { r.start(l, l.layerSize, sp) })
+	l.cut = fetch.NewAheadCutter(total, r.opts, &r.left, func(sp registry.Span) { r.start(l, sp) })
 	for _, x := range l.pending {
 		l.cut.Add(x.span, x.chunks...)
 	}
@@ -718,13 +718,13 @@ func (r *aheadStarter) cutter(l *aheadLayer, total int64) {
 }
 
 // start starts reading span sp of layer l, opening its blob first.
-func (r *aheadStarter) start(l *aheadLayer, size int64, sp registry.Span) {
+func (r *aheadStarter) start(l *aheadLayer, sp registry.Span) {
 	if l.ahead == nil {
 		ref, err := r.src.Client.ParseReference(l.key.ref)
 		if err != nil {
 			return // said when the layer is opened
 		}
-		blob, err := r.src.Blob(r.ctx, ref.Context(), l.key.layer, size)
+		blob, err := r.src.Blob(r.ctx, ref.Context(), l.key.layer, l.layerSize)
 		if err != nil {
 			return
 		}
