@@ -530,7 +530,7 @@ func TestRoundTrip(t *testing.T) {
 			Ref: testRef, Manifest: testManifest, Layer: testLayer,
 			Name: "usr/local/go/misc/name with space ü.txt", Type: wire.TypeReg, Size: 12, Mode: 0o4755,
 			UID: 1000, GID: 1000, UserName: "gopher", GroupName: "staff", ModTime: "2024-01-02T03:04:05Z",
-			Digest: testFile, Chunks: 3,
+			Digest: testFile, Chunks: 3, Offset: 4096, CompressedSize: 9000, ChunkOffsets: []int64{7000, 8500},
 			Xattrs: map[string][]byte{
 				"user.comment":        []byte("hi<&>"),
 				"security.capability": {0x01, 0x00, 0x00, 0x02, 0xff, 0xfe, 0x00},
