@@ -682,12 +682,13 @@ func (r *aheadStarter) add(x extent) {
 	if r.cached != nil && x.digest != "" && r.cached(x.digest) {
 		return
 	}
+	// Entries are input: an extent outside the data is not read ahead.
 	// The tail read with the TOC may hold data too: it is not read twice.
-	if end := r.src.TOC.ReadStart(x.layerSize, x.tocOffset); x.span.Off+x.span.N > end {
-		if x.span.N = end - x.span.Off; x.span.N <= 0 {
-			return
-		}
+	end := r.src.TOC.ReadStart(x.layerSize, x.tocOffset)
+	if x.span.Off < 0 || x.span.Off >= end || x.span.N > x.layerSize {
+		return
 	}
+	x.span.N = min(x.span.N, end-x.span.Off)
 	l, ok := r.layers[x.layer.layer]
 	if !ok {
 		l = &aheadLayer{key: x.layer, layerSize: x.layerSize, tocOffset: x.tocOffset}
